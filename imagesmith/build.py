@@ -1,0 +1,104 @@
+"""Run the pipeline for one spec and publish its outputs atomically.
+
+Everything is made in a private work directory inside the output directory; only a
+complete build moves its files into place, and SHA256SUMS, which vouches for them, is
+removed first and written last. A failed or interrupted build leaves the previous
+outputs (if any) and its own build.log, never a half-written image.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagesmith import host
+from imagesmith.config.load import Spec
+from imagesmith.errors import ImagesmithError
+from imagesmith.run import Runner
+from imagesmith.stages import artifacts, bootstrap, customize, disk, filesystems
+from imagesmith.stages.context import Context
+
+WORK_PREFIX = ".imagesmith-work-"
+TOOLS = {
+    "mmdebstrap": "mmdebstrap",
+    "mke2fs": "e2fsprogs",
+    "mkfs.vfat": "dosfstools",
+    "mcopy": "mtools",
+    "sfdisk": "fdisk",
+    "bmaptool": "bmap-tools",
+    "depmod": "kmod",
+    "unshare": "util-linux",
+}
+
+
+@dataclass
+class Result:
+    image: Path
+    outputs: list[Path]
+    table: dict[str, object]
+
+
+def check_host(spec: Spec) -> None:
+    missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None})
+    if missing:
+        raise ImagesmithError(
+            f"missing host tools from: {', '.join(missing)}",
+            hint=f"sudo apt-get install {' '.join(missing)}   (or run ./dev build, which installs them)",
+        )
+    if os.geteuid() != 0:
+        raise ImagesmithError(
+            "building an image needs root for now (mmdebstrap --mode=root)",
+            hint="run it with sudo",
+        )
+    host.require_arch(spec.device.arch)
+
+
+def remove_stale_work(output: Path) -> None:
+    """Work directories of builds that were killed: their process is gone."""
+    for path in output.glob(f"{WORK_PREFIX}*"):
+        pid = path.name.removeprefix(WORK_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def publish(files: list[Path], sums: Path, output: Path) -> list[Path]:
+    (output / sums.name).unlink(missing_ok=True)
+    placed = []
+    for path in [*files, sums]:  # SHA256SUMS last: it vouches for the rest
+        final = output / path.name
+        os.replace(path, final)
+        placed.append(final)
+    return placed
+
+
+def build(spec: Spec, output: Path, runner: Runner) -> Result:
+    customize.check_spec(spec)
+    check_host(spec)
+    output.mkdir(parents=True, exist_ok=True)
+    remove_stale_work(output)
+    work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=output))
+    name = spec.config.name
+    try:
+        ctx = Context(spec=spec, runner=runner, work=work)
+        dist = spec.config.distribution
+        with runner.stage("bootstrap", f"{dist.name} {dist.suite} {spec.device.arch} with mmdebstrap"):
+            bootstrap.run(ctx)
+        with runner.stage("customize", "settings, users, files, services, scripts, initramfs"):
+            customize.run(ctx)
+        with runner.stage("filesystems", ", ".join(f"{p.name} ({p.fs})" for p in spec.layout.partitions)):
+            filesystems.run(ctx)
+        image = work / f"{name}.img"
+        with runner.stage("disk", f"{spec.layout.table} partition table → {image.name}"):
+            disk.run(ctx, image)
+            table = disk.read_table(ctx, image)
+        with runner.stage("artifacts", "block map, checksums"):
+            bmap = artifacts.bmap(ctx, image)
+            sums = work / artifacts.SUMS
+            artifacts.checksums([image, bmap], sums)
+            outputs = publish([image, bmap], sums, output)
+        return Result(output / image.name, outputs, table)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,258 @@
+"""Config files → a validated Spec: find layers, merge them, validate, locate errors."""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from imagesmith.config import catalog
+from imagesmith.config.merge import merge
+from imagesmith.config.model import Device, ImageConfig, Layout
+from imagesmith.config.nodes import Node, load_yaml
+from imagesmith.errors import Location, config_error
+
+LAYER_META = ("layer", "description", "requires")
+SSH_KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class LayerRef:
+    name: str
+    path: Path
+
+
+@dataclass
+class Spec:
+    """Everything a build needs, validated."""
+
+    config: ImageConfig
+    device: Device
+    layout: Layout
+    config_path: Path
+    layers: list[LayerRef]
+    tree: Node = field(repr=False)
+
+    def locate(self, *path: str | int) -> Location:
+        return self.tree.locate(tuple(path))
+
+
+# --- validation errors → located messages -----------------------------------------
+
+
+def _dotted(loc: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _model_at(model: type[BaseModel], loc: tuple[str | int, ...]) -> type[BaseModel]:
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = model.model_fields.get(part)
+        if info is None:
+            info = next((f for f in model.model_fields.values() if f.alias == part), None)
+        if info is None:
+            break
+        candidates = [info.annotation, *typing.get_args(info.annotation)]
+        sub = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if sub is None:
+            break
+        model = sub
+    return model
+
+
+def _keys(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def validate(model: type[M], tree: Node, what: str) -> M:
+    """Validate ``tree`` as ``model``; the first problem becomes a located config error."""
+    try:
+        return model.model_validate(tree.plain())
+    except ValidationError as exc:
+        errors = exc.errors()
+        err = errors[0]
+        loc = tuple(err["loc"])
+        where = tree.locate(loc)
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            key = str(loc[-1])
+            allowed = _keys(_model_at(model, loc[:-1]))
+            hint = catalog.suggestion(key, allowed).replace("known:", "allowed keys:")
+            if key == "password":
+                hint = (
+                    "plain-text passwords are never stored: set password_hash to the output of "
+                    "`mkpasswd -m yescrypt`, or leave it out to keep the password locked"
+                )
+            raise config_error(f"unknown key {key!r} in {what}{more}", where, hint) from None
+        if kind == "missing":
+            raise config_error(
+                f"{what}: {_dotted(loc)} is required but missing{more}",
+                where,
+                f"add `{loc[-1]}:` here",
+            ) from None
+        msg = err["msg"]
+        if kind == "string_pattern_mismatch":
+            msg = f"{err['input']!r} is not a valid value"
+        raise config_error(
+            f"{_dotted(loc) or what}: {msg}{more}",
+            where,
+            "see `imagesmith schema` for the allowed values",
+        ) from None
+
+
+# --- paths in documents are relative to the document ------------------------------
+
+
+def _resolve_path(node: Node, base: Path, what: str) -> None:
+    if not isinstance(node.value, str):
+        return  # a wrong type is reported by validation with its location
+    path = Path(node.value).expanduser()
+    path = path if path.is_absolute() else base / path
+    if not path.exists():
+        raise config_error(
+            f"{what} not found: {path}", node.location, "paths are relative to the file that names them"
+        )
+    node.value = str(path.resolve())
+
+
+def _resolve_paths(doc: Node) -> None:
+    base = doc.location.file.parent
+    for key, field_name, what in (("files", "source", "overlay source"), ("scripts", "run", "script")):
+        entries = doc.get(key)
+        if entries is not None and isinstance(entries.value, list):
+            for entry in entries.value:
+                sub = entry.get(field_name)
+                if sub is not None:
+                    _resolve_path(sub, base, what)
+    users = doc.get("users")
+    if users is not None and isinstance(users.value, list):
+        for user in users.value:
+            keys = user.get("ssh_authorized_keys")
+            if keys is None or not isinstance(keys.value, list):
+                continue
+            for entry in keys.value:
+                if isinstance(entry.value, str) and not entry.value.startswith(SSH_KEY_PREFIXES):
+                    _resolve_path(entry, base, "SSH public key file")
+                    entry.value = _read_public_key(Path(str(entry.value)), entry.location)
+
+
+def _read_public_key(path: Path, where: Location) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace").strip()
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if not lines or not all(ln.startswith(SSH_KEY_PREFIXES) for ln in lines):
+        raise config_error(
+            f"{path} does not look like an SSH public key",
+            where,
+            "give the .pub file (e.g. ~/.ssh/id_ed25519.pub), never a private key",
+        )
+    if "PRIVATE KEY" in text:
+        raise config_error(f"{path} holds a private key", where, "give the .pub file instead")
+    return "\n".join(lines)
+
+
+# --- layers -------------------------------------------------------------------------
+
+
+def _names(node: Node | None) -> list[Node]:
+    if node is None:
+        return []
+    if not isinstance(node.value, list):
+        raise config_error("expected a list of layer names", node.location, "write e.g. [base, openssh]")
+    return node.value
+
+
+def _resolve_layers(doc: Node, search: list[Path]) -> list[tuple[LayerRef, Node]]:
+    """Layers named by ``doc`` and, first, everything they require (depth first)."""
+    ordered: list[tuple[LayerRef, Node]] = []
+    done: set[str] = set()
+
+    def visit(name_node: Node, stack: list[LayerRef]) -> None:
+        name = name_node.value
+        if not isinstance(name, str):
+            raise config_error("a layer name must be text", name_node.location, "write e.g. openssh")
+        if name.startswith("-") or name in done:
+            return
+        if any(ref.name == name for ref in stack):
+            cycle = " → ".join(f"{r.name} ({r.path})" for r in [*stack, stack[0]])
+            raise config_error(
+                f"layers require each other in a cycle: {cycle}",
+                name_node.location,
+                "remove one of the `requires` entries",
+            )
+        path = catalog.find("layers", name, search)
+        if path is None:
+            raise config_error(
+                f"unknown layer {name!r}",
+                name_node.location,
+                catalog.suggestion(name, catalog.names("layers", search)),
+            )
+        layer = load_yaml(path)
+        declared = layer.get("layer")
+        if declared is None or declared.value != name:
+            raise config_error(
+                f"{path.name} is not the layer {name!r}: it must start with `layer: {name}`",
+                declared.location if declared else layer.location,
+                "a layer file names itself with the `layer:` key",
+            )
+        ref = LayerRef(name, path)
+        for required in _names(layer.get("requires")):
+            visit(required, [*stack, ref])
+        done.add(name)
+        ordered.append((ref, layer))
+
+    for name_node in _names(doc.get("layers")):
+        visit(name_node, [])
+    return ordered
+
+
+def _strip_meta(layer: Node) -> Node:
+    assert isinstance(layer.value, dict)
+    return Node({k: v for k, v in layer.value.items() if k not in LAYER_META}, layer.location)
+
+
+def _catalog_item(kind: str, model: type[M], name_node: Node | None, default: str | None) -> M:
+    name = name_node.value if name_node is not None else default
+    where = name_node.location if name_node is not None else None
+    if not isinstance(name, str):
+        raise config_error(f"{kind} must be a name", where, f"write e.g. `{kind}: {default or 'pi4'}`")
+    path = catalog.find(f"{kind}s", name)
+    if path is None:
+        raise config_error(
+            f"unknown {kind} {name!r}", where, catalog.suggestion(name, catalog.names(f"{kind}s"))
+        )
+    return validate(model, load_yaml(path), f"{kind} {name}")
+
+
+def load_spec(config_path: Path | None = None) -> Spec:
+    """Load, merge and validate an image config and everything it names."""
+    path = (config_path or catalog.DEFAULT_CONFIG).resolve()
+    doc = load_yaml(path)
+    if doc.get("layer") is not None:
+        raise config_error(
+            "this file is a layer, not an image config",
+            doc.locate(("layer",)),
+            "build an image config that lists this layer under `layers:`",
+        )
+    search = [path.parent]
+    layers = _resolve_layers(doc, search)
+    merged: Node | None = None
+    for _ref, layer in layers:
+        _resolve_paths(layer)
+        stripped = _strip_meta(layer)
+        merged = stripped if merged is None else merge(merged, stripped)
+    _resolve_paths(doc)
+    merged = doc if merged is None else merge(merged, doc)
+    config = validate(ImageConfig, merged, "image config")
+    device = _catalog_item("device", Device, merged.get("device"), None)
+    layout = _catalog_item("layout", Layout, merged.get("layout"), "simple")
+    return Spec(config, device, layout, path, [ref for ref, _ in layers], merged)

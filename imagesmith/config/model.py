@@ -1,0 +1,147 @@
+"""Typed models of image configs, layers, devices and layouts (pydantic v2)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+
+def parse_size(value: object) -> int:
+    """``"256MiB"``, ``"1G"``, ``"4096"`` or an int → bytes (binary units)."""
+    if isinstance(value, bool):
+        raise ValueError("a size is a number with an optional unit, e.g. 256MiB")
+    if isinstance(value, int):
+        return value
+    match = _SIZE_RE.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a size; write e.g. 256MiB, 2GiB or 4096")
+    unit = (match.group(2) or "").upper()[:1]
+    return int(float(match.group(1)) * _UNITS[unit])
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+PACKAGE_RE = r"^-?[a-z0-9][a-z0-9+.-]+(:[a-z0-9]+)?$"
+NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
+HOSTNAME_RE = r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$"
+USER_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
+UNIT_RE = r"^[A-Za-z0-9@_.:\\-]+$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Distribution(Strict):
+    name: Literal["debian"] = "debian"
+    suite: str = Field("trixie", pattern=r"^[a-z][a-z0-9-]*$")
+    mirror: str = Field("http://deb.debian.org/debian", pattern=r"^(https?|file)://\S+$")
+    components: list[str] = Field(default_factory=lambda: ["main"])
+
+
+class User(Strict):
+    name: str = Field(pattern=USER_RE)
+    uid: int | None = Field(None, ge=1000, le=59999)
+    groups: list[str] = Field(default_factory=list)
+    sudo: bool = False
+    shell: str = "/bin/bash"
+    password_hash: str | None = None
+    ssh_authorized_keys: list[str] = Field(default_factory=list)
+
+    @field_validator("password_hash")
+    @classmethod
+    def _hashed(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^\$[0-9a-z]+\$\S+$", value):
+            raise ValueError(
+                "password_hash must be a crypt(3) hash such as $y$... or $6$..., never a plain-text password"
+            )
+        return value
+
+
+class FileEntry(Strict):
+    source: str
+    target: str = Field("/", pattern=r"^/")
+    owner: str = Field("root:root", pattern=r"^[a-z_][a-z0-9_-]*(:[a-z_][a-z0-9_-]*)?$")
+
+
+class Script(Strict):
+    run: str
+    in_: Literal["host", "chroot"] = Field("chroot", alias="in")
+
+
+class Services(Strict):
+    enable: list[Annotated[str, Field(pattern=UNIT_RE)]] = Field(default_factory=list)
+    disable: list[Annotated[str, Field(pattern=UNIT_RE)]] = Field(default_factory=list)
+    mask: list[Annotated[str, Field(pattern=UNIT_RE)]] = Field(default_factory=list)
+
+
+class ImageConfig(Strict):
+    """The merged config: what the user wrote over the layers it uses."""
+
+    name: str = Field(pattern=NAME_RE)
+    device: str = Field(pattern=NAME_RE)
+    layout: str = Field("simple", pattern=NAME_RE)
+    distribution: Distribution = Field(default_factory=lambda: Distribution())
+    layers: list[str] = Field(default_factory=list)
+    packages: list[Annotated[str, Field(pattern=PACKAGE_RE)]] = Field(default_factory=list)
+    hostname: str | None = Field(None, pattern=HOSTNAME_RE)
+    timezone: str = Field("Etc/UTC", pattern=r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
+    locale: str = Field("C.UTF-8", pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9-]+)?(@[a-z]+)?$")
+    users: list[User] = Field(default_factory=list)
+    files: list[FileEntry] = Field(default_factory=list)
+    scripts: list[Script] = Field(default_factory=list)
+    services: Services = Field(default_factory=lambda: Services())
+    cmdline: list[str] = Field(default_factory=list)
+    config_txt: list[str] = Field(default_factory=list)
+
+    @property
+    def host_name(self) -> str:
+        return self.hostname or self.name
+
+
+# --- catalog data -------------------------------------------------------------------
+
+
+class Device(Strict):
+    device: str = Field(pattern=NAME_RE)
+    description: str
+    arch: Literal["arm64", "amd64"]
+    boot: Literal["raspi-firmware", "direct-kernel"]
+    packages: list[str]
+    components: list[str] = Field(default_factory=lambda: ["main"])
+    console: str  # serial console for the kernel command line, e.g. ttyS1,115200
+    firmware_config: list[str] = Field(default_factory=list)
+    wireless: bool = False
+    notes: str = ""
+
+
+class Partition(Strict):
+    name: str = Field(pattern=NAME_RE)
+    fs: Literal["vfat", "ext4"]
+    label: str = Field(pattern=r"^[A-Za-z0-9_-]{1,11}$")
+    mount: str = Field(pattern=r"^/")
+    size: Size | Literal["auto"] = "auto"
+    free: Size = 0  # with size: auto, free space left in the filesystem
+    type: str = Field(pattern=r"^[0-9a-fA-F]{1,2}$")  # MBR partition type id
+    bootable: bool = False
+
+
+class Layout(Strict):
+    layout: str = Field(pattern=NAME_RE)
+    description: str
+    table: Literal["dos"] = "dos"
+    root_by: Literal["partuuid", "label"] = "partuuid"
+    first_offset: Size = 4 * 1024**2
+    partitions: list[Partition]
+
+    @field_validator("partitions")
+    @classmethod
+    def _has_root(cls, parts: list[Partition]) -> list[Partition]:
+        if sum(1 for p in parts if p.mount == "/") != 1:
+            raise ValueError("a layout needs exactly one partition mounted at /")
+        return parts

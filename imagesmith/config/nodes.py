@@ -1,0 +1,123 @@
+"""YAML files read into a tree of nodes that remember where each value was written."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from imagesmith.errors import Location, config_error
+
+Scalar = str | int | float | bool | None
+
+
+@dataclass
+class Node:
+    """A value with the place that set it, and every earlier place that set it too."""
+
+    value: dict[str, Node] | list[Node] | Scalar
+    location: Location
+    history: list[Location] = field(default_factory=list)
+
+    def plain(self) -> Any:
+        """The value with locations stripped: what validation sees."""
+        if isinstance(self.value, dict):
+            return {k: v.plain() for k, v in self.value.items()}
+        if isinstance(self.value, list):
+            return [v.plain() for v in self.value]
+        return self.value
+
+    def get(self, key: str) -> Node | None:
+        return self.value.get(key) if isinstance(self.value, dict) else None
+
+    def locate(self, path: tuple[str | int, ...]) -> Location:
+        """The location of the value at ``path``, or of its nearest existing parent."""
+        node: Node = self
+        for part in path:
+            child: Node | None = None
+            if isinstance(node.value, dict) and isinstance(part, str):
+                child = node.value.get(part)
+            elif isinstance(node.value, list) and isinstance(part, int) and 0 <= part < len(node.value):
+                child = node.value[part]
+            if child is None:
+                break
+            node = child
+        return node.location
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    return yaml
+
+
+def _to_node(data: Any, loc: Location, path: Path) -> Node:
+    if isinstance(data, CommentedMap):
+        items: dict[str, Node] = {}
+        for key, value in data.items():
+            kline, kcol = data.lc.key(key)
+            vline, vcol = data.lc.value(key)
+            if not isinstance(key, str):
+                raise config_error(
+                    f"keys must be text, not {type(key).__name__} {key!r}",
+                    Location(path, kline + 1, kcol + 1),
+                    "quote the key",
+                )
+            items[key] = _to_node(value, Location(path, vline + 1, vcol + 1), path)
+        return Node(items, loc)
+    if isinstance(data, CommentedSeq):
+        seq: list[Node] = []
+        for i, value in enumerate(data):
+            line, col = data.lc.item(i)
+            seq.append(_to_node(value, Location(path, line + 1, col + 1), path))
+        return Node(seq, loc)
+    if data is None or isinstance(data, (bool, int, float, str)):
+        # ruamel gives str subclasses (quoted scalars) and int subclasses: normalise
+        if isinstance(data, bool) or data is None:
+            return Node(data, loc)
+        if isinstance(data, int):
+            return Node(int(data), loc)
+        if isinstance(data, float):
+            return Node(float(data), loc)
+        return Node(str(data), loc)
+    raise config_error(
+        f"unsupported YAML value of type {type(data).__name__}",
+        loc,
+        "use text, numbers, booleans, lists and maps",
+    )
+
+
+def load_yaml(path: Path) -> Node:
+    """Read one YAML file into a Node tree; every problem becomes a located error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise config_error(f"file not found: {path}", None, "check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise config_error(f"cannot read {path}: {exc}", Location(path), None) from None
+    try:
+        data = _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)
+        problem = exc.problem or exc.context or "invalid YAML"
+        hint = "fix the YAML syntax (indentation, a missing ':' or an unclosed quote or bracket)"
+        if "duplicate key" in str(problem):
+            hint = "each key may appear once in a map; remove or merge the repeated one"
+        raise config_error(f"YAML syntax error: {problem}", loc, hint) from None
+    except YAMLError as exc:
+        raise config_error(f"YAML error: {exc}", Location(path, 1, 1), "fix the YAML syntax") from None
+    root = Location(path, 1, 1)
+    if data is None:
+        return Node({}, root)
+    if not isinstance(data, CommentedMap):
+        raise config_error(
+            f"the file must be a map of settings, not a {type(data).__name__}",
+            root,
+            "start with `name: ...` and other keys at the top level",
+        )
+    return _to_node(data, root, path)

@@ -1,0 +1,226 @@
+"""Boot a built image in qemu-system and watch its serial console.
+
+The image's own kernel, initrd and command line (from its boot partition) are booted
+with ``-kernel``/``-initrd`` on a generic virtual machine of the image's architecture.
+The image itself is never written: the guest runs on a copy-on-write overlay that is
+larger than the image, so first-boot growth of the root partition is exercised too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pexpect
+
+from imagesmith.errors import EXIT_CONFIG, ImagesmithError
+from imagesmith.run import Runner
+
+LOGIN = re.compile(rb"login: ?$|login: ", re.MULTILINE)
+PANIC = re.compile(rb"Kernel panic - not syncing[^\r\n]*")
+TAIL = 30
+EMERGENCY = re.compile(rb"(You are in emergency mode|Give root password for maintenance|\(initramfs\) )")
+
+MACHINES = {
+    "arm64": {
+        "system": "qemu-system-aarch64",
+        "args": ["-M", "virt", "-cpu", "cortex-a72"],
+        "console": "ttyAMA0",
+    },
+    "amd64": {"system": "qemu-system-x86_64", "args": ["-M", "q35", "-cpu", "max"], "console": "ttyS0"},
+}
+
+
+@dataclass
+class BootFiles:
+    arch: str
+    kernel: Path
+    initrd: Path | None
+    cmdline: str
+
+
+def _partitions(runner: Runner, image: Path) -> list[dict[str, object]]:
+    out = runner.run(
+        ["sfdisk", "--json", str(image)], capture=True, hint="is this a disk image built by imagesmith?"
+    )
+    parts: list[dict[str, object]] = json.loads(out)["partitiontable"].get("partitions", [])
+    return parts
+
+
+def _config_txt(text: str) -> tuple[str | None, str | None]:
+    kernel = initrd = None
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("kernel="):
+            kernel = line.split("=", 1)[1].strip()
+        elif line.startswith("initramfs "):
+            initrd = line.split()[1]
+    return kernel, initrd
+
+
+def _arch_of(kernel: Path) -> str:
+    head = kernel.read_bytes()[:0x40]
+    if head[0x38:0x3C] == b"ARM\x64":
+        return "arm64"
+    if head[:2] == b"MZ" or b"HdrS" in kernel.read_bytes()[0x200:0x210]:
+        return "amd64"
+    raise ImagesmithError(f"cannot tell the architecture of the kernel {kernel.name}")
+
+
+def extract(runner: Runner, image: Path, into: Path) -> BootFiles:
+    """Kernel, initrd and command line from the image's FAT boot partition."""
+    boot = next((p for p in _partitions(runner, image) if str(p.get("type")) in ("c", "b", "e")), None)
+    if boot is None:
+        raise ImagesmithError(f"{image} has no FAT boot partition", hint="boot images built by imagesmith")
+    spec = f"{image}@@{int(str(boot['start'])) * 512}"
+
+    def fetch(name: str) -> Path | None:
+        target = into / Path(name).name
+        try:
+            runner.run(["mcopy", "-n", "-i", spec, f"::{name}", str(target)])
+        except ImagesmithError:
+            return None
+        return target
+
+    cmdline_file = fetch("cmdline.txt")
+    if cmdline_file is None:
+        raise ImagesmithError(f"{image}: the boot partition has no cmdline.txt")
+    kernel_name, initrd_name = "vmlinuz", "initrd.img"
+    config = fetch("config.txt")
+    if config is not None:
+        k, i = _config_txt(config.read_text(errors="replace"))
+        kernel_name, initrd_name = k or kernel_name, i or initrd_name
+    kernel = fetch(kernel_name)
+    if kernel is None:
+        raise ImagesmithError(f"{image}: the boot partition has no kernel {kernel_name}")
+    initrd = fetch(initrd_name)
+    return BootFiles(_arch_of(kernel), kernel, initrd, cmdline_file.read_text().strip())
+
+
+def guest_cmdline(cmdline: str, console: str) -> str:
+    """The image's command line with its consoles replaced by the virtual machine's."""
+    args = [a for a in cmdline.split() if not a.startswith("console=")]
+    return " ".join([*args, f"console={console},115200"])
+
+
+def boot(
+    image: Path,
+    runner: Runner,
+    *,
+    timeout: float = 600,
+    grow: int = 512 * 1024 * 1024,
+    log: Path | None = None,
+) -> str:
+    """Boot ``image`` until a login prompt; return the console transcript."""
+    if not image.is_file():
+        raise ImagesmithError(f"no such image: {image}", exit_code=EXIT_CONFIG)
+    with tempfile.TemporaryDirectory(prefix="imagesmith-boot-") as tmp:
+        work = Path(tmp)
+        files = extract(runner, image, work)
+        machine = MACHINES[files.arch]
+        system = str(machine["system"])
+        if shutil.which(system) is None:
+            raise ImagesmithError(
+                f"{system} is not installed",
+                hint="sudo apt-get install qemu-system-arm qemu-system-x86 qemu-utils",
+            )
+        overlay = work / "disk.qcow2"
+        size = image.stat().st_size + grow
+        runner.run(
+            [
+                "qemu-img",
+                "create",
+                "-q",
+                "-f",
+                "qcow2",
+                "-F",
+                "raw",
+                "-b",
+                str(image.resolve()),
+                str(overlay),
+                str(size),
+            ]
+        )
+        argv = [
+            system,
+            *machine["args"],
+            "-smp",
+            "2",
+            "-m",
+            "1024",
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+            str(files.kernel),
+            "-append",
+            guest_cmdline(files.cmdline, str(machine["console"])),
+            "-drive",
+            f"if=none,id=disk,format=qcow2,file={overlay}",
+            "-device",
+            "virtio-blk-pci,drive=disk",
+            "-netdev",
+            "user,id=net",
+            "-device",
+            "virtio-net-pci,netdev=net",
+        ]
+        if files.initrd is not None:
+            argv += ["-initrd", str(files.initrd)]
+        runner.detail("$ " + " ".join(argv))
+        return _watch(argv, runner, timeout, log)
+
+
+def _watch(argv: list[str], runner: Runner, timeout: float, log: Path | None) -> str:
+    transcript = bytearray()
+    pending = b""  # the unfinished last line, shown once it ends
+    start = time.monotonic()
+    child = pexpect.spawn(argv[0], argv[1:], timeout=None)
+    outcome = "timeout"
+    try:
+        while time.monotonic() - start < timeout:
+            try:
+                data: bytes = child.read_nonblocking(65536, timeout=1)  # type: ignore[assignment]
+            except pexpect.TIMEOUT:
+                continue
+            except pexpect.EOF:
+                outcome = "exited"
+                break
+            window = bytes(transcript[-4096:]) + data
+            transcript += data
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                runner.detail(f"console: {line.decode(errors='replace').rstrip()}")
+            if LOGIN.search(window):
+                outcome = "login"
+                break
+            if PANIC.search(window):
+                outcome = "panic"
+                break
+            if EMERGENCY.search(window):
+                outcome = "emergency"
+                break
+    finally:
+        child.close(force=True)
+        if log is not None:
+            log.write_bytes(bytes(transcript))
+    text = transcript.decode(errors="replace")
+    elapsed = time.monotonic() - start
+    if outcome == "login":
+        runner.info(f"login prompt after {elapsed:.0f}s")
+        return text
+    what = {
+        "timeout": f"no login prompt within {timeout:.0f}s",
+        "panic": "the kernel panicked",
+        "emergency": "the system fell into an emergency shell",
+        "exited": "qemu exited before a login prompt",
+    }[outcome]
+    tail = [ln for ln in text.splitlines() if ln.strip()][-TAIL:]
+    raise ImagesmithError(
+        f"boot failed: {what}",
+        hint="the last console lines are above; --console-log FILE keeps the whole console",
+        details="\n".join(tail),
+    )

@@ -1,0 +1,103 @@
+"""Work on a target root filesystem directory: run commands in it, place files in it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from imagesmith.errors import ImagesmithError
+from imagesmith.run import Runner
+
+CHROOT_ENV = {
+    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    "LC_ALL": "C.UTF-8",
+    "LANG": "C.UTF-8",
+    "HOME": "/root",
+    "DEBIAN_FRONTEND": "noninteractive",
+    "DEBCONF_NONINTERACTIVE_SEEN": "true",
+}
+
+# Runs in a private mount and PID namespace, so nothing mounted here outlives the command.
+_ENTER = r"""
+set -e
+root=$1; shift
+mount -t proc proc "$root/proc"
+mount --rbind /dev "$root/dev"
+mount -t tmpfs tmpfs "$root/run"
+exec chroot "$root" /usr/bin/env -i "$@"
+"""
+
+
+def chroot(
+    runner: Runner,
+    rootfs: Path,
+    argv: Sequence[str],
+    *,
+    env: dict[str, str] | None = None,
+    capture: bool = False,
+    hint: str | None = None,
+) -> str:
+    """Run ``argv`` inside ``rootfs`` (foreign binaries run through qemu-user binfmt)."""
+    assignments = [f"{k}={v}" for k, v in {**CHROOT_ENV, **(env or {})}.items()]
+    return runner.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "sh",
+            "-c",
+            _ENTER,
+            "imagesmith-chroot",
+            str(rootfs),
+            *assignments,
+            *argv,
+        ],
+        capture=capture,
+        hint=hint,
+    )
+
+
+def inside(rootfs: Path, path: str | PurePosixPath, *, follow_last: bool = True) -> Path:
+    """Host path of ``path`` as the target sees it: symlinks resolve inside ``rootfs``.
+
+    Merged-/usr systems make /lib, /bin and /sbin symlinks; an absolute link must point
+    into the image, never at the build host.
+    """
+    parts = [p for p in PurePosixPath("/", path).parts[1:] if p not in ("", ".")]
+    current = PurePosixPath("/")
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            current = current.parent
+            continue
+        candidate = current / part
+        host = rootfs / candidate.relative_to("/")
+        if host.is_symlink() and (parts or follow_last):
+            hops += 1
+            if hops > 40:
+                raise ImagesmithError(f"too many levels of symbolic links at {candidate} in the image")
+            target = PurePosixPath(os.readlink(host))
+            base = PurePosixPath("/") if target.is_absolute() else current
+            parts = [p for p in (base / target).parts[1:] if p not in ("", ".")] + parts
+            current = PurePosixPath("/")
+            continue
+        current = candidate
+    return rootfs / current.relative_to("/")
+
+
+def read_ids(rootfs: Path, database: str) -> dict[str, int]:
+    """name → id from the image's /etc/passwd or /etc/group."""
+    ids: dict[str, int] = {}
+    path = rootfs / "etc" / database
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            fields = line.split(":")
+            if len(fields) > 2 and fields[2].isdigit():
+                ids[fields[0]] = int(fields[2])
+    return ids

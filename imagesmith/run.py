@@ -1,0 +1,164 @@
+"""The one subprocess wrapper: every external command imagesmith runs goes through here.
+
+Each command is written to the build log with its output; with ``--verbose`` it is also
+shown on the terminal. A failing command raises ``ImagesmithError`` carrying the command
+line and the last lines of its output.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from rich.console import Console
+
+from imagesmith.errors import ImagesmithError
+
+TAIL_LINES = 25
+
+
+def format_command(argv: Sequence[str | os.PathLike[str]]) -> str:
+    return shlex.join(str(a) for a in argv)
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s"
+
+
+class Runner:
+    """Runs commands, logs them, and shows progress for people."""
+
+    def __init__(
+        self,
+        *,
+        console: Console | None = None,
+        verbose: bool = False,
+        log_path: Path | None = None,
+    ) -> None:
+        self.console = console or Console(stderr=True, highlight=False)
+        self.verbose = verbose
+        self._log: IO[str] | None = None
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self.timings: list[tuple[str, float]] = []
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log(self, text: str) -> None:
+        if self._log is not None:
+            self._log.write(text if text.endswith("\n") else text + "\n")
+            self._log.flush()
+
+    def info(self, text: str) -> None:
+        self.console.print(text)
+        self.log(text)
+
+    def detail(self, text: str) -> None:
+        """A line shown only with --verbose (always logged)."""
+        if self.verbose:
+            self.console.print(f"[dim]{text}[/dim]", markup=True, highlight=False)
+        self.log(text)
+
+    @contextmanager
+    def stage(self, name: str, what: str = "") -> Iterator[None]:
+        """A named, timed step of the build, shown as it runs and when it ends."""
+        label = f"{name}: {what}" if what else name
+        self.log(f"==> {label}")
+        start = time.monotonic()
+        ok = False
+        try:
+            if self.verbose or not self.console.is_terminal:
+                self.console.print(f"[bold]▶ {label}[/bold]")
+                yield
+            else:
+                with self.console.status(f"[bold]{label}[/bold]"):
+                    yield
+            ok = True
+        finally:
+            elapsed = time.monotonic() - start
+            self.timings.append((name, elapsed))
+            mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
+            self.console.print(f"{mark} {name:<12} {format_duration(elapsed):>8}")
+            self.log(f"<== {name} {'done' if ok else 'FAILED'} in {format_duration(elapsed)}")
+
+    def run(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        input: str | None = None,
+        capture: bool = False,
+        hint: str | None = None,
+    ) -> str:
+        """Run ``argv``; return its stdout when ``capture`` is set (else "")."""
+        cmd = [str(a) for a in argv]
+        line = format_command(cmd)
+        self.detail(f"$ {line}")
+        full_env = None
+        if env is not None:
+            full_env = dict(os.environ)
+            full_env.update(env)
+        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        captured: list[str] = []
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE if capture else subprocess.STDOUT,
+                cwd=cwd,
+                env=full_env,
+                text=True,
+                errors="replace",
+            )
+        except FileNotFoundError as exc:
+            raise ImagesmithError(
+                f"command not found: {cmd[0]}",
+                hint=hint or "run `imagesmith doctor` or `./dev build` to install host tools",
+            ) from exc
+        if input is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(input)  # never logged: it may carry private values
+            proc.stdin.close()
+        assert proc.stdout is not None
+        try:
+            if capture:
+                out, err = proc.communicate()
+                captured.append(out)
+                for text in err.splitlines():
+                    tail.append(text)
+                    self.log(text)
+            else:
+                for text in proc.stdout:
+                    text = text.rstrip("\n")
+                    tail.append(text)
+                    self.log(text)
+                proc.wait()
+        except BaseException:  # interrupted: the command must not outlive the build
+            proc.kill()
+            proc.wait()
+            raise
+        self.log(f"[exit {proc.returncode} after {format_duration(time.monotonic() - start)}]")
+        if proc.returncode != 0:
+            raise ImagesmithError(
+                f"command failed with exit code {proc.returncode}: {line}",
+                hint=hint,
+                details="\n".join(tail),
+            )
+        return "".join(captured)

@@ -1,0 +1,65 @@
+"""bootstrap: mmdebstrap installs the packages from the Debian mirror into a rootfs.
+
+Expensive maintainer-script work that would run under qemu-user once per package is
+deferred: initramfs generation, depmod and the udev hardware database are diverted to
+no-op stubs here and done once, at the end of customize (see ``deferred.py``).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from imagesmith.config.load import Spec
+from imagesmith.stages import deferred
+from imagesmith.stages.context import Context
+
+
+def packages(spec: Spec) -> list[str]:
+    """Every package to install, sorted; ``name-`` asks apt to keep ``name`` out."""
+    wanted: set[str] = set(spec.device.packages)
+    removed: set[str] = set()
+    for name in spec.config.packages:
+        if name.startswith("-"):
+            removed.add(name[1:])
+        else:
+            wanted.add(name)
+    if any(user.sudo for user in spec.config.users):
+        wanted.add("sudo")
+    if spec.config.locale != "C.UTF-8":
+        wanted.add("locales")
+    wanted -= removed
+    # a removal that matched nothing in any layer still keeps the package out
+    return sorted(wanted) + sorted(f"{name}-" for name in removed - set(spec.device.packages))
+
+
+def components(spec: Spec) -> list[str]:
+    seen: list[str] = []
+    for comp in [*spec.config.distribution.components, *spec.device.components]:
+        if comp not in seen:
+            seen.append(comp)
+    return seen
+
+
+def command(spec: Spec, target: str) -> list[str]:
+    dist = spec.config.distribution
+    return [
+        "mmdebstrap",
+        "--mode=root",
+        f"--arch={spec.device.arch}",
+        "--variant=apt",
+        f"--components={','.join(components(spec))}",
+        f"--include={','.join(packages(spec))}",
+        '--aptopt=Acquire::Languages "none"',
+        f"--essential-hook={deferred.divert_hook()}",
+        dist.suite,
+        target,
+        dist.mirror,
+    ]
+
+
+def run(ctx: Context) -> None:
+    ctx.runner.detail(f"packages: {shlex.join(packages(ctx.spec))}")
+    ctx.runner.run(
+        command(ctx.spec, str(ctx.rootfs)),
+        hint="check the package names, the suite and the mirror; the log has apt's full output",
+    )

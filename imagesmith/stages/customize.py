@@ -1,0 +1,319 @@
+"""customize: turn the bootstrapped rootfs into this image.
+
+Settings, users, overlay files, services and scripts, then the jobs deferred from
+bootstrap (initramfs, depmod, hwdb) once, then first-boot hygiene: no SSH host keys,
+an uninitialised machine-id.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+from imagesmith import ids
+from imagesmith.config.load import Spec
+from imagesmith.config.model import FileEntry, User
+from imagesmith.errors import ImagesmithError, config_error
+from imagesmith.rootfs import chroot, inside, read_ids
+from imagesmith.stages import deferred
+from imagesmith.stages.context import Context
+
+POLICY_RC_D = "#!/bin/sh\n# imagesmith: no services start while the image is built\nexit 101\n"
+UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
+
+
+def write(rootfs: Path, path: str, text: str, mode: int = 0o644) -> None:
+    host = inside(rootfs, path)
+    host.parent.mkdir(parents=True, exist_ok=True)
+    if host.is_symlink():
+        host.unlink()
+    host.write_text(text, encoding="utf-8")
+    os.chmod(host, mode)
+
+
+def set_hostname(ctx: Context) -> None:
+    name = ctx.spec.config.host_name
+    write(ctx.rootfs, "/etc/hostname", f"{name}\n")
+    write(
+        ctx.rootfs,
+        "/etc/hosts",
+        f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n\n"
+        "::1\t\tlocalhost ip6-localhost ip6-loopback\nff02::1\t\tip6-allnodes\nff02::2\t\tip6-allrouters\n",
+    )
+
+
+def set_timezone(ctx: Context) -> None:
+    tz = ctx.spec.config.timezone
+    if not inside(ctx.rootfs, f"/usr/share/zoneinfo/{tz}").is_file():
+        raise config_error(
+            f"unknown time zone {tz!r}: /usr/share/zoneinfo/{tz} is not in the image",
+            ctx.spec.locate("timezone"),
+            "use a name from the tz database, e.g. Europe/Zurich or Etc/UTC",
+        )
+    localtime = ctx.rootfs / "etc" / "localtime"
+    if localtime.exists() or localtime.is_symlink():
+        localtime.unlink()
+    localtime.symlink_to(f"/usr/share/zoneinfo/{tz}")
+    write(ctx.rootfs, "/etc/timezone", f"{tz}\n")
+
+
+def set_locale(ctx: Context) -> None:
+    loc = ctx.spec.config.locale
+    write(ctx.rootfs, "/etc/default/locale", f"LANG={loc}\n")
+    if loc in ("C.UTF-8", "C", "POSIX"):
+        return
+    supported = inside(ctx.rootfs, "/usr/share/i18n/SUPPORTED")
+    entries = (
+        {
+            line.split()[0]: line.strip()
+            for line in supported.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")
+        }
+        if supported.exists()
+        else {}
+    )
+    if loc not in entries:
+        raise config_error(
+            f"unknown locale {loc!r}",
+            ctx.spec.locate("locale"),
+            "use a name from /usr/share/i18n/SUPPORTED, e.g. en_GB.UTF-8 or de_CH.UTF-8",
+        )
+    write(ctx.rootfs, "/etc/locale.gen", entries[loc] + "\n")
+    chroot(ctx.runner, ctx.rootfs, ["locale-gen"])
+
+
+def boot_config(ctx: Context) -> None:
+    spec, rootfs = ctx.spec, ctx.rootfs
+    write(rootfs, "/etc/fstab", ids.fstab(spec))
+    root = ids.root_device(spec)
+    # initramfs-tools cannot probe the root device at build time; without its type the
+    # initramfs would carry no fsck and the root filesystem would never be checked
+    root_fs = next(p.fs for p in spec.layout.partitions if p.mount == "/")
+    write(rootfs, "/etc/initramfs-tools/conf.d/imagesmith-root", f"FSTYPE={root_fs}\n")
+    extra = " ".join(spec.config.cmdline)
+    if spec.device.boot == "raspi-firmware":
+        consoles = f"tty0 {spec.device.console}"
+        write(
+            rootfs,
+            "/etc/default/raspi-firmware",
+            "# written by imagesmith: read by raspi-firmware's kernel and initramfs hooks\n"
+            f'ROOTPART="{root}"\nCONSOLES="{consoles}"\nCMA=0\n',
+        )
+        custom = [*spec.device.firmware_config, *spec.config.config_txt]
+        write(rootfs, "/etc/default/raspi-firmware-custom", "".join(f"{line}\n" for line in custom))
+        write(rootfs, "/etc/default/raspi-extra-cmdline", f"{extra}\n" if extra else "")
+    else:
+        cmdline = f"console=tty0 console={spec.device.console} root={root} rw fsck.repair=yes rootwait"
+        write(rootfs, "/boot/firmware/cmdline.txt", f"{cmdline} {extra}".rstrip() + "\n")
+
+
+def _set_shadow_password(rootfs: Path, name: str, value: str) -> None:
+    """Set a user's password field directly: the hash never reaches a command line or log."""
+    shadow = rootfs / "etc" / "shadow"
+    lines = shadow.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        fields = line.split(":")
+        if fields[0] == name:
+            fields[1] = value
+            lines[i] = ":".join(fields)
+    mode = stat.S_IMODE(shadow.stat().st_mode)
+    shadow.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.chmod(shadow, mode)
+
+
+def add_user(ctx: Context, index: int, user: User) -> None:
+    rootfs = ctx.rootfs
+    groups = read_ids(rootfs, "group")
+    wanted = list(user.groups) + (["sudo"] if user.sudo and "sudo" not in user.groups else [])
+    for j, group in enumerate(wanted):
+        if group not in groups:
+            raise config_error(
+                f"user {user.name!r}: group {group!r} does not exist in the image",
+                ctx.spec.locate("users", index, "groups", j),
+                f"groups in the image: {', '.join(sorted(groups))}",
+            )
+    argv = ["useradd", "--create-home", "--shell", user.shell, "--user-group"]
+    if user.uid is not None:
+        argv += ["--uid", str(user.uid)]
+    if wanted:
+        argv += ["--groups", ",".join(wanted)]
+    chroot(ctx.runner, rootfs, [*argv, user.name], hint=f"useradd failed for user {user.name!r}")
+    # '*' : no password can match, key logins still work; a given hash is set as is
+    _set_shadow_password(rootfs, user.name, user.password_hash or "*")
+    uid = read_ids(rootfs, "passwd")[user.name]
+    gid = read_ids(rootfs, "group")[user.name]
+    home = inside(rootfs, f"/home/{user.name}")
+    if user.ssh_authorized_keys:
+        ssh = home / ".ssh"
+        ssh.mkdir(mode=0o700, exist_ok=True)
+        keys = ssh / "authorized_keys"
+        keys.write_text("\n".join(user.ssh_authorized_keys) + "\n", encoding="utf-8")
+        os.chmod(keys, 0o600)
+        for path in (ssh, keys):
+            os.chown(path, uid, gid)
+    if user.sudo and user.password_hash is None:
+        write(
+            rootfs,
+            f"/etc/sudoers.d/90-imagesmith-{user.name}",
+            f"{user.name} ALL=(ALL) NOPASSWD:ALL\n",
+            0o440,
+        )
+
+
+def _owner(ctx: Context, entry: FileEntry, index: int) -> tuple[int, int]:
+    user, _, group = entry.owner.partition(":")
+    users, groups = read_ids(ctx.rootfs, "passwd"), read_ids(ctx.rootfs, "group")
+    group = group or user
+    if user not in users or group not in groups:
+        raise config_error(
+            f"owner {entry.owner!r} does not exist in the image",
+            ctx.spec.locate("files", index, "owner"),
+            "name a user and group that the image has (packages or `users:` create them)",
+        )
+    return users[user], groups[group]
+
+
+def copy_overlay(ctx: Context, index: int, entry: FileEntry) -> None:
+    """Copy a file or directory tree into the image: modes kept, owner as configured."""
+    uid, gid = _owner(ctx, entry, index)
+    source = Path(entry.source)
+    pairs: list[tuple[Path, str]] = []
+    if source.is_dir():
+        for dirpath, dirnames, filenames in os.walk(source):
+            dirnames.sort()
+            rel = Path(dirpath).relative_to(source)
+            for name in [*dirnames, *sorted(filenames)]:
+                pairs.append((Path(dirpath) / name, str(Path(entry.target) / rel / name)))
+    else:
+        target = entry.target + source.name if entry.target.endswith("/") else entry.target
+        pairs.append((source, target))
+    for src, target in pairs:
+        dest = inside(ctx.rootfs, target, follow_last=False)
+        info = src.lstat()
+        if stat.S_ISDIR(info.st_mode):
+            real = inside(ctx.rootfs, target)
+            if not real.is_dir():
+                real.mkdir(parents=True)
+                os.chmod(real, stat.S_IMODE(info.st_mode))
+                os.chown(real, uid, gid)
+            continue
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.is_symlink() or dest.exists():
+            if dest.is_dir() and not dest.is_symlink():
+                raise ImagesmithError(
+                    f"overlay file {src} would replace the directory {target} in the image",
+                    location=ctx.spec.locate("files", index, "source"),
+                )
+            dest.unlink()
+        if stat.S_ISLNK(info.st_mode):
+            os.symlink(os.readlink(src), dest)
+            os.lchown(dest, uid, gid)
+            continue
+        shutil.copyfile(src, dest)
+        os.chown(dest, uid, gid)
+        os.chmod(dest, stat.S_IMODE(info.st_mode))
+
+
+def _unit_exists(rootfs: Path, unit: str) -> bool:
+    names = {unit}
+    if "@" in unit:  # an instance such as getty@tty1.service comes from getty@.service
+        prefix, _, rest = unit.partition("@")
+        names.add(f"{prefix}@.{rest.rsplit('.', 1)[-1]}")
+    return any(inside(rootfs, f"/{d}/{n}").exists() for d in UNIT_DIRS for n in names)
+
+
+def services(ctx: Context) -> None:
+    svc = ctx.spec.config.services
+    for verb, units in (("enable", svc.enable), ("disable", svc.disable), ("mask", svc.mask)):
+        if not units:
+            continue
+        for i, unit in enumerate(units):
+            if verb != "mask" and not _unit_exists(ctx.rootfs, unit):
+                raise config_error(
+                    f"cannot {verb} {unit!r}: no such unit in the image",
+                    ctx.spec.locate("services", verb, i),
+                    "check the name (e.g. ssh.service) and that a package or layer installs it",
+                )
+        chroot(ctx.runner, ctx.rootfs, ["systemctl", verb, *units])
+
+
+def run_scripts(ctx: Context) -> None:
+    for index, script in enumerate(ctx.spec.config.scripts):
+        path = Path(script.run)
+        argv = [str(path)] if os.access(path, os.X_OK) else ["sh", str(path)]
+        hint = f"script {path} failed (listed at {ctx.spec.locate('scripts', index, 'run')})"
+        if script.in_ == "host":
+            env = {
+                "ROOTFS": str(ctx.rootfs),
+                "IMAGESMITH_NAME": ctx.spec.config.name,
+                "IMAGESMITH_DEVICE": ctx.spec.device.device,
+                "IMAGESMITH_ARCH": ctx.spec.device.arch,
+            }
+            ctx.runner.run(argv, env=env, cwd=path.parent, hint=hint)
+        else:
+            staged = ctx.rootfs / "tmp" / f"imagesmith-script-{index}"
+            shutil.copyfile(path, staged)
+            os.chmod(staged, 0o755)
+            try:
+                chroot(ctx.runner, ctx.rootfs, [f"/tmp/{staged.name}"], hint=hint)
+            finally:
+                staged.unlink(missing_ok=True)
+
+
+def direct_kernel_files(rootfs: Path) -> None:
+    """The newest kernel and initrd, under fixed names, where `qemu -kernel` finds them."""
+    versions = deferred.kernel_versions(rootfs)
+    if not versions:
+        raise ImagesmithError("no kernel was installed", hint="the device's packages must include a kernel")
+    boot = rootfs / "boot"
+    firmware = boot / "firmware"
+    firmware.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(boot / f"vmlinuz-{versions[-1]}", firmware / "vmlinuz")
+    shutil.copyfile(boot / f"initrd.img-{versions[-1]}", firmware / "initrd.img")
+
+
+def first_boot_hygiene(rootfs: Path) -> None:
+    """Nothing that must be unique per device is baked into the image."""
+    for key in (rootfs / "etc" / "ssh").glob("ssh_host_*"):
+        key.unlink()
+    write(rootfs, "/etc/machine-id", "uninitialized\n", 0o444)
+    dbus_id = rootfs / "var" / "lib" / "dbus" / "machine-id"
+    if dbus_id.exists() or dbus_id.is_symlink():
+        dbus_id.unlink()
+    for path in ("var/cache/apt/pkgcache.bin", "var/cache/apt/srcpkgcache.bin"):
+        (rootfs / path).unlink(missing_ok=True)
+
+
+def run(ctx: Context) -> None:
+    spec, rootfs = ctx.spec, ctx.rootfs
+    policy = rootfs / "usr" / "sbin" / "policy-rc.d"
+    write(rootfs, "/usr/sbin/policy-rc.d", POLICY_RC_D, 0o755)
+    set_hostname(ctx)
+    set_timezone(ctx)
+    set_locale(ctx)
+    boot_config(ctx)
+    for index, user in enumerate(spec.config.users):
+        add_user(ctx, index, user)
+    for index, entry in enumerate(spec.config.files):
+        copy_overlay(ctx, index, entry)
+    services(ctx)
+    run_scripts(ctx)
+    deferred.finish(ctx.runner, rootfs)
+    if spec.device.boot == "direct-kernel":
+        direct_kernel_files(rootfs)
+    first_boot_hygiene(rootfs)
+    policy.unlink(missing_ok=True)
+
+
+def check_spec(spec: Spec) -> None:
+    """Checks that need no rootfs (kept here so `build` fails before bootstrap)."""
+    for index, user in enumerate(spec.config.users):
+        for other in spec.config.users[:index]:
+            if other.name == user.name:
+                raise config_error(
+                    f"user {user.name!r} is listed twice",
+                    spec.locate("users", index, "name"),
+                    "merge the two entries",
+                )

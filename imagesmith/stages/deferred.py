@@ -1,0 +1,107 @@
+"""Work that maintainer scripts would repeat per package, done once at the end instead.
+
+During bootstrap, ``update-initramfs``, ``depmod`` and ``systemd-hwdb`` are diverted
+(dpkg-divert, the Debian way) to stubs, so installing a kernel, firmware and udev does
+not build the initramfs twice or run depmod and the hwdb compiler under emulation. At
+the end of customize the real programs come back and each job runs once:
+
+- depmod and the hwdb run with the build host's tools where they produce the same
+  files (module indexes and hwdb.bin are architecture-independent data);
+- the kernel's postinst hooks (/etc/kernel/postinst.d) run once per installed kernel,
+  which makes the initramfs and, on Raspberry Pi, fills /boot/firmware.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from imagesmith.rootfs import chroot
+from imagesmith.run import Runner
+
+SUFFIX = ".imagesmith-deferred"
+STUB_MARK = "# imagesmith: deferred to the end of the build"
+# every spelling a package may ship (merged /usr aliases), and where the stub goes
+DIVERTED = {
+    "/usr/sbin/update-initramfs": ["/usr/sbin/update-initramfs", "/sbin/update-initramfs"],
+    "/usr/sbin/depmod": ["/usr/sbin/depmod", "/sbin/depmod"],
+    "/usr/bin/systemd-hwdb": ["/usr/bin/systemd-hwdb", "/bin/systemd-hwdb"],
+}
+
+
+def divert_hook() -> str:
+    """An mmdebstrap --essential-hook: divert before the first package that calls them."""
+    paths = " ".join(p for aliases in DIVERTED.values() for p in aliases)
+    stubs = " ".join(DIVERTED)
+    return (
+        "set -e; "
+        f'for p in {paths}; do chroot "$1" dpkg-divert --quiet --local --rename '
+        f'--divert "$p{SUFFIX}" --add "$p"; done; '
+        f"for p in {stubs}; do printf '#!/bin/sh\\n{STUB_MARK}\\nexit 0\\n' > \"$1$p\"; "
+        'chmod 755 "$1$p"; done'
+    )
+
+
+def restore(runner: Runner, rootfs: Path) -> None:
+    """Remove the stubs and the diversions; the packages' own programs return."""
+    for stub in DIVERTED:
+        host = rootfs / stub.lstrip("/")
+        if host.is_file() and STUB_MARK in host.read_text(errors="replace"):
+            host.unlink()
+    script = " ".join(p for aliases in DIVERTED.values() for p in aliases)
+    chroot(
+        runner,
+        rootfs,
+        ["sh", "-ec", f'for p in {script}; do dpkg-divert --quiet --local --rename --remove "$p"; done'],
+    )
+
+
+def kernel_versions(rootfs: Path) -> list[str]:
+    modules = rootfs / "usr" / "lib" / "modules"
+    if not modules.is_dir():
+        return []
+    return sorted(p.name for p in modules.iterdir() if (rootfs / "boot" / f"vmlinuz-{p.name}").exists())
+
+
+def run_depmod(runner: Runner, rootfs: Path, version: str) -> None:
+    system_map = rootfs / "boot" / f"System.map-{version}"
+    argv = ["depmod", "-b", str(rootfs), "-a"]
+    if system_map.exists():
+        argv += ["-F", str(system_map)]
+    runner.run([*argv, version], hint="install kmod on the build host")
+
+
+def run_hwdb(runner: Runner, rootfs: Path) -> None:
+    if not (rootfs / "usr" / "bin" / "systemd-hwdb").exists():
+        return
+    host = shutil.which("systemd-hwdb")
+    if host:
+        runner.run([host, "--root", str(rootfs), "update", "--usr"])
+    else:
+        chroot(runner, rootfs, ["systemd-hwdb", "update", "--usr"])
+
+
+def run_kernel_hooks(runner: Runner, rootfs: Path, version: str) -> None:
+    chroot(
+        runner,
+        rootfs,
+        [
+            "run-parts",
+            "--verbose",
+            "--exit-on-error",
+            f"--arg={version}",
+            f"--arg=/boot/vmlinuz-{version}",
+            "/etc/kernel/postinst.d",
+        ],
+        env={"DEB_MAINT_PARAMS": "configure"},
+        hint="the kernel's postinst hooks (initramfs, boot firmware) failed; see build.log",
+    )
+
+
+def finish(runner: Runner, rootfs: Path) -> None:
+    """Restore the diverted programs and run each deferred job once."""
+    restore(runner, rootfs)
+    run_hwdb(runner, rootfs)
+    for version in kernel_versions(rootfs):
+        run_depmod(runner, rootfs, version)
+        run_kernel_hooks(runner, rootfs, version)

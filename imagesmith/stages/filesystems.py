@@ -1,0 +1,142 @@
+"""filesystems: one filesystem image per partition, made from the rootfs without mounting.
+
+vfat partitions take the contents of their mount point (e.g. /boot/firmware) with
+mkfs.vfat + mcopy; the root partition is made by ``mke2fs -d`` from the rest. Each
+image is checked with its fsck before it is used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from imagesmith import ids
+from imagesmith.config.model import Partition
+from imagesmith.errors import ImagesmithError
+from imagesmith.rootfs import inside
+from imagesmith.stages.context import Context, PartitionImage
+
+MiB = 1024 * 1024
+ALIGN = 4 * MiB
+FAT32_MIN = 64 * MiB
+
+
+def align(size: int, to: int = ALIGN) -> int:
+    return (size + to - 1) // to * to
+
+
+def tree_usage(root: Path) -> tuple[int, int]:
+    """(bytes the files under ``root`` occupy, number of inodes) — streamed, never loaded."""
+    used, count = 0, 0
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                info = entry.stat(follow_symlinks=False)
+                count += 1
+                if info.st_nlink > 1:
+                    if (info.st_dev, info.st_ino) in seen:
+                        continue
+                    seen.add((info.st_dev, info.st_ino))
+                used += max(info.st_blocks * 512, 4096 if entry.is_dir(follow_symlinks=False) else 0)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+    return used, count
+
+
+def take_mountpoint(ctx: Context, part: Partition) -> Path:
+    """Move what is under ``part.mount`` out of the rootfs, leaving the empty mount point."""
+    source = inside(ctx.rootfs, part.mount)
+    staged = ctx.work / f"part-{part.name}"
+    if staged.exists():
+        shutil.rmtree(staged)
+    if source.is_dir():
+        mode = source.stat().st_mode
+        source.rename(staged)
+        source.mkdir()
+        os.chmod(source, mode & 0o7777)
+    else:
+        source.mkdir(parents=True, exist_ok=True)
+        staged.mkdir()
+    return staged
+
+
+def make_vfat(ctx: Context, part: Partition, content: Path, target: Path) -> int:
+    used, _count = tree_usage(content)
+    size = part.size if isinstance(part.size, int) else max(FAT32_MIN, align(int(used * 1.1) + part.free))
+    if used > size * 0.95:
+        raise ImagesmithError(
+            f"partition {part.name!r} is too small: its files take {used // MiB} MiB of {size // MiB} MiB",
+            hint=f"raise the size of partition {part.name!r} in the layout",
+        )
+    with open(target, "wb") as handle:
+        handle.truncate(size)
+    r = ctx.runner
+    r.run(
+        [
+            "mkfs.vfat",
+            "-F",
+            "32",
+            "-n",
+            part.label.upper(),
+            "-i",
+            ids.vfat_volume_id(ctx.spec, part.name),
+            "--invariant",
+            str(target),
+        ]
+    )
+    entries = sorted(str(p) for p in content.iterdir())
+    if entries:
+        r.run(["mcopy", "-s", "-p", "-m", "-i", str(target), *entries, "::/"])
+    r.run(["fsck.vfat", "-n", str(target)], hint=f"the {part.name} filesystem failed its check")
+    return size
+
+
+def make_ext4(ctx: Context, part: Partition, content: Path, target: Path) -> int:
+    used, count = tree_usage(content)
+    # auto: the files, ext4 metadata (inode tables, journal) and the requested free space
+    size = part.size if isinstance(part.size, int) else align(int(used * 1.10) + 64 * MiB + part.free)
+    inodes = max(count + count // 4 + 1024, size // 16384)
+    r = ctx.runner
+    r.run(
+        [
+            "mke2fs",
+            "-F",
+            "-q",
+            "-t",
+            "ext4",
+            "-L",
+            part.label,
+            "-U",
+            ids.fs_uuid(ctx.spec, part.name),
+            "-E",
+            f"root_owner=0:0,hash_seed={ids.ext4_hash_seed(ctx.spec, part.name)}",
+            "-N",
+            str(inodes),
+            "-d",
+            str(content),
+            str(target),
+            f"{size // 1024}k",
+        ],
+        hint=f"partition {part.name!r} may be too small for its files ({used // MiB} MiB)",
+    )
+    r.run(["e2fsck", "-fn", str(target)], hint=f"the {part.name} filesystem failed its check")
+    return size
+
+
+def run(ctx: Context) -> None:
+    """Fill ``ctx.partitions`` in layout order."""
+    layout = ctx.spec.layout
+    staged: dict[str, Path] = {}
+    # every non-root mount point leaves the rootfs first, so root holds only its own files
+    for part in layout.partitions:
+        if part.mount != "/":
+            staged[part.name] = take_mountpoint(ctx, part)
+    for part in layout.partitions:
+        content = ctx.rootfs if part.mount == "/" else staged[part.name]
+        target = ctx.work / f"{part.name}.{part.fs}"
+        maker = make_vfat if part.fs == "vfat" else make_ext4
+        size = maker(ctx, part, content, target)
+        ctx.partitions.append(PartitionImage(part.name, target, size, part.type, part.label, part.bootable))
