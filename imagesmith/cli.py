@@ -24,7 +24,7 @@ from imagesmith.errors import EXIT_FAILURE, ImagesmithError
 from imagesmith.run import Runner, format_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def report(exc: ImagesmithError) -> None:

@@ -45,7 +45,7 @@ class Runner:
         verbose: bool = False,
         log_path: Path | None = None,
     ) -> None:
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.verbose = verbose
         self._log: IO[str] | None = None
         if log_path is not None:
@@ -132,14 +132,14 @@ class Runner:
                 f"command not found: {cmd[0]}",
                 hint=hint or "run `imagesmith doctor` or `./dev build` to install host tools",
             ) from exc
-        if input is not None:
+        if input is not None and not capture:
             assert proc.stdin is not None
             proc.stdin.write(input)  # never logged: it may carry private values
             proc.stdin.close()
         assert proc.stdout is not None
         try:
             if capture:
-                out, err = proc.communicate()
+                out, err = proc.communicate(input)
                 captured.append(out)
                 for text in err.splitlines():
                     tail.append(text)

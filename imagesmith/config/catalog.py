@@ -13,11 +13,20 @@ def builtin_dir(kind: str) -> Path:
     return CATALOG / kind
 
 
+def _declares(path: Path, key: str) -> bool:
+    """Whether a YAML file names itself as ``key:`` (a layer, device or layout file)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            return any(line.startswith(f"{key}:") for line in handle)
+    except OSError:
+        return False
+
+
 def names(kind: str, search: list[Path] | None = None) -> list[str]:
     found: set[str] = set()
     for directory in [*(search or []), builtin_dir(kind)]:
         if directory.is_dir():
-            found.update(p.stem for p in directory.glob("*.yaml"))
+            found.update(p.stem for p in directory.glob("*.yaml") if _declares(p, kind.rstrip("s")))
     return sorted(found)
 
 

@@ -1,0 +1,81 @@
+"""Real builds, shared by the tests of one module (and kept on one xdist worker)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def imagesmith(*args: str, check: bool = True, timeout: float = 3000) -> subprocess.CompletedProcess[str]:
+    """Run the real command line, as a user would."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "imagesmith", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f"imagesmith {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+@dataclass
+class Built:
+    output: Path
+    image: Path
+    table: dict[str, object]
+
+    def partition_offset(self, index: int) -> int:
+        parts = self.table["partitions"]
+        assert isinstance(parts, list)
+        return int(parts[index]["start"]) * 512
+
+    def root(self) -> str:
+        """debugfs device spec of the root filesystem inside the image."""
+        return f"{self.image}?offset={self.partition_offset(1)}"
+
+    def boot(self) -> str:
+        """mtools device spec of the boot filesystem inside the image."""
+        return f"{self.image}@@{self.partition_offset(0)}"
+
+    def debugfs(self, request: str) -> str:
+        return subprocess.run(
+            ["debugfs", "-R", request, self.root()], capture_output=True, text=True, check=True
+        ).stdout
+
+    def cat(self, path: str) -> str:
+        return self.debugfs(f"cat {path}")
+
+    def boot_file(self, name: str) -> str:
+        return subprocess.run(
+            ["mtype", "-i", self.boot(), f"::{name}"], capture_output=True, text=True, check=True
+        ).stdout
+
+
+def build(config: Path | None, output: Path) -> Built:
+    args = ["build", "-o", str(output)]
+    if config is not None:
+        args.insert(1, str(config))
+    imagesmith(*args)
+    images = list(output.glob("*.img"))
+    assert len(images) == 1, images
+    table = json.loads(
+        subprocess.run(
+            ["sfdisk", "--json", str(images[0])], capture_output=True, text=True, check=True
+        ).stdout
+    )["partitiontable"]
+    return Built(output, images[0], table)
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="image builds need root until rootless builds land")

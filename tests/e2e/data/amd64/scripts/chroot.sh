@@ -1,0 +1,4 @@
+#!/bin/sh
+set -eu
+# runs inside the image: its own dpkg and its own uname -m binaries
+dpkg --print-architecture > /etc/chroot-script

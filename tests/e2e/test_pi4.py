@@ -1,0 +1,118 @@
+"""The default image (examples/minimal.yaml: Pi 4, trixie, arm64) built from real packages."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ..conftest import EXAMPLE_KEY
+from .conftest import Built, build, imagesmith, needs_root
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pi4"), needs_root]
+
+
+@pytest.fixture(scope="module")
+def pi4(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return build(None, tmp_path_factory.mktemp("pi4") / "out")
+
+
+def test_outputs_and_checksums(pi4: Built) -> None:
+    names = sorted(p.name for p in pi4.output.iterdir())
+    assert names == ["SHA256SUMS", "build.log", "minimal.img", "minimal.img.bmap"]
+    subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=pi4.output, check=True, capture_output=True)
+    bmap = (pi4.output / "minimal.img.bmap").read_text()
+    assert "<bmap version=" in bmap
+
+
+def test_partition_table(pi4: Built) -> None:
+    table = pi4.table
+    assert table["label"] == "dos"
+    boot, root = table["partitions"]  # type: ignore[misc]
+    assert boot["type"] == "c" and boot.get("bootable") is True and boot["start"] == 8192
+    assert boot["size"] * 512 == 256 * 1024 * 1024
+    assert root["type"] == "83" and root["start"] % 8192 == 0
+
+
+def test_filesystems_check_clean(pi4: Built, tmp_path: Path) -> None:
+    for index, checker in ((0, ["fsck.vfat", "-n"]), (1, ["e2fsck", "-fn"])):
+        part = pi4.table["partitions"][index]  # type: ignore[index]
+        extracted = tmp_path / f"part{index}"
+        with open(pi4.image, "rb") as src, open(extracted, "wb") as dst:
+            dst.truncate(part["size"] * 512)
+            src.seek(part["start"] * 512)
+            remaining = part["size"] * 512
+            while remaining:
+                chunk = src.read(min(remaining, 16 * 1024 * 1024))
+                dst.write(chunk)
+                remaining -= len(chunk)
+        result = subprocess.run([*checker, str(extracted)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_boot_partition_holds_firmware_kernel_and_config(pi4: Built) -> None:
+    listing = subprocess.run(
+        ["mdir", "-b", "-i", pi4.boot(), "::/"], capture_output=True, text=True, check=True
+    )
+    names = {line.rsplit("/", 1)[-1] for line in listing.stdout.split()}
+    for required in (
+        "start4.elf",
+        "fixup4.dat",
+        "bootcode.bin",
+        "config.txt",
+        "cmdline.txt",
+        "bcm2711-rpi-4-b.dtb",
+        "overlays",
+    ):
+        assert required in names, f"{required} missing from the boot partition: {sorted(names)}"
+    kernel = [n for n in names if n.startswith("vmlinuz-")]
+    initrd = [n for n in names if n.startswith("initrd.img-")]
+    assert len(kernel) == 1 and len(initrd) == 1
+    config = pi4.boot_file("config.txt")
+    assert "arm_64bit=1" in config and f"kernel={kernel[0]}" in config and f"initramfs {initrd[0]}" in config
+    cmdline = pi4.boot_file("cmdline.txt")
+    signature = str(pi4.table["id"]).removeprefix("0x")
+    assert re.search(rf"\broot=PARTUUID={signature}-02\b", cmdline), cmdline
+    assert "console=ttyS1,115200" in cmdline and "fsck.repair=yes" in cmdline
+    assert "cma=" not in cmdline  # a cma= setting can make a Pi 4 unbootable
+
+
+def test_rootfs_contents(pi4: Built) -> None:
+    assert pi4.cat("/etc/hostname").strip() == "pi"
+    assert re.search(r"^admin:x:1000:1000:", pi4.cat("/etc/passwd"), re.M)
+    assert (
+        "sudo:x:" in pi4.cat("/etc/group")
+        and "admin" in pi4.cat("/etc/group").split("sudo:x:")[1].split("\n")[0]
+    )
+    assert pi4.cat("/home/admin/.ssh/authorized_keys").strip() == EXAMPLE_KEY
+    assert "admin ALL=(ALL) NOPASSWD:ALL" in pi4.cat("/etc/sudoers.d/90-imagesmith-admin")
+    shadow = {line.split(":")[0]: line.split(":")[1] for line in pi4.cat("/etc/shadow").splitlines()}
+    assert shadow["admin"] == "*", "no password is set when none is given"
+    assert pi4.cat("/etc/machine-id") == "uninitialized\n"
+    assert "LANG=en_GB.UTF-8" in pi4.cat("/etc/locale.conf")  # /etc/default/locale links here
+    assert "Europe/Zurich" in pi4.debugfs("stat /etc/localtime")
+    assert "PARTUUID=" in pi4.cat("/etc/fstab")
+    # the initramfs was made once, at the end, and the diversions are gone
+    assert ".imagesmith-deferred" not in pi4.cat("/var/lib/dpkg/diversions")
+    assert "imagesmith" not in pi4.cat("/usr/sbin/update-initramfs")
+
+
+def test_no_ssh_host_key_in_the_image(pi4: Built) -> None:
+    listing = pi4.debugfs("ls -l /etc/ssh")
+    assert "sshd_config" in listing
+    assert "ssh_host_" not in listing
+
+
+def test_boots_to_a_login_prompt(pi4: Built, tmp_path: Path) -> None:
+    if shutil.which("qemu-system-aarch64") is None:
+        pytest.fail("qemu-system-aarch64 is required (./dev test installs it)")
+    console = tmp_path / "console.log"
+    imagesmith("boot", str(pi4.image), "--timeout", "900", "--console-log", str(console))
+    text = console.read_text(errors="replace")
+    assert re.search(r"\bpi login:", text)
+    assert "root: clean" in text or "fsck.ext4" in text, "the initramfs checked the root filesystem"
+    assert "imagesmith-growroot: /dev/vda2 now" in text, "the root partition grew on first boot"
+    assert "imagesmith-ssh-keygen" in text, "host keys are made on first boot"

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imagesmith.config.load import load_spec
+from imagesmith.run import Runner
+from imagesmith.stages import bootstrap
+from imagesmith.stages.context import Context
+
+Write = Callable[[str, str], Path]
+
+
+def test_package_list_merges_device_layers_and_removals(write: Write) -> None:
+    spec = load_spec(
+        write(
+            "img.yaml",
+            """
+            name: x
+            device: pi4
+            layers: [openssh]
+            packages: [curl, -less, -nano, -firmware-brcm80211]
+            users: [{name: a, sudo: true}]
+            locale: C.UTF-8
+            """,
+        )
+    )
+    pkgs = bootstrap.packages(spec)
+    assert {"curl", "openssh-server", "linux-image-arm64", "raspi-firmware", "sudo"} <= set(pkgs)
+    assert "less" not in pkgs and "firmware-brcm80211" not in pkgs  # removed from a layer / the device
+    assert "nano-" in pkgs  # matched nothing: apt keeps it out
+    assert pkgs == sorted(p for p in pkgs if not p.endswith("-")) + [p for p in pkgs if p.endswith("-")]
+
+
+def test_mmdebstrap_is_called_with_the_spec(
+    write: Write, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in mmdebstrap records its arguments (the real one runs in the slow tests)."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    record = tmp_path / "args.json"
+    fake = bindir / "mmdebstrap"
+    fake.write_text(
+        "#!/usr/bin/env python3\nimport json, sys, os\n"
+        f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n"
+        "os.makedirs(sys.argv[-2] + '/etc', exist_ok=True)\n"
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    spec = load_spec(
+        write(
+            "img.yaml", "name: x\ndevice: pi4\ndistribution: {suite: bookworm, mirror: 'http://m/debian'}\n"
+        )
+    )
+    ctx = Context(spec=spec, runner=Runner(), work=tmp_path / "work")
+    bootstrap.run(ctx)
+    args = json.loads(record.read_text())
+    assert args[-3:] == ["bookworm", str(ctx.rootfs), "http://m/debian"]
+    assert "--arch=arm64" in args and "--mode=root" in args and "--variant=apt" in args
+    assert "--components=main,non-free-firmware" in args
+    include = next(a for a in args if a.startswith("--include="))
+    assert "raspi-firmware" in include and "linux-image-arm64" in include
+    hook = next(a for a in args if a.startswith("--essential-hook="))
+    assert "dpkg-divert" in hook and "/usr/sbin/update-initramfs" in hook and "depmod" in hook
+    assert (ctx.rootfs / "etc").is_dir()

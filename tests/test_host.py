@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imagesmith import host
+from imagesmith.errors import ImagesmithError
+
+
+def test_native_arch_needs_no_binfmt(tmp_path: Path) -> None:
+    host.require_arch(host.native_arch(), tmp_path)
+
+
+def test_enabled_binfmt_entry_passes(tmp_path: Path) -> None:
+    (tmp_path / "status").write_text("enabled\n")
+    (tmp_path / "qemu-aarch64").write_text("enabled\ninterpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n")
+    host.require_arch("arm64", tmp_path)
+
+
+def test_disabled_binfmt_says_how_to_enable_it(tmp_path: Path) -> None:
+    (tmp_path / "status").write_text("enabled\n")
+    (tmp_path / "qemu-aarch64").write_text("disabled\n")
+    with pytest.raises(ImagesmithError) as info:
+        host.require_arch("arm64", tmp_path)
+    assert "qemu-aarch64" in info.value.message
+    assert "update-binfmts --enable qemu-aarch64" in (info.value.hint or "")
+    assert "mount -t binfmt_misc" not in (info.value.hint or "")
+
+
+def test_unmounted_binfmt_says_to_mount_it(tmp_path: Path) -> None:
+    with pytest.raises(ImagesmithError) as info:
+        host.require_arch("arm64", tmp_path / "missing")
+    assert "mount -t binfmt_misc" in (info.value.hint or "")
