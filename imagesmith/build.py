@@ -17,6 +17,7 @@ from pathlib import Path
 from imagesmith import host
 from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError
+from imagesmith.rootfs import remove_tree
 from imagesmith.run import Runner
 from imagesmith.stages import artifacts, bootstrap, customize, disk, filesystems
 from imagesmith.stages.context import Context
@@ -61,7 +62,7 @@ def remove_stale_work(output: Path) -> None:
     for path in output.glob(f"{WORK_PREFIX}*"):
         pid = path.name.removeprefix(WORK_PREFIX).split("-", 1)[0]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path)
 
 
 def publish(files: list[Path], sums: Path, output: Path) -> list[Path]:
@@ -101,4 +102,4 @@ def build(spec: Spec, output: Path, runner: Runner) -> Result:
             outputs = publish([image, bmap], sums, output)
         return Result(output / image.name, outputs, table)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_tree(work)

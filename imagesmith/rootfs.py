@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
@@ -18,7 +19,10 @@ CHROOT_ENV = {
     "DEBCONF_NONINTERACTIVE_SEEN": "true",
 }
 
-# Runs in a private mount and PID namespace, so nothing mounted here outlives the command.
+#: Run a command in private mount and PID namespaces: whatever it mounts, and every
+#: process it starts, ends with it, even when it is killed.
+ISOLATE = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc"]
+
 _ENTER = r"""
 set -e
 root=$1; shift
@@ -42,13 +46,7 @@ def chroot(
     assignments = [f"{k}={v}" for k, v in {**CHROOT_ENV, **(env or {})}.items()]
     return runner.run(
         [
-            "unshare",
-            "--mount",
-            "--propagation",
-            "private",
-            "--pid",
-            "--fork",
-            "--kill-child",
+            *ISOLATE,
             "sh",
             "-c",
             _ENTER,
@@ -60,6 +58,31 @@ def chroot(
         capture=capture,
         hint=hint,
     )
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below ``path`` in this process's mount namespace."""
+    prefix = str(path.resolve())
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8") as handle:
+        for line in handle:
+            point = line.split()[4].replace("\\040", " ")
+            if point == prefix or point.startswith(prefix + "/"):
+                found.append(point)
+    return found
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a work tree, but never through a mount point (a bind-mounted /dev, say)."""
+    if not path.exists():
+        return
+    mounted = mounts_under(path)
+    if mounted:
+        raise ImagesmithError(
+            f"refusing to delete {path}: {', '.join(mounted)} is still mounted there",
+            hint=f"unmount it (umount -R {mounted[0]}) and delete {path} by hand",
+        )
+    shutil.rmtree(path)
 
 
 def inside(rootfs: Path, path: str | PurePosixPath, *, follow_last: bool = True) -> Path:

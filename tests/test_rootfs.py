@@ -44,3 +44,15 @@ def test_read_ids(root: Path) -> None:
     )
     assert read_ids(root, "passwd") == {"root": 0, "admin": 1000}
     assert read_ids(root, "group") == {}
+
+
+def test_remove_tree_never_deletes_through_a_mount(tmp_path: Path) -> None:
+    from imagesmith.rootfs import mounts_under, remove_tree
+
+    assert "/proc" in mounts_under(Path("/proc"))
+    with pytest.raises(ImagesmithError, match="still mounted"):
+        remove_tree(Path("/proc"))
+    (tmp_path / "w" / "a").mkdir(parents=True)
+    assert mounts_under(tmp_path / "w") == []
+    remove_tree(tmp_path / "w")
+    assert not (tmp_path / "w").exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import shlex
 
 from imagesmith.config.load import Spec
+from imagesmith.rootfs import ISOLATE
 from imagesmith.stages import deferred
 from imagesmith.stages.context import Context
 
@@ -43,6 +44,7 @@ def components(spec: Spec) -> list[str]:
 def command(spec: Spec, target: str) -> list[str]:
     dist = spec.config.distribution
     return [
+        *ISOLATE,  # mmdebstrap's mounts and processes end with it, even if it is killed
         "mmdebstrap",
         "--mode=root",
         f"--arch={spec.device.arch}",

@@ -60,6 +60,7 @@ def test_mmdebstrap_is_called_with_the_spec(
     bootstrap.run(ctx)
     args = json.loads(record.read_text())
     assert args[-3:] == ["bookworm", str(ctx.rootfs), "http://m/debian"]
+    assert record.exists()
     assert "--arch=arm64" in args and "--mode=root" in args and "--variant=apt" in args
     assert "--components=main,non-free-firmware" in args
     include = next(a for a in args if a.startswith("--include="))
