@@ -21,7 +21,16 @@ CHROOT_ENV = {
 
 #: Run a command in private mount and PID namespaces: whatever it mounts, and every
 #: process it starts, ends with it, even when it is killed.
-ISOLATE = ["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child", "--mount-proc"]
+ISOLATE = [
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "--pid",
+    "--fork",
+    "--kill-child",
+    "--mount-proc",
+]
 
 _ENTER = r"""
 set -e
@@ -124,3 +133,17 @@ def read_ids(rootfs: Path, database: str) -> dict[str, int]:
             if len(fields) > 2 and fields[2].isdigit():
                 ids[fields[0]] = int(fields[2])
     return ids
+
+
+def package_version(rootfs: Path, package: str) -> str | None:
+    """The installed version of ``package`` in the image, from dpkg's status database."""
+    status = rootfs / "var" / "lib" / "dpkg" / "status"
+    if not status.exists():
+        return None
+    for stanza in status.read_text(encoding="utf-8", errors="replace").split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and not line.startswith(" ")
+        )
+        if fields.get("Package") == package and fields.get("Status", "").endswith(" installed"):
+            return fields.get("Version")
+    return None

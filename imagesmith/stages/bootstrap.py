@@ -11,8 +11,19 @@ import shlex
 
 from imagesmith.config.load import Spec
 from imagesmith.rootfs import ISOLATE
-from imagesmith.stages import deferred
+from imagesmith.stages import deferred, tools
 from imagesmith.stages.context import Context
+
+#: Build-time apt settings (mmdebstrap writes them to 99mmdebstrap; customize removes it).
+#: debconf's preconfiguration runs apt-extracttemplates and a perl frontend over every
+#: package before unpacking: under emulation about a quarter of the bootstrap, for
+#: questions nobody is asked (the build is non-interactive; each postinst still loads
+#: its own templates).
+APT_OPTIONS = ['Acquire::Languages "none"', "#clear DPkg::Pre-Install-Pkgs;"]
+#: No fsync per unpacked file: a failed build is thrown away whole anyway.
+DPKG_OPTIONS = ["force-unsafe-io"]
+#: What mmdebstrap leaves of those options in the rootfs.
+BUILD_ONLY_FILES = ["/etc/apt/apt.conf.d/99mmdebstrap", "/etc/dpkg/dpkg.cfg.d/99mmdebstrap"]
 
 
 def packages(spec: Spec) -> list[str]:
@@ -65,3 +76,9 @@ def run(ctx: Context) -> None:
         command(ctx.spec, str(ctx.rootfs)),
         hint="check the package names, the suite and the mirror; the log has apt's full output",
     )
+    if tools.needed(ctx.spec):
+        tree = ctx.work / "tools"
+        ctx.runner.run(
+            tools.bootstrap_command(ctx.spec, tree), hint="the native tools tree could not be made"
+        )
+        ctx.tools_tree = tree

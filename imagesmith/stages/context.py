@@ -7,6 +7,7 @@ from pathlib import Path
 
 from imagesmith.config.load import Spec
 from imagesmith.run import Runner
+from imagesmith.stages.tools import Tools
 
 
 @dataclass
@@ -28,7 +29,12 @@ class Context:
     work: Path  # private scratch space of this build, removed at the end
     partitions: list[PartitionImage] = field(default_factory=list)
     image: Path | None = None
+    tools_tree: Path | None = None  # native tools of the image's versions (foreign targets)
 
     @property
     def rootfs(self) -> Path:
         return self.work / "rootfs"
+
+    @property
+    def tools(self) -> Tools:
+        return Tools(self.runner, self.rootfs, self.tools_tree)

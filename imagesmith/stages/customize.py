@@ -17,7 +17,7 @@ from imagesmith.config.load import Spec
 from imagesmith.config.model import FileEntry, User
 from imagesmith.errors import ImagesmithError, config_error
 from imagesmith.rootfs import chroot, inside, read_ids
-from imagesmith.stages import deferred
+from imagesmith.stages import bootstrap, deferred
 from imagesmith.stages.context import Context
 
 POLICY_RC_D = "#!/bin/sh\n# imagesmith: no services start while the image is built\nexit 101\n"
@@ -81,7 +81,7 @@ def set_locale(ctx: Context) -> None:
             "use a name from /usr/share/i18n/SUPPORTED, e.g. en_GB.UTF-8 or de_CH.UTF-8",
         )
     write(ctx.rootfs, "/etc/locale.gen", entries[loc] + "\n")
-    chroot(ctx.runner, ctx.rootfs, ["locale-gen"])
+    ctx.tools.locale_gen()
 
 
 def boot_config(ctx: Context) -> None:
@@ -282,8 +282,12 @@ def first_boot_hygiene(rootfs: Path) -> None:
     dbus_id = rootfs / "var" / "lib" / "dbus" / "machine-id"
     if dbus_id.exists() or dbus_id.is_symlink():
         dbus_id.unlink()
-    for path in ("var/cache/apt/pkgcache.bin", "var/cache/apt/srcpkgcache.bin"):
-        (rootfs / path).unlink(missing_ok=True)
+    for path in [
+        "/var/cache/apt/pkgcache.bin",
+        "/var/cache/apt/srcpkgcache.bin",
+        *bootstrap.BUILD_ONLY_FILES,
+    ]:
+        (rootfs / path.lstrip("/")).unlink(missing_ok=True)
 
 
 def run(ctx: Context) -> None:
@@ -300,7 +304,7 @@ def run(ctx: Context) -> None:
         copy_overlay(ctx, index, entry)
     services(ctx)
     run_scripts(ctx)
-    deferred.finish(ctx.runner, rootfs)
+    deferred.finish(ctx.runner, rootfs, ctx.tools)
     if spec.device.boot == "direct-kernel":
         direct_kernel_files(rootfs)
     first_boot_hygiene(rootfs)

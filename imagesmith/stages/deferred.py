@@ -5,19 +5,19 @@ During bootstrap, ``update-initramfs``, ``depmod`` and ``systemd-hwdb`` are dive
 not build the initramfs twice or run depmod and the hwdb compiler under emulation. At
 the end of customize the real programs come back and each job runs once:
 
-- depmod and the hwdb run with the build host's tools where they produce the same
-  files (module indexes and hwdb.bin are architecture-independent data);
+- depmod and the hwdb compiler write architecture-independent data: they run natively
+  in the tools tree when it has the image's versions (see ``tools.py``);
 - the kernel's postinst hooks (/etc/kernel/postinst.d) run once per installed kernel,
   which makes the initramfs and, on Raspberry Pi, fills /boot/firmware.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from imagesmith.rootfs import chroot
 from imagesmith.run import Runner
+from imagesmith.stages.tools import Tools
 
 SUFFIX = ".imagesmith-deferred"
 STUB_MARK = "# imagesmith: deferred to the end of the build"
@@ -63,24 +63,6 @@ def kernel_versions(rootfs: Path) -> list[str]:
     return sorted(p.name for p in modules.iterdir() if (rootfs / "boot" / f"vmlinuz-{p.name}").exists())
 
 
-def run_depmod(runner: Runner, rootfs: Path, version: str) -> None:
-    system_map = rootfs / "boot" / f"System.map-{version}"
-    argv = ["depmod", "-b", str(rootfs), "-a"]
-    if system_map.exists():
-        argv += ["-F", str(system_map)]
-    runner.run([*argv, version], hint="install kmod on the build host")
-
-
-def run_hwdb(runner: Runner, rootfs: Path) -> None:
-    if not (rootfs / "usr" / "bin" / "systemd-hwdb").exists():
-        return
-    host = shutil.which("systemd-hwdb")
-    if host:
-        runner.run([host, "--root", str(rootfs), "update", "--usr"])
-    else:
-        chroot(runner, rootfs, ["systemd-hwdb", "update", "--usr"])
-
-
 def run_kernel_hooks(runner: Runner, rootfs: Path, version: str) -> None:
     chroot(
         runner,
@@ -98,10 +80,11 @@ def run_kernel_hooks(runner: Runner, rootfs: Path, version: str) -> None:
     )
 
 
-def finish(runner: Runner, rootfs: Path) -> None:
+def finish(runner: Runner, rootfs: Path, tools: Tools) -> None:
     """Restore the diverted programs and run each deferred job once."""
     restore(runner, rootfs)
-    run_hwdb(runner, rootfs)
+    if (rootfs / "usr" / "bin" / "systemd-hwdb").exists():
+        tools.hwdb()
     for version in kernel_versions(rootfs):
-        run_depmod(runner, rootfs, version)
+        tools.depmod(version)
         run_kernel_hooks(runner, rootfs, version)

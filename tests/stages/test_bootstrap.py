@@ -46,7 +46,7 @@ def test_mmdebstrap_is_called_with_the_spec(
     fake = bindir / "mmdebstrap"
     fake.write_text(
         "#!/usr/bin/env python3\nimport json, sys, os\n"
-        f"json.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n"
+        f"open({str(record)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
         "os.makedirs(sys.argv[-2] + '/etc', exist_ok=True)\n"
     )
     fake.chmod(0o755)
@@ -58,7 +58,9 @@ def test_mmdebstrap_is_called_with_the_spec(
     )
     ctx = Context(spec=spec, runner=Runner(), work=tmp_path / "work")
     bootstrap.run(ctx)
-    args = json.loads(record.read_text())
+    calls = [json.loads(line) for line in record.read_text().splitlines()]
+    assert len(calls) == 2, "the image, then the native tools tree"
+    args, tools_args = calls
     assert args[-3:] == ["bookworm", str(ctx.rootfs), "http://m/debian"]
     assert record.exists()
     assert "--arch=arm64" in args and "--mode=root" in args and "--variant=apt" in args
@@ -68,3 +70,5 @@ def test_mmdebstrap_is_called_with_the_spec(
     hook = next(a for a in args if a.startswith("--essential-hook="))
     assert "dpkg-divert" in hook and "/usr/sbin/update-initramfs" in hook and "depmod" in hook
     assert (ctx.rootfs / "etc").is_dir()
+    assert "--arch=amd64" in tools_args and "--include=kmod,udev,locales" in tools_args
+    assert tools_args[-3:] == ["bookworm", str(ctx.tools_tree), "http://m/debian"]
