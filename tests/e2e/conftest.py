@@ -1,4 +1,4 @@
-"""Real builds, shared by the tests of one module (and kept on one xdist worker)."""
+"""Real builds, shared by the tests of one module (`--dist loadfile` keeps a module on one worker)."""
 
 from __future__ import annotations
 

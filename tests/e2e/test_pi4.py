@@ -12,7 +12,7 @@ import pytest
 from ..conftest import EXAMPLE_KEY
 from .conftest import Built, build, imagesmith, needs_root
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pi4"), needs_root]
+pytestmark = [pytest.mark.slow, needs_root]
 
 
 @pytest.fixture(scope="module")

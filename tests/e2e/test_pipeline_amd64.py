@@ -10,7 +10,7 @@ import pytest
 
 from .conftest import Built, build, imagesmith, needs_root
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("amd64"), needs_root]
+pytestmark = [pytest.mark.slow, needs_root]
 DATA = Path(__file__).parent / "data" / "amd64"
 
 
