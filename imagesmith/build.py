@@ -30,7 +30,6 @@ TOOLS = {
     "mcopy": "mtools",
     "sfdisk": "fdisk",
     "bmaptool": "bmap-tools",
-    "depmod": "kmod",
     "unshare": "util-linux",
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
@@ -91,7 +92,14 @@ def remove_tree(path: Path) -> None:
             f"refusing to delete {path}: {', '.join(mounted)} is still mounted there",
             hint=f"unmount it (umount -R {mounted[0]}) and delete {path} by hand",
         )
-    shutil.rmtree(path)
+    for attempt in range(3):  # processes of a killed command may still be writing for a moment
+        try:
+            shutil.rmtree(path)
+            return
+        except OSError:
+            if attempt == 2:
+                raise
+            time.sleep(1)
 
 
 def inside(rootfs: Path, path: str | PurePosixPath, *, follow_last: bool = True) -> Path:

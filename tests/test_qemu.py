@@ -1,6 +1,12 @@
 from __future__ import annotations
 
-from imagesmith.qemu import LOGIN, PANIC, _config_txt, guest_cmdline
+from pathlib import Path
+
+import pytest
+
+from imagesmith.errors import ImagesmithError
+from imagesmith.qemu import LOGIN, PANIC, _config_txt, _watch, guest_cmdline
+from imagesmith.run import Runner
 
 
 def test_guest_cmdline_replaces_consoles() -> None:
@@ -20,3 +26,38 @@ def test_console_patterns() -> None:
     assert LOGIN.search(b"\r\nDebian GNU/Linux 13 pi ttyAMA0\r\n\r\npi login: ")
     assert not LOGIN.search(b"Started systemd-logind.service - User Login Management.")
     assert PANIC.search(b"[ 1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\r\n")
+
+
+def _fake_console(tmp_path: Path, script: str) -> list[str]:
+    path = tmp_path / "fake-qemu"
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+    return [str(path)]
+
+
+def test_watch_reports_a_panic_with_the_last_console_lines(tmp_path: Path) -> None:
+    argv = _fake_console(
+        tmp_path,
+        'for i in $(seq 1 50); do echo "[ $i.0] booting line $i"; done\n'
+        'echo "[ 51.0] Kernel panic - not syncing: VFS: Unable to mount root fs"\nsleep 30\n',
+    )
+    log = tmp_path / "console.log"
+    with pytest.raises(ImagesmithError) as info:
+        _watch(argv, Runner(), 20, log)
+    exc = info.value
+    assert "kernel panicked" in exc.message and exc.exit_code == 1
+    assert exc.details is not None and "Unable to mount root fs" in exc.details
+    assert "booting line 50" in exc.details and "booting line 1\n" not in exc.details
+    assert "booting line 1" in log.read_text()
+
+
+def test_watch_times_out_and_succeeds_on_login(tmp_path: Path) -> None:
+    with pytest.raises(ImagesmithError, match="no login prompt within 2s"):
+        _watch(_fake_console(tmp_path, "echo starting\nsleep 30\n"), Runner(), 2, None)
+    text = _watch(
+        _fake_console(tmp_path, "echo 'Debian GNU/Linux 13 pi ttyAMA0'\nprintf 'pi login: '\nsleep 30\n"),
+        Runner(),
+        20,
+        None,
+    )
+    assert "pi login:" in text
