@@ -8,7 +8,10 @@ no-op stubs here and done once, at the end of customize (see ``deferred.py``).
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
+from pathlib import Path
 
+from imagesmith import host
 from imagesmith.config.load import Spec
 from imagesmith.rootfs import ISOLATE
 from imagesmith.stages import deferred, tools
@@ -52,33 +55,51 @@ def components(spec: Spec) -> list[str]:
     return seen
 
 
-def command(spec: Spec, target: str) -> list[str]:
+def mmdebstrap(
+    spec: Spec, target: Path, *, arch: str, variant: str, include: list[str], extra: Sequence[str] = ()
+) -> list[str]:
+    """An mmdebstrap command line from the spec's distribution, with imagesmith's options."""
     dist = spec.config.distribution
     return [
         *ISOLATE,  # mmdebstrap's mounts and processes end with it, even if it is killed
         "mmdebstrap",
         "--mode=root",
-        f"--arch={spec.device.arch}",
-        "--variant=apt",
-        f"--components={','.join(components(spec))}",
-        f"--include={','.join(packages(spec))}",
-        '--aptopt=Acquire::Languages "none"',
-        f"--essential-hook={deferred.divert_hook()}",
+        f"--arch={arch}",
+        f"--variant={variant}",
+        f"--include={','.join(include)}",
+        *[f"--aptopt={opt}" for opt in APT_OPTIONS],
+        *[f"--dpkgopt={opt}" for opt in DPKG_OPTIONS],
+        *extra,
         dist.suite,
-        target,
+        str(target),
         dist.mirror,
     ]
+
+
+def command(spec: Spec, target: Path) -> list[str]:
+    """The image's bootstrap: the device's, layers' and config's packages."""
+    return mmdebstrap(
+        spec,
+        target,
+        arch=spec.device.arch,
+        variant="apt",
+        include=packages(spec),
+        extra=[f"--components={','.join(components(spec))}", f"--essential-hook={deferred.divert_hook()}"],
+    )
+
+
+def tools_command(spec: Spec, target: Path) -> list[str]:
+    """The native tools tree (see ``tools.py``): same suite and mirror, the host's arch."""
+    return mmdebstrap(spec, target, arch=host.native_arch(), variant="essential", include=tools.PACKAGES)
 
 
 def run(ctx: Context) -> None:
     ctx.runner.detail(f"packages: {shlex.join(packages(ctx.spec))}")
     ctx.runner.run(
-        command(ctx.spec, str(ctx.rootfs)),
+        command(ctx.spec, ctx.rootfs),
         hint="check the package names, the suite and the mirror; the log has apt's full output",
     )
     if tools.needed(ctx.spec):
         tree = ctx.work / "tools"
-        ctx.runner.run(
-            tools.bootstrap_command(ctx.spec, tree), hint="the native tools tree could not be made"
-        )
+        ctx.runner.run(tools_command(ctx.spec, tree), hint="the native tools tree could not be made")
         ctx.tools_tree = tree

@@ -12,6 +12,7 @@ image under emulation, as before.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,23 +43,6 @@ def needed(spec: Spec) -> bool:
     return spec.device.arch != host.native_arch()
 
 
-def bootstrap_command(spec: Spec, target: Path) -> list[str]:
-    dist = spec.config.distribution
-    return [
-        *ISOLATE,
-        "mmdebstrap",
-        "--mode=root",
-        f"--arch={host.native_arch()}",
-        "--variant=essential",
-        f"--include={','.join(PACKAGES)}",
-        "--dpkgopt=force-unsafe-io",
-        '--aptopt=Acquire::Languages "none"',
-        dist.suite,
-        str(target),
-        dist.mirror,
-    ]
-
-
 @dataclass
 class Tools:
     """Runs a job natively in the tools tree when it can, in the image otherwise."""
@@ -80,7 +64,7 @@ class Tools:
                 return False
         return True
 
-    def _in_tree(self, argv: list[str], binds: list[str] = ()) -> None:  # type: ignore[assignment]
+    def _in_tree(self, argv: list[str], binds: Sequence[str] = ()) -> None:
         assert self.tree is not None
         env = [f"{k}={v}" for k, v in CHROOT_ENV.items()]
         self.runner.run(

@@ -65,6 +65,8 @@ def test_mmdebstrap_is_called_with_the_spec(
     assert record.exists()
     assert "--arch=arm64" in args and "--mode=root" in args and "--variant=apt" in args
     assert "--components=main,non-free-firmware" in args
+    # no debconf preconfiguration pass and no fsync per file while building
+    assert "--aptopt=#clear DPkg::Pre-Install-Pkgs;" in args and "--dpkgopt=force-unsafe-io" in args
     include = next(a for a in args if a.startswith("--include="))
     assert "raspi-firmware" in include and "linux-image-arm64" in include
     hook = next(a for a in args if a.startswith("--essential-hook="))
