@@ -25,10 +25,9 @@ UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system
 
 
 def write(rootfs: Path, path: str, text: str, mode: int = 0o644) -> None:
+    """Write a file in the image; a symlink there is followed (inside the image)."""
     host = inside(rootfs, path)
     host.parent.mkdir(parents=True, exist_ok=True)
-    if host.is_symlink():
-        host.unlink()
     host.write_text(text, encoding="utf-8")
     os.chmod(host, mode)
 
@@ -312,7 +311,11 @@ def run(ctx: Context) -> None:
 
 
 def check_spec(spec: Spec) -> None:
-    """Checks that need no rootfs (kept here so `build` fails before bootstrap)."""
+    """Checks that need no rootfs, so that `build` fails before a long bootstrap.
+
+    Time zone and locale names are checked against the build host's data when it has
+    it; the image's own tzdata and locales are checked again during customize.
+    """
     for index, user in enumerate(spec.config.users):
         for other in spec.config.users[:index]:
             if other.name == user.name:
@@ -321,3 +324,21 @@ def check_spec(spec: Spec) -> None:
                     spec.locate("users", index, "name"),
                     "merge the two entries",
                 )
+    zoneinfo = Path("/usr/share/zoneinfo")
+    tz = spec.config.timezone
+    if (zoneinfo / "Etc" / "UTC").exists() and not (zoneinfo / tz).is_file():
+        raise config_error(
+            f"unknown time zone {tz!r}",
+            spec.locate("timezone"),
+            "use a name from the tz database, e.g. Europe/Zurich or Etc/UTC",
+        )
+    supported = Path("/usr/share/i18n/SUPPORTED")
+    loc = spec.config.locale
+    if loc not in ("C.UTF-8", "C", "POSIX") and supported.exists():
+        names = {line.split()[0] for line in supported.read_text().splitlines() if line.strip()}
+        if loc not in names:
+            raise config_error(
+                f"unknown locale {loc!r}",
+                spec.locate("locale"),
+                "use a name from /usr/share/i18n/SUPPORTED, e.g. en_GB.UTF-8 or de_CH.UTF-8",
+            )

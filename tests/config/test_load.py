@@ -167,3 +167,22 @@ def test_duplicate_user_is_an_error(write: Write) -> None:
     with pytest.raises(ImagesmithError) as info:
         check_spec(spec)
     assert "listed twice" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("line", "pos", "message"),
+    [
+        ("timezone: Mars/Olympus_Mons", (3, 11), "unknown time zone 'Mars/Olympus_Mons'"),
+        ("locale: xx_YY.UTF-8", (3, 9), "unknown locale 'xx_YY.UTF-8'"),
+    ],
+)
+def test_time_zone_and_locale_are_checked_before_building(
+    write: Write, line: str, pos: tuple[int, int], message: str
+) -> None:
+    from imagesmith.stages.customize import check_spec
+
+    spec = load_spec(write("img.yaml", f"name: x\ndevice: pi4\n{line}\n"))
+    with pytest.raises(ImagesmithError) as info:
+        check_spec(spec)
+    assert info.value.exit_code == EXIT_CONFIG and message in info.value.message
+    assert where(info.value) == ("img.yaml", *pos)

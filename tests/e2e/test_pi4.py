@@ -98,7 +98,9 @@ def test_rootfs_contents(pi4: Built) -> None:
     # the initramfs was made once, at the end, and the diversions are gone
     assert ".imagesmith-deferred" not in pi4.cat("/var/lib/dpkg/diversions")
     # build-time apt and dpkg options are gone; Debian's own configuration is untouched
-    assert "99mmdebstrap" not in pi4.debugfs("ls /etc/apt/apt.conf.d") + pi4.debugfs("ls /etc/dpkg/dpkg.cfg.d")
+    assert "99mmdebstrap" not in pi4.debugfs("ls /etc/apt/apt.conf.d") + pi4.debugfs(
+        "ls /etc/dpkg/dpkg.cfg.d"
+    )
     assert "dpkg-preconfigure" in pi4.cat("/etc/apt/apt.conf.d/70debconf")
     assert "imagesmith" not in pi4.cat("/usr/sbin/update-initramfs")
 
