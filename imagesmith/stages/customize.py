@@ -101,8 +101,15 @@ def boot_config(ctx: Context) -> None:
             f'ROOTPART="{root}"\nCONSOLES="{consoles}"\nCMA=0\n',
         )
         custom = [*spec.device.firmware_config, *spec.config.config_txt]
-        write(rootfs, "/etc/default/raspi-firmware-custom", "".join(f"{line}\n" for line in custom))
-        write(rootfs, "/etc/default/raspi-extra-cmdline", f"{extra}\n" if extra else "")
+        # the hooks append these files when they exist, so only write them with content
+        for path, text in (
+            ("/etc/default/raspi-firmware-custom", "".join(f"{line}\n" for line in custom)),
+            ("/etc/default/raspi-extra-cmdline", f"{extra}\n" if extra else ""),
+        ):
+            if text:
+                write(rootfs, path, text)
+            else:
+                inside(rootfs, path).unlink(missing_ok=True)
     else:
         cmdline = f"console=tty0 console={spec.device.console} root={root} rw fsck.repair=yes rootwait"
         write(rootfs, "/boot/firmware/cmdline.txt", f"{cmdline} {extra}".rstrip() + "\n")

@@ -73,6 +73,7 @@ def test_boot_partition_holds_firmware_kernel_and_config(pi4: Built) -> None:
     assert len(kernel) == 1 and len(initrd) == 1
     config = pi4.boot_file("config.txt")
     assert "arm_64bit=1" in config and f"kernel={kernel[0]}" in config and f"initramfs {initrd[0]}" in config
+    assert config.rstrip().endswith("disable_splash=1")  # config_txt from the config
     cmdline = pi4.boot_file("cmdline.txt")
     signature = str(pi4.table["id"]).removeprefix("0x")
     assert re.search(rf"\broot=PARTUUID={signature}-02\b", cmdline), cmdline
