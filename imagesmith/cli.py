@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import traceback
@@ -51,6 +52,9 @@ def handled(func: F) -> F:
         except ImagesmithError as exc:
             report(exc)
             sys.exit(exc.exit_code)
+        except BrokenPipeError:  # e.g. `imagesmith config show | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/bold red]: nothing half-made was kept")
             sys.exit(130)
@@ -70,6 +74,14 @@ def handled(func: F) -> F:
 
 
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="Show every command run and its output.")
+layers_option = click.option(
+    "--layers",
+    "layers",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="Another directory of layers, searched after the config's own (repeatable).",
+)
+config_argument = click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -147,3 +159,152 @@ def devices() -> None:
         dev = validate(Device, load_yaml(path), f"device {name}")
         table.add_row(dev.device, dev.arch, dev.description, dev.notes)
     Console().print(table)
+
+
+def _shown(path: Path) -> str:
+    """A path as people want to read it: relative to here when it is below here."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+@main.group()
+def config() -> None:
+    """Look at a config as imagesmith sees it: merged, validated, and where each value came from."""
+
+
+@config.command("show")
+@config_argument
+@layers_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
+@handled
+def config_show(config: Path, layers: tuple[Path, ...], as_json: bool) -> None:
+    """Print the fully merged config, defaults included."""
+    import json
+
+    from ruamel.yaml import YAML
+
+    spec = load_spec(config, list(layers))
+    data = spec.config.model_dump(mode="json", by_alias=True)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    click.echo(
+        f"# {_shown(spec.config_path)} merged over layers: "
+        + ", ".join(f"{ref.name} ({_shown(ref.path)})" for ref in spec.layers)
+    )
+    yaml = YAML()  # round-trip: keys stay in the order of the schema
+    yaml.dump(data, sys.stdout)
+
+
+@config.command("explain")
+@config_argument
+@click.argument("key")
+@layers_option
+@handled
+def config_explain(config: Path, key: str, layers: tuple[Path, ...]) -> None:
+    """Print the final value of KEY (e.g. hostname, distribution.suite, users[0].name)
+    and every file:line that set or changed it, in order."""
+    import json
+
+    from imagesmith.config.load import find_node, parse_key
+
+    spec = load_spec(config, list(layers))
+    path = parse_key(key)
+    value: Any = spec.config.model_dump(mode="json", by_alias=True)
+    for part in path:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            raise ImagesmithError(
+                f"{key!r} is not a setting of this config",
+                exit_code=2,
+                hint="see `imagesmith config show` for the keys and `imagesmith schema` for all of them",
+            ) from None
+    click.echo(f"{key} = {json.dumps(value)}")
+    node = find_node(spec.tree, path)
+    if node is None:
+        click.echo("  (the default: no file sets it)")
+        return
+    places = [*node.history, node.location]
+    for index, where in enumerate(places):
+        verb = "set" if index == 0 else "changed"
+        click.echo(f"  {_shown(where.file)}:{where.line}:{where.column}: {verb}")
+    if isinstance(node.value, list):
+        for item in node.value:
+            click.echo(f"    {json.dumps(item.plain())}  ← {_shown(item.location.file)}:{item.location.line}")
+
+
+@main.command()
+@click.option("--layer", is_flag=True, help="The schema of layer files instead of image configs.")
+@handled
+def schema(layer: bool) -> None:
+    """Print the JSON Schema of image configs (or of layer files) for editors."""
+    import json
+
+    from imagesmith.config.model import ImageConfig, LayerFile
+
+    model = LayerFile if layer else ImageConfig
+    data = model.model_json_schema(by_alias=True)
+    data["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    data["title"] = "imagesmith layer" if layer else "imagesmith image config"
+    click.echo(json.dumps(data, indent=2))
+
+
+@main.group("layers")
+def layers_group() -> None:
+    """The layers imagesmith can find."""
+
+
+def _layer_dirs(extra: tuple[Path, ...]) -> list[Path]:
+    return [Path.cwd(), *extra]
+
+
+@layers_group.command("list")
+@layers_option
+@handled
+def layers_list(layers: tuple[Path, ...]) -> None:
+    """List layers: this directory's, --layers directories', then the built-in ones."""
+    table = Table("layer", "description", "file")
+    for name in catalog.names("layers", _layer_dirs(layers)):
+        path = catalog.find("layers", name, _layer_dirs(layers))
+        assert path is not None
+        doc = load_yaml(path).plain()
+        table.add_row(name, str(doc.get("description", "")), _shown(path))
+    Console(soft_wrap=True).print(table)
+
+
+@layers_group.command("show")
+@click.argument("name")
+@layers_option
+@handled
+def layers_show(name: str, layers: tuple[Path, ...]) -> None:
+    """Describe one layer: what it adds, what it requires, where its file is."""
+    from imagesmith.config.load import validate
+    from imagesmith.config.model import LayerFile
+
+    search = _layer_dirs(layers)
+    path = catalog.find("layers", name, search)
+    if path is None:
+        raise ImagesmithError(
+            f"unknown layer {name!r}",
+            exit_code=2,
+            hint=catalog.suggestion(name, catalog.names("layers", search)),
+        )
+    layer = validate(LayerFile, load_yaml(path), f"layer {name}")
+    click.echo(f"{layer.layer}: {layer.description}")
+    click.echo(f"  file: {_shown(path)}")
+    builtin = catalog.builtin_dir("layers") / f"{name}.yaml"
+    if builtin.exists() and builtin.resolve() != path.resolve():
+        click.echo(f"  overrides the built-in layer {_shown(builtin)}")
+    for label, items in (
+        ("requires", layer.requires),
+        ("packages", layer.packages),
+        ("enables", layer.services.enable),
+        ("masks", layer.services.mask),
+    ):
+        if items:
+            click.echo(f"  {label}: {', '.join(items)}")
+    for entry in layer.files:
+        click.echo(f"  files: {entry.source} → {entry.target}")

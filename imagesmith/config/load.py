@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from imagesmith.config import catalog
 from imagesmith.config.merge import merge
-from imagesmith.config.model import Device, ImageConfig, Layout
+from imagesmith.config.model import Device, ImageConfig, LayerFile, Layout
 from imagesmith.config.nodes import Node, load_yaml
 from imagesmith.errors import Location, config_error
 
@@ -204,6 +204,7 @@ def _resolve_layers(doc: Node, search: list[Path]) -> list[tuple[LayerRef, Node]
                 declared.location if declared else layer.location,
                 "a layer file names itself with the `layer:` key",
             )
+        validate(LayerFile, layer, f"layer {name}")
         ref = LayerRef(name, path)
         for required in _names(layer.get("requires")):
             visit(required, [*stack, ref])
@@ -233,8 +234,12 @@ def _catalog_item(kind: str, model: type[M], name_node: Node | None, default: st
     return validate(model, load_yaml(path), f"{kind} {name}")
 
 
-def load_spec(config_path: Path | None = None) -> Spec:
-    """Load, merge and validate an image config and everything it names."""
+def load_spec(config_path: Path | None = None, layer_dirs: list[Path] | None = None) -> Spec:
+    """Load, merge and validate an image config and everything it names.
+
+    Layers are looked up in the config's directory, then in ``layer_dirs``, then in the
+    built-in catalog.
+    """
     path = (config_path or catalog.DEFAULT_CONFIG).resolve()
     doc = load_yaml(path)
     if doc.get("layer") is not None:
@@ -243,7 +248,7 @@ def load_spec(config_path: Path | None = None) -> Spec:
             doc.locate(("layer",)),
             "build an image config that lists this layer under `layers:`",
         )
-    search = [path.parent]
+    search = [path.parent, *(d.resolve() for d in layer_dirs or [])]
     layers = _resolve_layers(doc, search)
     merged: Node | None = None
     for _ref, layer in layers:
@@ -256,3 +261,36 @@ def load_spec(config_path: Path | None = None) -> Spec:
     device = _catalog_item("device", Device, merged.get("device"), None)
     layout = _catalog_item("layout", Layout, merged.get("layout"), "simple")
     return Spec(config, device, layout, path, [ref for ref, _ in layers], merged)
+
+
+def parse_key(key: str) -> tuple[str | int, ...]:
+    """``users[0].name`` → ("users", 0, "name")."""
+    path: list[str | int] = []
+    for part in key.split("."):
+        name, *indexes = part.split("[")
+        if name:
+            path.append(name)
+        for index in indexes:
+            number = index.rstrip("]")
+            if not number.isdigit():
+                raise config_error(
+                    f"bad key {key!r}: {number!r} is not a list index", None, "write e.g. users[0].name"
+                )
+            path.append(int(number))
+    if not path:
+        raise config_error(f"bad key {key!r}", None, "write e.g. hostname or distribution.suite")
+    return tuple(path)
+
+
+def find_node(tree: Node, path: tuple[str | int, ...]) -> Node | None:
+    node: Node | None = tree
+    for part in path:
+        if node is None:
+            return None
+        if isinstance(node.value, dict) and isinstance(part, str):
+            node = node.value.get(part)
+        elif isinstance(node.value, list) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return None
+    return node

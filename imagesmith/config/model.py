@@ -83,25 +83,43 @@ class Services(Strict):
 class ImageConfig(Strict):
     """The merged config: what the user wrote over the layers it uses."""
 
-    name: str = Field(pattern=NAME_RE)
-    device: str = Field(pattern=NAME_RE)
-    layout: str = Field("simple", pattern=NAME_RE)
+    name: str = Field(pattern=NAME_RE, description="names the image and its output files")
+    device: str = Field(pattern=NAME_RE, description="a device from `imagesmith devices`, e.g. pi4")
+    layout: str = Field("simple", pattern=NAME_RE, description="a partition layout from the catalog")
     distribution: Distribution = Field(default_factory=lambda: Distribution())
-    layers: list[str] = Field(default_factory=list)
-    packages: list[Annotated[str, Field(pattern=PACKAGE_RE)]] = Field(default_factory=list)
-    hostname: str | None = Field(None, pattern=HOSTNAME_RE)
-    timezone: str = Field("Etc/UTC", pattern=r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
-    locale: str = Field("C.UTF-8", pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9-]+)?(@[a-z]+)?$")
+    layers: list[str] = Field(
+        default_factory=list, description="layers to use, by name; they may require more"
+    )
+    packages: list[Annotated[str, Field(pattern=PACKAGE_RE)]] = Field(
+        default_factory=list, description='Debian packages to install; "-name" removes one added below'
+    )
+    hostname: str | None = Field(None, pattern=HOSTNAME_RE, description="defaults to the image name")
+    timezone: str = Field(
+        "Etc/UTC", pattern=r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$", description="a tz database name"
+    )
+    locale: str = Field(
+        "C.UTF-8", pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9-]+)?(@[a-z]+)?$", description="e.g. en_GB.UTF-8"
+    )
     users: list[User] = Field(default_factory=list)
-    files: list[FileEntry] = Field(default_factory=list)
-    scripts: list[Script] = Field(default_factory=list)
+    files: list[FileEntry] = Field(default_factory=list, description="overlay files and directories")
+    scripts: list[Script] = Field(default_factory=list, description="run in order, after files")
     services: Services = Field(default_factory=lambda: Services())
-    cmdline: list[str] = Field(default_factory=list)
-    config_txt: list[str] = Field(default_factory=list)
+    cmdline: list[str] = Field(default_factory=list, description="extra kernel command-line arguments")
+    config_txt: list[str] = Field(default_factory=list, description="extra Raspberry Pi config.txt lines")
 
     @property
     def host_name(self) -> str:
         return self.hostname or self.name
+
+
+class LayerFile(ImageConfig):
+    """A layer: the keys of an image config, all optional, and what names the layer."""
+
+    layer: str = Field(pattern=NAME_RE, description="the layer's name: the file is <layer>.yaml")
+    description: str = ""
+    requires: list[str] = Field(default_factory=list, description="layers merged before this one")
+    name: str | None = Field(None, pattern=NAME_RE)  # type: ignore[assignment]
+    device: str | None = Field(None, pattern=NAME_RE)  # type: ignore[assignment]
 
 
 # --- catalog data -------------------------------------------------------------------
