@@ -18,10 +18,10 @@ from rich.table import Table
 
 from imagesmith import __version__
 from imagesmith.config import catalog
-from imagesmith.config.load import load_spec
+from imagesmith.config.load import Spec, load_spec
 from imagesmith.config.model import Device
 from imagesmith.config.nodes import load_yaml
-from imagesmith.errors import EXIT_FAILURE, ImagesmithError
+from imagesmith.errors import EXIT_FAILURE, ImagesmithError, Location
 from imagesmith.run import Runner, format_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,6 +84,30 @@ layers_option = click.option(
 config_argument = click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
 
 
+def spec_options(func: F) -> F:
+    """--layers, --variant and --set: everything that changes what a config means."""
+    func = click.option(
+        "--set",
+        "sets",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Set a value over everything else, e.g. --set hostname=kiosk-1 (repeatable; VALUE is YAML).",
+    )(func)
+    func = click.option(
+        "--variant",
+        metavar="NAME",
+        help="Add <config>.NAME.yaml (next to the config) over the config.",
+    )(func)
+    return layers_option(func)
+
+
+def load(config: Path | None, layers: tuple[Path, ...], sets: tuple[str, ...], variant: str | None) -> Spec:
+    spec = load_spec(config, list(layers), sets=list(sets), variant=variant)
+    for note in spec.notes:
+        err_console.print(f"[yellow]note:[/yellow] {escape(note)}")
+    return spec
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="imagesmith")
 def main() -> None:
@@ -98,13 +122,21 @@ def main() -> None:
     type=click.Path(path_type=Path, file_okay=False),
     help="Directory for the outputs (default: out/<name>/).",
 )
+@spec_options
 @verbose_option
 @handled
-def build(config: Path | None, output: Path | None, verbose: bool) -> None:
+def build(
+    config: Path | None,
+    output: Path | None,
+    layers: tuple[Path, ...],
+    sets: tuple[str, ...],
+    variant: str | None,
+    verbose: bool,
+) -> None:
     """Build the image described by CONFIG (default: the built-in examples/minimal.yaml)."""
     from imagesmith.build import build as run_build
 
-    spec = load_spec(config)
+    spec = load(config, layers, sets, variant)
     out = output or Path("out") / spec.config.name
     runner = Runner(verbose=verbose, log_path=out / "build.log")
     try:
@@ -169,6 +201,10 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def _place(where: Location) -> str:
+    return f"{_shown(where.file)}:{where.line}:{where.column}" if where.line else str(where.file)
+
+
 @main.group()
 def config() -> None:
     """Look at a config as imagesmith sees it: merged, validated, and where each value came from."""
@@ -176,16 +212,18 @@ def config() -> None:
 
 @config.command("show")
 @config_argument
-@layers_option
+@spec_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
 @handled
-def config_show(config: Path, layers: tuple[Path, ...], as_json: bool) -> None:
+def config_show(
+    config: Path, layers: tuple[Path, ...], sets: tuple[str, ...], variant: str | None, as_json: bool
+) -> None:
     """Print the fully merged config, defaults included."""
     import json
 
     from ruamel.yaml import YAML
 
-    spec = load_spec(config, list(layers))
+    spec = load(config, layers, sets, variant)
     data = spec.config.model_dump(mode="json", by_alias=True)
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -201,16 +239,18 @@ def config_show(config: Path, layers: tuple[Path, ...], as_json: bool) -> None:
 @config.command("explain")
 @config_argument
 @click.argument("key")
-@layers_option
+@spec_options
 @handled
-def config_explain(config: Path, key: str, layers: tuple[Path, ...]) -> None:
+def config_explain(
+    config: Path, key: str, layers: tuple[Path, ...], sets: tuple[str, ...], variant: str | None
+) -> None:
     """Print the final value of KEY (e.g. hostname, distribution.suite, users[0].name)
     and every file:line that set or changed it, in order."""
     import json
 
     from imagesmith.config.load import find_node, parse_key
 
-    spec = load_spec(config, list(layers))
+    spec = load(config, layers, sets, variant)
     path = parse_key(key)
     value: Any = spec.config.model_dump(mode="json", by_alias=True)
     for part in path:
@@ -230,10 +270,10 @@ def config_explain(config: Path, key: str, layers: tuple[Path, ...]) -> None:
     places = [*node.history, node.location]
     for index, where in enumerate(places):
         verb = "set" if index == 0 else "changed"
-        click.echo(f"  {_shown(where.file)}:{where.line}:{where.column}: {verb}")
+        click.echo(f"  {_place(where)}: {verb}")
     if isinstance(node.value, list):
         for item in node.value:
-            click.echo(f"    {json.dumps(item.plain())}  ← {_shown(item.location.file)}:{item.location.line}")
+            click.echo(f"    {json.dumps(item.plain())}  ← {_place(item.location)}")
 
 
 @main.command()

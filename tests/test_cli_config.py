@@ -112,3 +112,65 @@ def test_build_takes_layer_directories(write: Write, tmp_path: Path) -> None:
     path = write("sub/img.yaml", "name: x\ndevice: pi4\nlayers: [tools]\n")
     spec = load_spec(path, [extra])
     assert [r.name for r in spec.layers] == ["base", "tools"] and "strace" in spec.config.packages
+
+
+def test_includes_variant_and_set_stack_in_order(write: Write) -> None:
+    write("common.yaml", "hostname: common\ntimezone: Europe/Berlin\npackages: [curl]\n")
+    write("img.yaml", "includes: [common.yaml]\nname: x\ndevice: pi4\nhostname: img\n")
+    write("img.dev.yaml", "hostname: dev\npackages: [gdb]\n")
+    path = write("img.yaml", "includes: [common.yaml]\nname: x\ndevice: pi4\nhostname: img\n")
+    spec = load_spec(path)
+    assert (spec.config.hostname, spec.config.timezone, spec.config.packages) == (
+        "img",
+        "Europe/Berlin",
+        ["curl"],
+    )
+    spec = load_spec(path, variant="dev")
+    assert spec.config.hostname == "dev" and spec.config.packages == ["curl", "gdb"]
+    spec = load_spec(
+        path, variant="dev", sets=["hostname=cli", "distribution.suite=bookworm", "packages=[-curl]"]
+    )
+    assert spec.config.hostname == "cli" and spec.config.distribution.suite == "bookworm"
+    assert spec.config.packages == ["gdb"]
+    code, out = invoke(
+        "config", "explain", str(path), "hostname", "--variant", "dev", "--set", "hostname=cli"
+    )
+    assert code == 0
+    assert [line.strip().split(": ")[0].rsplit("/", 1)[-1] for line in out.splitlines()[1:]] == [
+        "common.yaml:1:11",
+        "img.yaml:4:11",
+        "img.dev.yaml:1:11",
+        "--set hostname=cli",
+    ]
+
+
+def test_missing_variant_is_a_note_not_an_error(write: Write) -> None:
+    path = write("img.yaml", "name: x\ndevice: pi4\n")
+    spec = load_spec(path, variant="prod")
+    assert spec.notes == ["no img.prod.yaml next to img.yaml: variant 'prod' adds nothing"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "hostname"], "expected KEY=VALUE"),
+        (["--set", "host name=x"], "expected KEY=VALUE"),
+        (["--set", "hostname=[x"], "not valid YAML"),
+        (["--set", "hostname=-bad-"], "hostname"),
+    ],
+)
+def test_bad_set_is_a_config_error(write: Write, args: list[str], message: str) -> None:
+    path = write("img.yaml", "name: x\ndevice: pi4\n")
+    code, out = invoke("config", "show", str(path), *args)
+    assert code == 2 and message in out and "Traceback" not in out
+
+
+def test_include_errors(write: Write) -> None:
+    write("a.yaml", "includes: [b.yaml]\n")
+    write("b.yaml", "includes: [a.yaml]\n")
+    code, out = invoke("config", "show", str(write("img.yaml", "includes: [a.yaml]\nname: x\ndevice: pi4\n")))
+    assert code == 2 and "cycle" in out and "b.yaml:1:" in out
+    code, out = invoke(
+        "config", "show", str(write("img2.yaml", "includes: [nope.yaml]\nname: x\ndevice: pi4\n"))
+    )
+    assert code == 2 and "img2.yaml:1:12: included file not found" in out

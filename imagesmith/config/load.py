@@ -37,6 +37,7 @@ class Spec:
     config_path: Path
     layers: list[LayerRef]
     tree: Node = field(repr=False)
+    notes: list[str] = field(default_factory=list)  # things worth telling the user
 
     def locate(self, *path: str | int) -> Location:
         return self.tree.locate(tuple(path))
@@ -234,9 +235,86 @@ def _catalog_item(kind: str, model: type[M], name_node: Node | None, default: st
     return validate(model, load_yaml(path), f"{kind} {name}")
 
 
-def load_spec(config_path: Path | None = None, layer_dirs: list[Path] | None = None) -> Spec:
+def _expand_includes(doc: Node, stack: tuple[Path, ...] = ()) -> Node:
+    """``doc`` over the files it includes (in order, each over its own includes)."""
+    includes = doc.get("includes")
+    if includes is None:
+        return doc
+    if not isinstance(includes.value, list):
+        raise config_error("includes must be a list of files", includes.location, "write e.g. [common.yaml]")
+    merged: Node | None = None
+    for item in includes.value:
+        _resolve_path(item, doc.location.file.parent, "included file")
+        path = Path(str(item.value))
+        if path in stack or path == doc.location.file:
+            chain = " → ".join(str(p) for p in [*stack, doc.location.file, path])
+            raise config_error(
+                f"files include each other in a cycle: {chain}", item.location, "remove one of the includes"
+            )
+        included = load_yaml(path)
+        if included.get("layer") is not None:
+            raise config_error(
+                f"{path.name} is a layer: list it under `layers:`",
+                item.location,
+                "includes: takes config fragments",
+            )
+        _resolve_paths(included)
+        included = _expand_includes(included, (*stack, doc.location.file))
+        merged = included if merged is None else merge(merged, included)
+    assert isinstance(doc.value, dict)
+    own = Node({k: v for k, v in doc.value.items() if k != "includes"}, doc.location)
+    return own if merged is None else merge(merged, own)
+
+
+def _setting(assignment: str) -> Node:
+    """``--set distribution.suite=bookworm`` as a one-key document (the value is YAML)."""
+    key, sep, text = assignment.partition("=")
+    where = Location(Path(f"--set {assignment}"))
+    if not sep or not key or not all(part.isidentifier() for part in key.split(".")):
+        raise config_error(
+            f"--set {assignment!r}: expected KEY=VALUE",
+            None,
+            "e.g. --set hostname=kiosk-1 or --set distribution.suite=bookworm",
+        )
+    try:
+        from io import StringIO
+
+        from ruamel.yaml import YAML
+
+        loaded = YAML(typ="rt").load(StringIO(text)) if text.strip() else ""
+    except Exception as exc:
+        raise config_error(
+            f"--set {assignment!r}: the value is not valid YAML ({exc})",
+            None,
+            "quote text with special characters",
+        ) from None
+    node = _to_node_at(loaded, where)
+    for part in reversed(key.split(".")):
+        node = Node({part: node}, where)
+    return node
+
+
+def _to_node_at(data: object, where: Location) -> Node:
+    if isinstance(data, dict):
+        return Node({str(k): _to_node_at(v, where) for k, v in data.items()}, where)
+    if isinstance(data, list):
+        return Node([_to_node_at(v, where) for v in data], where)
+    if data is None or isinstance(data, (bool, int, float)):
+        return Node(data, where)
+    return Node(str(data), where)
+
+
+def load_spec(
+    config_path: Path | None = None,
+    layer_dirs: list[Path] | None = None,
+    *,
+    sets: list[str] | None = None,
+    variant: str | None = None,
+) -> Spec:
     """Load, merge and validate an image config and everything it names.
 
+    From the bottom up: the layers (required ones first), the files the config includes,
+    the config, its variant file ``<config>.<variant>.yaml`` and ``--set`` values.
     Layers are looked up in the config's directory, then in ``layer_dirs``, then in the
     built-in catalog.
     """
@@ -248,6 +326,19 @@ def load_spec(config_path: Path | None = None, layer_dirs: list[Path] | None = N
             doc.locate(("layer",)),
             "build an image config that lists this layer under `layers:`",
         )
+    _resolve_paths(doc)
+    doc = _expand_includes(doc)
+    notes: list[str] = []
+    if variant is not None:
+        variant_path = path.with_name(f"{path.stem}.{variant}{path.suffix}")
+        if variant_path.is_file():
+            extra = load_yaml(variant_path)
+            _resolve_paths(extra)
+            doc = merge(doc, _expand_includes(extra))
+        else:
+            notes.append(f"no {variant_path.name} next to {path.name}: variant {variant!r} adds nothing")
+    for assignment in sets or []:
+        doc = merge(doc, _setting(assignment))
     search = [path.parent, *(d.resolve() for d in layer_dirs or [])]
     layers = _resolve_layers(doc, search)
     merged: Node | None = None
@@ -255,12 +346,11 @@ def load_spec(config_path: Path | None = None, layer_dirs: list[Path] | None = N
         _resolve_paths(layer)
         stripped = _strip_meta(layer)
         merged = stripped if merged is None else merge(merged, stripped)
-    _resolve_paths(doc)
     merged = doc if merged is None else merge(merged, doc)
     config = validate(ImageConfig, merged, "image config")
     device = _catalog_item("device", Device, merged.get("device"), None)
     layout = _catalog_item("layout", Layout, merged.get("layout"), "simple")
-    return Spec(config, device, layout, path, [ref for ref, _ in layers], merged)
+    return Spec(config, device, layout, path, [ref for ref, _ in layers], merged, notes)
 
 
 def parse_key(key: str) -> tuple[str | int, ...]:

@@ -83,6 +83,9 @@ class Services(Strict):
 class ImageConfig(Strict):
     """The merged config: what the user wrote over the layers it uses."""
 
+    includes: list[str] = Field(
+        default_factory=list, description="config files merged below this one (paths relative to it)"
+    )
     name: str = Field(pattern=NAME_RE, description="names the image and its output files")
     device: str = Field(pattern=NAME_RE, description="a device from `imagesmith devices`, e.g. pi4")
     layout: str = Field("simple", pattern=NAME_RE, description="a partition layout from the catalog")
