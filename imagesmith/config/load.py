@@ -244,6 +244,8 @@ def _expand_includes(doc: Node, stack: tuple[Path, ...] = ()) -> Node:
         raise config_error("includes must be a list of files", includes.location, "write e.g. [common.yaml]")
     merged: Node | None = None
     for item in includes.value:
+        if not isinstance(item.value, str):
+            raise config_error("an included file must be a path", item.location, "write e.g. common.yaml")
         _resolve_path(item, doc.location.file.parent, "included file")
         path = Path(str(item.value))
         if path in stack or path == doc.location.file:

@@ -40,7 +40,9 @@ def merge(base: Node, top: Node) -> Node:
         merged = dict(base.value)
         for key, node in top.value.items():
             merged[key] = merge(merged[key], node) if key in merged else node
-        return Node(merged, top.location, [*base.history, base.location, *top.history])
+        # a map made by --set (no line) does not move the map away from the file that has it
+        where = top.location if top.location.line else base.location
+        return Node(merged, where, [*base.history, base.location, *top.history])
     if isinstance(base.value, list) and isinstance(top.value, list):
         return Node(
             _merge_lists(base.value, top.value),

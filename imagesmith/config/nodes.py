@@ -55,25 +55,30 @@ def _yaml() -> YAML:
     return yaml
 
 
+def _position(getter: Any, key: object, fallback: Location) -> Location:
+    """ruamel's 0-based (line, column) of a key or item, 1-based; the parent's if unknown."""
+    try:
+        line, col = getter(key)
+    except (TypeError, KeyError, ValueError):
+        return fallback
+    return Location(fallback.file, line + 1, col + 1)
+
+
 def _to_node(data: Any, loc: Location, path: Path) -> Node:
     if isinstance(data, CommentedMap):
         items: dict[str, Node] = {}
         for key, value in data.items():
-            kline, kcol = data.lc.key(key)
-            vline, vcol = data.lc.value(key)
+            key_loc = _position(data.lc.key, key, loc)
             if not isinstance(key, str):
                 raise config_error(
-                    f"keys must be text, not {type(key).__name__} {key!r}",
-                    Location(path, kline + 1, kcol + 1),
-                    "quote the key",
+                    f"keys must be text, not {type(key).__name__} {key!r}", key_loc, "quote the key"
                 )
-            items[key] = _to_node(value, Location(path, vline + 1, vcol + 1), path)
+            items[key] = _to_node(value, _position(data.lc.value, key, key_loc), path)
         return Node(items, loc)
     if isinstance(data, CommentedSeq):
         seq: list[Node] = []
         for i, value in enumerate(data):
-            line, col = data.lc.item(i)
-            seq.append(_to_node(value, Location(path, line + 1, col + 1), path))
+            seq.append(_to_node(value, _position(data.lc.item, i, loc), path))
         return Node(seq, loc)
     if data is None or isinstance(data, (bool, int, float, str)):
         # ruamel gives str subclasses (quoted scalars) and int subclasses: normalise
