@@ -114,7 +114,7 @@ def validate(model: type[M], tree: Node, what: str) -> M:
 # --- paths in documents are relative to the document ------------------------------
 
 
-def _resolve_path(node: Node, base: Path, what: str) -> None:
+def _resolve_path(node: Node, base: Path, what: str, must_be_file: bool = False) -> None:
     if not isinstance(node.value, str):
         return  # a wrong type is reported by validation with its location
     path = Path(node.value).expanduser()
@@ -123,6 +123,8 @@ def _resolve_path(node: Node, base: Path, what: str) -> None:
         raise config_error(
             f"{what} not found: {path}", node.location, "paths are relative to the file that names them"
         )
+    if must_be_file and not path.is_file():
+        raise config_error(f"{what} {path} is not a file", node.location, "name a file here, not a directory")
     node.value = str(path.resolve())
 
 
@@ -134,7 +136,7 @@ def _resolve_paths(doc: Node) -> None:
             for entry in entries.value:
                 sub = entry.get(field_name)
                 if sub is not None:
-                    _resolve_path(sub, base, what)
+                    _resolve_path(sub, base, what, must_be_file=key == "scripts")
     users = doc.get("users")
     if users is not None and isinstance(users.value, list):
         for user in users.value:
@@ -143,7 +145,7 @@ def _resolve_paths(doc: Node) -> None:
                 continue
             for entry in keys.value:
                 if isinstance(entry.value, str) and not entry.value.startswith(SSH_KEY_PREFIXES):
-                    _resolve_path(entry, base, "SSH public key file")
+                    _resolve_path(entry, base, "SSH public key file", must_be_file=True)
                     entry.value = _read_public_key(Path(str(entry.value)), entry.location)
 
 
@@ -246,7 +248,7 @@ def _expand_includes(doc: Node, stack: tuple[Path, ...] = ()) -> Node:
     for item in includes.value:
         if not isinstance(item.value, str):
             raise config_error("an included file must be a path", item.location, "write e.g. common.yaml")
-        _resolve_path(item, doc.location.file.parent, "included file")
+        _resolve_path(item, doc.location.file.parent, "included file", must_be_file=True)
         path = Path(str(item.value))
         if path in stack or path == doc.location.file:
             chain = " → ".join(str(p) for p in [*stack, doc.location.file, path])

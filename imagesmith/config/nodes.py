@@ -103,7 +103,11 @@ def load_yaml(path: Path) -> Node:
     except FileNotFoundError:
         raise config_error(f"file not found: {path}", None, "check the path") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise config_error(f"cannot read {path}: {exc}", Location(path), None) from None
+        raise config_error(
+            f"cannot read {path}: {exc.strerror if isinstance(exc, OSError) else exc}",
+            Location(path),
+            "name a readable UTF-8 text file",
+        ) from None
     try:
         data = _yaml().load(text)
     except MarkedYAMLError as exc:
