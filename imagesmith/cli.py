@@ -340,6 +340,8 @@ def layers_show(name: str, layers: tuple[Path, ...]) -> None:
         click.echo(f"  overrides the built-in layer {_shown(builtin)}")
     for label, items in (
         ("requires", layer.requires),
+        ("provides", layer.provides),
+        ("conflicts", layer.conflicts),
         ("packages", layer.packages),
         ("enables", layer.services.enable),
         ("masks", layer.services.mask),

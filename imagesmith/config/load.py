@@ -15,7 +15,7 @@ from imagesmith.config.model import Device, ImageConfig, LayerFile, Layout
 from imagesmith.config.nodes import Node, load_yaml
 from imagesmith.errors import Location, config_error
 
-LAYER_META = ("layer", "description", "requires")
+LAYER_META = ("layer", "description", "requires", "provides", "conflicts")
 SSH_KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
 
 M = TypeVar("M", bound=BaseModel)
@@ -219,6 +219,34 @@ def _resolve_layers(doc: Node, search: list[Path]) -> list[tuple[LayerRef, Node]
     return ordered
 
 
+def _check_capabilities(layers: list[tuple[LayerRef, Node]]) -> None:
+    """No capability provided twice; no layer together with one it conflicts with."""
+    providers: dict[str, LayerRef] = {}
+    for ref, layer in layers:
+        for item in _names(layer.get("provides")):
+            capability = str(item.value)
+            if capability in providers:
+                first = providers[capability]
+                raise config_error(
+                    f"layers {first.name} ({first.path}) and {ref.name} ({ref.path}) "
+                    f"both provide {capability!r}",
+                    item.location,
+                    f"use one of them: remove {ref.name} or {first.name} from `layers:`",
+                )
+            providers[capability] = ref
+    present = {ref.name: ref for ref, _ in layers}
+    for ref, layer in layers:
+        for item in _names(layer.get("conflicts")):
+            other = present.get(str(item.value)) or providers.get(str(item.value))
+            if other is not None and other.name != ref.name:
+                raise config_error(
+                    f"layer {ref.name} ({ref.path}) conflicts with {item.value!r}, "
+                    f"which layer {other.name} ({other.path}) brings",
+                    item.location,
+                    f"remove {ref.name} or {other.name} from `layers:`",
+                )
+
+
 def _strip_meta(layer: Node) -> Node:
     assert isinstance(layer.value, dict)
     return Node({k: v for k, v in layer.value.items() if k not in LAYER_META}, layer.location)
@@ -345,6 +373,7 @@ def load_spec(
         doc = merge(doc, _setting(assignment))
     search = [path.parent, *(d.resolve() for d in layer_dirs or [])]
     layers = _resolve_layers(doc, search)
+    _check_capabilities(layers)
     merged: Node | None = None
     for _ref, layer in layers:
         _resolve_paths(layer)

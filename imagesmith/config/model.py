@@ -121,6 +121,12 @@ class LayerFile(ImageConfig):
     layer: str = Field(pattern=NAME_RE, description="the layer's name: the file is <layer>.yaml")
     description: str = ""
     requires: list[str] = Field(default_factory=list, description="layers merged before this one")
+    provides: list[str] = Field(
+        default_factory=list, description="capabilities (e.g. time-sync) that no other layer may also provide"
+    )
+    conflicts: list[str] = Field(
+        default_factory=list, description="layers or capabilities that cannot be in the same image"
+    )
     name: str | None = Field(None, pattern=NAME_RE)  # type: ignore[assignment]
     device: str | None = Field(None, pattern=NAME_RE)  # type: ignore[assignment]
 

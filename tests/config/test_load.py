@@ -186,3 +186,28 @@ def test_time_zone_and_locale_are_checked_before_building(
         check_spec(spec)
     assert info.value.exit_code == EXIT_CONFIG and message in info.value.message
     assert where(info.value) == ("img.yaml", *pos)
+
+
+def test_two_providers_of_one_capability(write: Write) -> None:
+    write("ntp-a.yaml", "layer: ntp-a\nprovides: [time-sync]\n")
+    write("ntp-b.yaml", "layer: ntp-b\nprovides: [time-sync]\n")
+    exc = error_of(write("img.yaml", "name: x\ndevice: pi4\nlayers: [ntp-a, ntp-b]\n"))
+    assert "both provide 'time-sync'" in exc.message
+    assert "ntp-a.yaml" in exc.message and "ntp-b.yaml" in exc.message
+    assert where(exc) == ("ntp-b.yaml", 2, 12)
+
+
+def test_conflicting_layers_by_name_and_capability(write: Write) -> None:
+    write("nm.yaml", "layer: nm\nprovides: [network]\nconflicts: [networkd]\n")
+    exc = error_of(write("img.yaml", "name: x\ndevice: pi4\nlayers: [networkd, nm]\n"))
+    assert "layer nm" in exc.message and "conflicts with 'networkd'" in exc.message
+    assert "networkd.yaml" in exc.message and where(exc) == ("nm.yaml", 3, 13)
+    write("other.yaml", "layer: other\nconflicts: [network]\n")
+    exc = error_of(write("img2.yaml", "name: x\ndevice: pi4\nlayers: [nm, other]\n"))
+    assert "which layer nm" in exc.message
+
+
+def test_missing_required_layer_names_the_requiring_file(write: Write) -> None:
+    write("app.yaml", "layer: app\nrequires: [nonesuch]\n")
+    exc = error_of(write("img.yaml", "name: x\ndevice: pi4\nlayers: [app]\n"))
+    assert "unknown layer 'nonesuch'" in exc.message and where(exc) == ("app.yaml", 2, 12)
