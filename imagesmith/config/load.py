@@ -137,6 +137,10 @@ def _resolve_paths(doc: Node) -> None:
                 sub = entry.get(field_name)
                 if sub is not None:
                     _resolve_path(sub, base, what, must_be_file=key == "scripts")
+    paths = doc.get("layer_paths")
+    if paths is not None and isinstance(paths.value, list):
+        for item in paths.value:
+            _resolve_path(item, base, "layer directory")
     users = doc.get("users")
     if users is not None and isinstance(users.value, list):
         for user in users.value:
@@ -298,6 +302,14 @@ def _expand_includes(doc: Node, stack: tuple[Path, ...] = ()) -> Node:
     return own if merged is None else merge(merged, own)
 
 
+def _layer_paths(doc: Node) -> list[Path]:
+    """The config's own `layer_paths:` (already made absolute by ``_resolve_paths``)."""
+    node = doc.get("layer_paths")
+    if node is None or not isinstance(node.value, list):
+        return []  # a wrong type is reported by validation
+    return [Path(str(item.value)) for item in node.value if isinstance(item.value, str)]
+
+
 def _setting(assignment: str) -> Node:
     """``--set distribution.suite=bookworm`` as a one-key document (the value is YAML)."""
     key, sep, text = assignment.partition("=")
@@ -371,7 +383,7 @@ def load_spec(
             notes.append(f"no {variant_path.name} next to {path.name}: variant {variant!r} adds nothing")
     for assignment in sets or []:
         doc = merge(doc, _setting(assignment))
-    search = [path.parent, *(d.resolve() for d in layer_dirs or [])]
+    search = [path.parent, *_layer_paths(doc), *(d.resolve() for d in layer_dirs or [])]
     layers = _resolve_layers(doc, search)
     _check_capabilities(layers)
     merged: Node | None = None

@@ -86,6 +86,9 @@ class ImageConfig(Strict):
     includes: list[str] = Field(
         default_factory=list, description="config files merged below this one (paths relative to it)"
     )
+    layer_paths: list[str] = Field(
+        default_factory=list, description="directories of layers, searched after this file's own directory"
+    )
     name: str = Field(pattern=NAME_RE, description="names the image and its output files")
     device: str = Field(pattern=NAME_RE, description="a device from `imagesmith devices`, e.g. pi4")
     layout: str = Field("simple", pattern=NAME_RE, description="a partition layout from the catalog")

@@ -211,3 +211,12 @@ def test_missing_required_layer_names_the_requiring_file(write: Write) -> None:
     write("app.yaml", "layer: app\nrequires: [nonesuch]\n")
     exc = error_of(write("img.yaml", "name: x\ndevice: pi4\nlayers: [app]\n"))
     assert "unknown layer 'nonesuch'" in exc.message and where(exc) == ("app.yaml", 2, 12)
+
+
+def test_layer_paths_in_the_config(write: Write, tmp_path: Path) -> None:
+    write("shared/layers/extra.yaml", "layer: extra\npackages: [strace]\n")
+    path = write("proj/img.yaml", "name: x\ndevice: pi4\nlayer_paths: [../shared/layers]\nlayers: [extra]\n")
+    spec = load_spec(path)
+    assert spec.layers[0].path == tmp_path / "shared/layers/extra.yaml" and "strace" in spec.config.packages
+    exc = error_of(write("proj/bad.yaml", "name: x\ndevice: pi4\nlayer_paths: [nowhere]\n"))
+    assert "layer directory not found" in exc.message and where(exc) == ("bad.yaml", 3, 15)
