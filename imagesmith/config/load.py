@@ -9,13 +9,13 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from imagesmith.config import catalog
+from imagesmith.config import catalog, variables
 from imagesmith.config.merge import merge
 from imagesmith.config.model import Device, ImageConfig, LayerFile, Layout
 from imagesmith.config.nodes import Node, load_yaml
 from imagesmith.errors import Location, config_error
 
-LAYER_META = ("layer", "description", "requires", "provides", "conflicts")
+LAYER_META = ("layer", "description", "requires", "provides", "conflicts", "variables")
 SSH_KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
 
 M = TypeVar("M", bound=BaseModel)
@@ -74,12 +74,31 @@ def _keys(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items()]
 
 
+def _templated(value: object) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def check_layer(tree: Node, what: str) -> None:
+    """A layer file on its own: keys and types, but a template's value is judged after rendering."""
+    _raise_first(LayerFile, tree, what, skip_templates=True)
+
+
 def validate(model: type[M], tree: Node, what: str) -> M:
     """Validate ``tree`` as ``model``; the first problem becomes a located config error."""
     try:
         return model.model_validate(tree.plain())
+    except ValidationError:
+        _raise_first(model, tree, what)
+        raise AssertionError("unreachable") from None
+
+
+def _raise_first(model: type[BaseModel], tree: Node, what: str, skip_templates: bool = False) -> None:
+    try:
+        model.model_validate(tree.plain())
     except ValidationError as exc:
-        errors = exc.errors()
+        errors = [e for e in exc.errors() if not (skip_templates and _templated(e.get("input")))]
+        if not errors:
+            return
         err = errors[0]
         loc = tuple(err["loc"])
         where = tree.locate(loc)
@@ -211,7 +230,7 @@ def _resolve_layers(doc: Node, search: list[Path]) -> list[tuple[LayerRef, Node]
                 declared.location if declared else layer.location,
                 "a layer file names itself with the `layer:` key",
             )
-        validate(LayerFile, layer, f"layer {name}")
+        check_layer(layer, f"layer {name}")
         ref = LayerRef(name, path)
         for required in _names(layer.get("requires")):
             visit(required, [*stack, ref])
@@ -386,12 +405,24 @@ def load_spec(
     search = [path.parent, *_layer_paths(doc), *(d.resolve() for d in layer_dirs or [])]
     layers = _resolve_layers(doc, search)
     _check_capabilities(layers)
+    declared: dict[str, variables.Variable] = {}
     merged: Node | None = None
     for _ref, layer in layers:
         _resolve_paths(layer)
+        decls = layer.get("variables")
+        if decls is not None and isinstance(decls.value, dict):
+            for var_name, decl in decls.value.items():
+                declared[var_name] = variables.declare(var_name, decl)
         stripped = _strip_meta(layer)
         merged = stripped if merged is None else merge(merged, stripped)
     merged = doc if merged is None else merge(merged, doc)
+    assert isinstance(merged.value, dict)
+    values = variables.resolve(declared, merged.value.get("variables"))
+    where = merged.value["variables"].location if "variables" in merged.value else merged.location
+    merged.value["variables"] = Node({k: Node(v, where) for k, v in values.items()}, where)
+    for key, child in merged.value.items():
+        if key != "variables":
+            variables.render(child, values)
     config = validate(ImageConfig, merged, "image config")
     device = _catalog_item("device", Device, merged.get("device"), None)
     layout = _catalog_item("layout", Layout, merged.get("layout"), "simple")

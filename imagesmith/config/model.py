@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -89,6 +89,9 @@ class ImageConfig(Strict):
     layer_paths: list[str] = Field(
         default_factory=list, description="directories of layers, searched after this file's own directory"
     )
+    variables: dict[str, Any] = Field(
+        default_factory=dict, description="values for variables that layers declare; usable as {{ name }}"
+    )
     name: str = Field(pattern=NAME_RE, description="names the image and its output files")
     device: str = Field(pattern=NAME_RE, description="a device from `imagesmith devices`, e.g. pi4")
     layout: str = Field("simple", pattern=NAME_RE, description="a partition layout from the catalog")
@@ -129,6 +132,10 @@ class LayerFile(ImageConfig):
     )
     conflicts: list[str] = Field(
         default_factory=list, description="layers or capabilities that cannot be in the same image"
+    )
+    variables: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="declarations: NAME: {type, default, description, required, values, pattern}",
     )
     name: str | None = Field(None, pattern=NAME_RE)  # type: ignore[assignment]
     device: str | None = Field(None, pattern=NAME_RE)  # type: ignore[assignment]
