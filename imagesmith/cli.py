@@ -201,6 +201,20 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+SECRET = "<secret>"
+
+
+def masked(spec: Spec) -> dict[str, Any]:
+    """The merged config for people to read: every value from !env or !file is <secret>."""
+    data: dict[str, Any] = spec.config.model_dump(mode="json", by_alias=True)
+    for path in spec.tree.secrets():
+        holder: Any = data
+        for part in path[:-1]:
+            holder = holder[part]
+        holder[path[-1]] = SECRET
+    return data
+
+
 def _place(where: Location) -> str:
     return f"{_shown(where.file)}:{where.line}:{where.column}" if where.line else str(where.file)
 
@@ -224,7 +238,7 @@ def config_show(
     from ruamel.yaml import YAML
 
     spec = load(config, layers, sets, variant)
-    data = spec.config.model_dump(mode="json", by_alias=True)
+    data = masked(spec)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -252,7 +266,7 @@ def config_explain(
 
     spec = load(config, layers, sets, variant)
     path = parse_key(key)
-    value: Any = spec.config.model_dump(mode="json", by_alias=True)
+    value: Any = masked(spec)
     for part in path:
         try:
             value = value[part]
@@ -273,7 +287,8 @@ def config_explain(
         click.echo(f"  {_place(where)}: {verb}")
     if isinstance(node.value, list):
         for item in node.value:
-            click.echo(f"    {json.dumps(item.plain())}  ← {_place(item.location)}")
+            shown = SECRET if item.secrets() else json.dumps(item.plain())
+            click.echo(f"    {shown}  ← {_place(item.location)}")
 
 
 @main.command()

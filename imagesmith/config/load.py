@@ -419,10 +419,19 @@ def load_spec(
     assert isinstance(merged.value, dict)
     values = variables.resolve(declared, merged.value.get("variables"))
     where = merged.value["variables"].location if "variables" in merged.value else merged.location
-    merged.value["variables"] = Node({k: Node(v, where) for k, v in values.items()}, where)
+    given = merged.value.get("variables")
+    secret_names = {
+        k
+        for k, v in (given.value.items() if given is not None and isinstance(given.value, dict) else [])
+        if v.secret
+    }
+    merged.value["variables"] = Node(
+        {k: Node(v, where, secret=k in secret_names) for k, v in values.items()}, where
+    )
+    hidden = tuple(str(values[k]) for k in secret_names if values.get(k))
     for key, child in merged.value.items():
         if key != "variables":
-            variables.render(child, values)
+            variables.render(child, values, hidden)
     config = validate(ImageConfig, merged, "image config")
     device = _catalog_item("device", Device, merged.get("device"), None)
     layout = _catalog_item("layout", Layout, merged.get("layout"), "simple")

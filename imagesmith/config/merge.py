@@ -49,4 +49,4 @@ def merge(base: Node, top: Node) -> Node:
             top.location,
             [*base.history, base.location, *top.history],
         )
-    return Node(top.value, top.location, [*base.history, base.location, *top.history])
+    return Node(top.value, top.location, [*base.history, base.location, *top.history], top.secret)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from imagesmith.errors import Location, config_error
@@ -22,6 +23,7 @@ class Node:
     value: dict[str, Node] | list[Node] | Scalar
     location: Location
     history: list[Location] = field(default_factory=list)
+    secret: bool = False  # from !env or !file: used in the build, never shown
 
     def plain(self) -> Any:
         """The value with locations stripped: what validation sees."""
@@ -30,6 +32,16 @@ class Node:
         if isinstance(self.value, list):
             return [v.plain() for v in self.value]
         return self.value
+
+    def secrets(self, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+        """Paths of the secret values in this tree."""
+        if self.secret:
+            return [prefix]
+        if isinstance(self.value, dict):
+            return [p for k, v in self.value.items() for p in v.secrets((*prefix, k))]
+        if isinstance(self.value, list):
+            return [p for i, v in enumerate(self.value) for p in v.secrets((*prefix, i))]
+        return []
 
     def get(self, key: str) -> Node | None:
         return self.value.get(key) if isinstance(self.value, dict) else None
@@ -64,7 +76,34 @@ def _position(getter: Any, key: object, fallback: Location) -> Location:
     return Location(fallback.file, line + 1, col + 1)
 
 
+def _secret(data: TaggedScalar, loc: Location, path: Path) -> Node:
+    """``!env NAME`` and ``!file path``: private values, read now, masked in every output."""
+    tag = str(data.tag.value if hasattr(data.tag, "value") else data.tag)
+    name = str(data.value)
+    if tag == "!env":
+        if name not in os.environ:
+            raise config_error(
+                f"environment variable {name} is not set", loc, f"export {name}=... before running imagesmith"
+            )
+        return Node(os.environ[name], loc, secret=True)
+    if tag == "!file":
+        source = Path(name).expanduser()
+        source = source if source.is_absolute() else path.parent / source
+        try:
+            text = source.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise config_error(
+                f"cannot read the secret file {source}: {getattr(exc, 'strerror', None) or exc}",
+                loc,
+                "paths are relative to the file that names them",
+            ) from None
+        return Node(text.removesuffix("\n"), loc, secret=True)
+    raise config_error(f"unknown tag {tag}", loc, "imagesmith knows !env NAME and !file path")
+
+
 def _to_node(data: Any, loc: Location, path: Path) -> Node:
+    if isinstance(data, TaggedScalar):
+        return _secret(data, loc, path)
     if isinstance(data, CommentedMap):
         items: dict[str, Node] = {}
         for key, value in data.items():

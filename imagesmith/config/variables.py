@@ -149,17 +149,18 @@ def resolve(declared: dict[str, Variable], values: Node | None) -> dict[str, Any
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 
 
-def render(tree: Node, context: dict[str, Any]) -> None:
-    """Render every templated string in ``tree`` in place."""
+def render(tree: Node, context: dict[str, Any], secrets: tuple[str, ...] = ()) -> None:
+    """Render every templated string in ``tree`` in place; a result holding a secret is secret."""
     if isinstance(tree.value, dict):
         for child in tree.value.values():
-            render(child, context)
+            render(child, context, secrets)
     elif isinstance(tree.value, list):
         for child in tree.value:
-            render(child, context)
+            render(child, context, secrets)
     elif isinstance(tree.value, str) and ("{{" in tree.value or "{%" in tree.value):
         try:
             tree.value = _ENV.from_string(tree.value).render(context)
+            tree.secret = tree.secret or any(s and s in tree.value for s in secrets)
         except UndefinedError as exc:
             raise config_error(
                 f"template: {exc.message}",
