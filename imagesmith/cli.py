@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -182,7 +183,7 @@ def boot(image: Path, timeout: float, console_log: Path | None, verbose: bool) -
 @handled
 def devices() -> None:
     """List the devices imagesmith knows, with what each one lacks."""
-    from imagesmith.config.load import validate
+    from imagesmith.config.validate import validate
 
     table = Table("device", "arch", "description", "notes")
     for name in catalog.names("devices"):
@@ -233,7 +234,6 @@ def config_show(
     config: Path, layers: tuple[Path, ...], sets: tuple[str, ...], variant: str | None, as_json: bool
 ) -> None:
     """Print the fully merged config, defaults included."""
-    import json
 
     from ruamel.yaml import YAML
 
@@ -260,7 +260,6 @@ def config_explain(
 ) -> None:
     """Print the final value of KEY (e.g. hostname, distribution.suite, users[0].name)
     and every file:line that set or changed it, in order."""
-    import json
 
     from imagesmith.config.load import find_node, parse_key
 
@@ -296,7 +295,6 @@ def config_explain(
 @handled
 def schema(layer: bool) -> None:
     """Print the JSON Schema of image configs (or of layer files) for editors."""
-    import json
 
     from imagesmith.config.model import ImageConfig, LayerFile
 
@@ -335,9 +333,9 @@ def layers_list(layers: tuple[Path, ...]) -> None:
 @layers_option
 @handled
 def layers_show(name: str, layers: tuple[Path, ...]) -> None:
-    """Describe one layer: what it adds, what it requires, where its file is."""
-    from imagesmith.config.load import validate
+    """Describe one layer: what it adds, requires and declares, and where its file is."""
     from imagesmith.config.model import LayerFile
+    from imagesmith.config.validate import validate
 
     search = _layer_dirs(layers)
     path = catalog.find("layers", name, search)
@@ -365,3 +363,7 @@ def layers_show(name: str, layers: tuple[Path, ...]) -> None:
             click.echo(f"  {label}: {', '.join(items)}")
     for entry in layer.files:
         click.echo(f"  files: {entry.source} → {entry.target}")
+    for var, decl in layer.variables.items():
+        kind = decl.get("type", "string")
+        default = "required" if decl.get("required") else f"default {json.dumps(decl.get('default'))}"
+        click.echo(f"  variable {var} ({kind}, {default}): {decl.get('description', '')}".rstrip(": "))

@@ -174,3 +174,15 @@ def test_include_errors(write: Write) -> None:
         "config", "show", str(write("img2.yaml", "includes: [nope.yaml]\nname: x\ndevice: pi4\n"))
     )
     assert code == 2 and "img2.yaml:1:12: included file not found" in out
+
+
+def test_layers_show_lists_variables(write: Write, tmp_path: Path) -> None:
+    write(
+        "site.yaml",
+        "layer: site\nvariables:\n  site: {type: string, required: true, description: the site code}\n"
+        "  port: {type: int, default: 8080}\n",
+    )
+    code, out = invoke("layers", "show", "site", "--layers", str(tmp_path))
+    assert code == 0
+    assert "variable site (string, required): the site code" in out
+    assert "variable port (int, default 8080)" in out

@@ -1,0 +1,63 @@
+"""Paths in a config document are relative to that document; SSH keys are read here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imagesmith.config.nodes import Node
+from imagesmith.errors import Location, config_error
+
+SSH_KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
+
+
+def resolve_path(node: Node, base: Path, what: str, must_be_file: bool = False) -> None:
+    if not isinstance(node.value, str):
+        return  # a wrong type is reported by validation with its location
+    path = Path(node.value).expanduser()
+    path = path if path.is_absolute() else base / path
+    if not path.exists():
+        raise config_error(
+            f"{what} not found: {path}", node.location, "paths are relative to the file that names them"
+        )
+    if must_be_file and not path.is_file():
+        raise config_error(f"{what} {path} is not a file", node.location, "name a file here, not a directory")
+    node.value = str(path.resolve())
+
+
+def resolve_paths(doc: Node) -> None:
+    base = doc.location.file.parent
+    for key, field_name, what in (("files", "source", "overlay source"), ("scripts", "run", "script")):
+        entries = doc.get(key)
+        if entries is not None and isinstance(entries.value, list):
+            for entry in entries.value:
+                sub = entry.get(field_name)
+                if sub is not None:
+                    resolve_path(sub, base, what, must_be_file=key == "scripts")
+    paths = doc.get("layer_paths")
+    if paths is not None and isinstance(paths.value, list):
+        for item in paths.value:
+            resolve_path(item, base, "layer directory")
+    users = doc.get("users")
+    if users is not None and isinstance(users.value, list):
+        for user in users.value:
+            keys = user.get("ssh_authorized_keys")
+            if keys is None or not isinstance(keys.value, list):
+                continue
+            for entry in keys.value:
+                if isinstance(entry.value, str) and not entry.value.startswith(SSH_KEY_PREFIXES):
+                    resolve_path(entry, base, "SSH public key file", must_be_file=True)
+                    entry.value = _read_public_key(Path(str(entry.value)), entry.location)
+
+
+def _read_public_key(path: Path, where: Location) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace").strip()
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    if not lines or not all(ln.startswith(SSH_KEY_PREFIXES) for ln in lines):
+        raise config_error(
+            f"{path} does not look like an SSH public key",
+            where,
+            "give the .pub file (e.g. ~/.ssh/id_ed25519.pub), never a private key",
+        )
+    if "PRIVATE KEY" in text:
+        raise config_error(f"{path} holds a private key", where, "give the .pub file instead")
+    return "\n".join(lines)
