@@ -63,8 +63,8 @@ class Built:
         ).stdout
 
 
-def build(config: Path | None, output: Path) -> Built:
-    args = ["build", "-o", str(output)]
+def build(config: Path | None, output: Path, *extra: str) -> Built:
+    args = ["build", "-o", str(output), *extra]
     if config is not None:
         args.insert(1, str(config))
     imagesmith(*args)

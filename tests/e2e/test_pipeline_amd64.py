@@ -12,6 +12,8 @@ from .conftest import Built, build, imagesmith, needs_root
 
 pytestmark = [pytest.mark.slow, needs_root]
 DATA = Path(__file__).parent / "data" / "amd64"
+# a variant file over the config, and a variable's value from the command line
+OPTIONS = ("--variant", "test", "--set", "variables.site=pipeline")
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +29,11 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def vm(project: Path) -> Built:
-    return build(project / "image.yaml", project / "out")
+    return build(project / "image.yaml", project / "out", *OPTIONS)
 
 
 def test_settings(vm: Built) -> None:
+    # hostname: "{{ site }}-vm", with site given by --set; the time zone from an included file
     assert vm.cat("/etc/hostname") == "pipeline-vm\n"
     assert "127.0.1.1\tpipeline-vm" in vm.cat("/etc/hosts")
     assert vm.cat("/etc/timezone") == "America/New_York\n"
@@ -39,6 +42,12 @@ def test_settings(vm: Built) -> None:
     assert "de_CH.utf8" in vm.debugfs("ls -l /usr/lib/locale") or "locale-archive" in vm.debugfs(
         "ls -l /usr/lib/locale"
     )
+
+
+def test_project_layer_replaces_the_builtin_one(vm: Built) -> None:
+    network = vm.debugfs("ls /etc/systemd/network")
+    assert "10-project.network" in network and "20-wired.network" not in network
+    assert "from the project's networkd layer" in vm.cat("/etc/systemd/network/10-project.network")
 
 
 def test_packages_added_and_removed(vm: Built) -> None:
@@ -90,7 +99,7 @@ def test_services(vm: Built) -> None:
 
 def test_cmdline_and_boot(vm: Built, tmp_path: Path) -> None:
     cmdline = vm.boot_file("cmdline.txt")
-    assert cmdline.rstrip().endswith("quiet loglevel=4")
+    assert cmdline.rstrip().endswith("quiet loglevel=4")  # from the `test` variant file
     signature = str(vm.table["id"]).removeprefix("0x")
     assert f"root=PARTUUID={signature}-02" in cmdline
     console = tmp_path / "console.log"
@@ -105,7 +114,7 @@ def test_failed_build_leaves_nothing_that_looks_finished(project: Path, vm: Buil
     broken.write_text((project / "image.yaml").read_text().replace("scripts/chroot.sh", "scripts/fail.sh"))
     (project / "scripts" / "fail.sh").write_text("#!/bin/sh\necho about to fail\nexit 7\n")
     out = tmp_path / "out"
-    result = imagesmith("build", str(broken), "-o", str(out), check=False)
+    result = imagesmith("build", str(broken), "-o", str(out), *OPTIONS[2:], check=False)
     assert result.returncode == 1
     assert "exit code 7" in result.stderr and "about to fail" in result.stderr
     assert "Traceback" not in result.stderr
