@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning, YAMLError
 
 from imagesmith.errors import Location, config_error
 
@@ -148,7 +149,10 @@ def load_yaml(path: Path) -> Node:
             "name a readable UTF-8 text file",
         ) from None
     try:
-        data = _yaml().load(text)
+        with warnings.catch_warnings():
+            # YAML allows an anchor to be defined again; ruamel only warns about it
+            warnings.simplefilter("ignore", ReusedAnchorWarning)
+            data = _yaml().load(text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = Location(path, mark.line + 1, mark.column + 1) if mark else Location(path)

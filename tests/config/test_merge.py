@@ -58,3 +58,12 @@ def test_inputs_are_not_modified(tmp_path: Path) -> None:
     b = doc(tmp_path, "b.yaml", "packages: [-vim]\n")
     merge(a, b)
     assert a.plain() == {"packages": ["vim"]}
+
+
+def test_redefined_anchor_loads_quietly(tmp_path: Path) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        node = doc(tmp_path, "a.yaml", "a: &x 1\nb: &x 2\nc: *x\n")
+    assert node.plain() == {"a": 1, "b": 2, "c": 2}
