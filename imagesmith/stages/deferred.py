@@ -13,6 +13,7 @@ the end of customize the real programs come back and each job runs once:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from imagesmith.rootfs import chroot
@@ -60,7 +61,9 @@ def kernel_versions(rootfs: Path) -> list[str]:
     modules = rootfs / "usr" / "lib" / "modules"
     if not modules.is_dir():
         return []
-    return sorted(p.name for p in modules.iterdir() if (rootfs / "boot" / f"vmlinuz-{p.name}").exists())
+    found = [p.name for p in modules.iterdir() if (rootfs / "boot" / f"vmlinuz-{p.name}").exists()]
+    # oldest first, by version: 6.12.10 comes after 6.12.9
+    return sorted(found, key=lambda v: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)])
 
 
 def run_kernel_hooks(runner: Runner, rootfs: Path, version: str) -> None:

@@ -74,3 +74,14 @@ def test_mmdebstrap_is_called_with_the_spec(
     assert (ctx.rootfs / "etc").is_dir()
     assert "--arch=amd64" in tools_args and "--include=kmod,udev,locales" in tools_args
     assert tools_args[-3:] == ["bookworm", str(ctx.tools_tree), "http://m/debian"]
+
+
+def test_kernel_versions_sort_by_version(tmp_path: Path) -> None:
+    from imagesmith.stages.deferred import kernel_versions
+
+    for version in ("6.12.9+deb13-arm64", "6.12.10+deb13-arm64", "6.1.0-28-arm64", "6.13-no-image"):
+        (tmp_path / "usr" / "lib" / "modules" / version).mkdir(parents=True)
+        (tmp_path / "boot").mkdir(exist_ok=True)
+        if "no-image" not in version:
+            (tmp_path / "boot" / f"vmlinuz-{version}").write_text("")
+    assert kernel_versions(tmp_path) == ["6.1.0-28-arm64", "6.12.9+deb13-arm64", "6.12.10+deb13-arm64"]
