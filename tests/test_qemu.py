@@ -61,3 +61,17 @@ def test_watch_times_out_and_succeeds_on_login(tmp_path: Path) -> None:
         None,
     )
     assert "pi login:" in text
+
+
+def test_kernel_architecture_from_its_header(tmp_path: Path) -> None:
+    from imagesmith.qemu import _arch_of
+
+    arm = tmp_path / "arm"
+    arm.write_bytes(b"MZ" + b"\0" * 0x36 + b"ARM\x64" + b"\0" * 0x400)
+    x86 = tmp_path / "x86"
+    x86.write_bytes(b"MZ" + b"\0" * 0x200 + b"HdrS" + b"\0" * 0x400)
+    other = tmp_path / "other"
+    other.write_bytes(b"MZ" + b"\0" * 0x400)  # a PE stub alone says nothing about the CPU
+    assert _arch_of(arm) == "arm64" and _arch_of(x86) == "amd64"
+    with pytest.raises(ImagesmithError, match="cannot tell"):
+        _arch_of(other)
