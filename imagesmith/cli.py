@@ -168,15 +168,23 @@ def build(
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the whole serial console transcript to this file.",
 )
+@click.option(
+    "--expect",
+    metavar="TEXT",
+    help="Wait for TEXT on the console instead of a login prompt (e.g. a service's message).",
+)
 @verbose_option
 @handled
-def boot(image: Path, timeout: float, console_log: Path | None, verbose: bool) -> None:
-    """Boot IMAGE in qemu-system and wait for a login prompt on its serial console."""
+def boot(image: Path, timeout: float, console_log: Path | None, expect: str | None, verbose: bool) -> None:
+    """Boot IMAGE in qemu-system and wait for a login prompt on its serial console.
+
+    Uses KVM when the image is for this machine's architecture and /dev/kvm is usable."""
     from imagesmith import qemu
 
     runner = Runner(verbose=verbose)
-    with runner.stage("boot", f"{image.name} in qemu, waiting for a login prompt"):
-        qemu.boot(image, runner, timeout=timeout, log=console_log)
+    goal = "a login prompt" if expect is None else repr(expect)
+    with runner.stage("boot", f"{image.name} in qemu, waiting for {goal}"):
+        qemu.boot(image, runner, timeout=timeout, log=console_log, expect=expect)
 
 
 @main.command()
@@ -334,8 +342,7 @@ def layers_list(layers: tuple[Path, ...]) -> None:
 @handled
 def layers_show(name: str, layers: tuple[Path, ...]) -> None:
     """Describe one layer: what it adds, requires and declares, and where its file is."""
-    from imagesmith.config.model import LayerFile
-    from imagesmith.config.validate import validate
+    from imagesmith.config.validate import check_layer
 
     search = _layer_dirs(layers)
     path = catalog.find("layers", name, search)
@@ -345,25 +352,36 @@ def layers_show(name: str, layers: tuple[Path, ...]) -> None:
             exit_code=2,
             hint=catalog.suggestion(name, catalog.names("layers", search)),
         )
-    layer = validate(LayerFile, load_yaml(path), f"layer {name}")
-    click.echo(f"{layer.layer}: {layer.description}")
+    tree = load_yaml(path)
+    check_layer(tree, f"layer {name}")  # templated values are only judged once rendered
+    layer = tree.plain()
+    click.echo(f"{layer['layer']}: {layer.get('description', '')}".rstrip(": "))
     click.echo(f"  file: {_shown(path)}")
     builtin = catalog.builtin_dir("layers") / f"{name}.yaml"
     if builtin.exists() and builtin.resolve() != path.resolve():
         click.echo(f"  overrides the built-in layer {_shown(builtin)}")
+    services = layer.get("services") or {}
     for label, items in (
-        ("requires", layer.requires),
-        ("provides", layer.provides),
-        ("conflicts", layer.conflicts),
-        ("packages", layer.packages),
-        ("enables", layer.services.enable),
-        ("masks", layer.services.mask),
+        ("requires", layer.get("requires")),
+        ("provides", layer.get("provides")),
+        ("conflicts", layer.get("conflicts")),
+        ("packages", layer.get("packages")),
+        ("enables", services.get("enable")),
+        ("masks", services.get("mask")),
     ):
         if items:
-            click.echo(f"  {label}: {', '.join(items)}")
-    for entry in layer.files:
-        click.echo(f"  files: {entry.source} → {entry.target}")
-    for var, decl in layer.variables.items():
+            click.echo(f"  {label}: {', '.join(map(str, items))}")
+    for entry in layer.get("files") or []:
+        what = entry.get("source") or "(text)"
+        mode = f" (mode {entry['mode']})" if entry.get("mode") else ""
+        click.echo(f"  files: {what} → {entry.get('target', '/')}{mode}")
+    for var, decl in (layer.get("variables") or {}).items():
         kind = decl.get("type", "string")
+        if kind == "enum":
+            values = decl.get("values") or []
+            kind += f": {', '.join(map(str, values))}" if len(values) <= 8 else f": {len(values)} values"
         default = "required" if decl.get("required") else f"default {json.dumps(decl.get('default'))}"
-        click.echo(f"  variable {var} ({kind}, {default}): {decl.get('description', '')}".rstrip(": "))
+        secret = ", secret" if decl.get("secret") else ""
+        click.echo(
+            f"  variable {var} ({kind}, {default}{secret}): {decl.get('description', '')}".rstrip(": ")
+        )

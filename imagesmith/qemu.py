@@ -9,6 +9,7 @@ larger than the image, so first-boot growth of the root partition is exercised t
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -18,21 +19,24 @@ from pathlib import Path
 
 import pexpect
 
+from imagesmith import host
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 from imagesmith.run import Runner
 
 LOGIN = re.compile(rb"login: ?$|login: ", re.MULTILINE)
 PANIC = re.compile(rb"Kernel panic - not syncing[^\r\n]*")
+KVM_ERROR = re.compile(rb"KVM internal error|KVM: entry failed")
 TAIL = 30
 EMERGENCY = re.compile(rb"(You are in emergency mode|Give root password for maintenance|\(initramfs\) )")
 
 MACHINES = {
     "arm64": {
         "system": "qemu-system-aarch64",
-        "args": ["-M", "virt", "-cpu", "cortex-a72"],
+        "args": ["-M", "virt"],
+        "cpu": "cortex-a72",
         "console": "ttyAMA0",
     },
-    "amd64": {"system": "qemu-system-x86_64", "args": ["-M", "q35", "-cpu", "max"], "console": "ttyS0"},
+    "amd64": {"system": "qemu-system-x86_64", "args": ["-M", "q35"], "cpu": "max", "console": "ttyS0"},
 }
 
 
@@ -117,8 +121,9 @@ def boot(
     timeout: float = 600,
     grow: int = 512 * 1024 * 1024,
     log: Path | None = None,
+    expect: str | None = None,
 ) -> str:
-    """Boot ``image`` until a login prompt; return the console transcript."""
+    """Boot ``image`` until a login prompt (or the text ``expect``); return the console transcript."""
     if not image.is_file():
         raise ImagesmithError(f"no such image: {image}", exit_code=EXIT_CONFIG)
     with tempfile.TemporaryDirectory(prefix="imagesmith-boot-") as tmp:
@@ -172,16 +177,41 @@ def boot(
         ]
         if files.initrd is not None:
             argv += ["-initrd", str(files.initrd)]
-        runner.detail("$ " + " ".join(argv))
-        return _watch(argv, runner, timeout, log)
+        attempts = accelerators(files.arch, str(machine["cpu"]))
+        for number, accel in enumerate(attempts, 1):
+            full = [argv[0], *accel, *argv[1:]]
+            runner.detail("$ " + " ".join(full))
+            try:
+                return _watch(full, runner, timeout, log, expect)
+            except KvmFailed:
+                if number == len(attempts):
+                    raise
+                runner.info("KVM failed on this host (nested virtualisation?): booting again under emulation")
+        raise AssertionError("unreachable")
 
 
-def _watch(argv: list[str], runner: Runner, timeout: float, log: Path | None) -> str:
+class KvmFailed(ImagesmithError):
+    """KVM stopped the guest (seen with nested virtualisation): emulation may still work."""
+
+
+def accelerators(arch: str, cpu: str) -> list[list[str]]:
+    """The ways to run the guest, best first: KVM with the host's CPU when the guest is the
+    host's architecture and /dev/kvm is usable, then emulation of ``cpu``."""
+    tcg = ["-accel", "tcg", "-cpu", cpu]
+    if arch == host.native_arch() and os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return [["-accel", "kvm", "-cpu", "host"], tcg]
+    return [tcg]
+
+
+def _watch(argv: list[str], runner: Runner, timeout: float, log: Path | None, expect: str | None) -> str:
+    wanted = re.compile(re.escape(expect.encode())) if expect is not None else LOGIN
     transcript = bytearray()
     pending = b""  # the unfinished last line, shown once it ends
     start = time.monotonic()
     child = pexpect.spawn(argv[0], argv[1:], timeout=None)
     outcome = "timeout"
+    # the console log is written as it comes, so `tail -f` shows a boot in progress
+    sink = log.open("wb") if log is not None else None
     try:
         while time.monotonic() - start < timeout:
             try:
@@ -193,35 +223,43 @@ def _watch(argv: list[str], runner: Runner, timeout: float, log: Path | None) ->
                 break
             window = bytes(transcript[-4096:]) + data
             transcript += data
+            if sink is not None:
+                sink.write(data)
+                sink.flush()
             *lines, pending = (pending + data).split(b"\n")
             for line in lines:
                 runner.detail(f"console: {line.decode(errors='replace').rstrip()}")
-            if LOGIN.search(window):
+            if wanted.search(window):
                 outcome = "login"
                 break
             if PANIC.search(window):
                 outcome = "panic"
+                break
+            if KVM_ERROR.search(window):
+                outcome = "kvm"
                 break
             if EMERGENCY.search(window):
                 outcome = "emergency"
                 break
     finally:
         child.close(force=True)
-        if log is not None:
-            log.write_bytes(bytes(transcript))
+        if sink is not None:
+            sink.close()
     text = transcript.decode(errors="replace")
     elapsed = time.monotonic() - start
+    goal = "a login prompt" if expect is None else repr(expect)
     if outcome == "login":
-        runner.info(f"login prompt after {elapsed:.0f}s")
+        runner.info(f"{goal} after {elapsed:.0f}s")
         return text
     what = {
-        "timeout": f"no login prompt within {timeout:.0f}s",
+        "timeout": f"no {goal} within {timeout:.0f}s".replace("no a ", "no "),
         "panic": "the kernel panicked",
+        "kvm": "KVM stopped the virtual machine",
         "emergency": "the system fell into an emergency shell",
-        "exited": "qemu exited before a login prompt",
+        "exited": f"qemu exited before {goal}",
     }[outcome]
     tail = [ln for ln in text.splitlines() if ln.strip()][-TAIL:]
-    raise ImagesmithError(
+    raise (KvmFailed if outcome == "kvm" else ImagesmithError)(
         f"boot failed: {what}",
         hint="the last console lines are above; --console-log FILE keeps the whole console",
         details="\n".join(tail),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from rich.console import Console
+from rich.text import Text
 
 from imagesmith.errors import ImagesmithError
 
@@ -64,13 +65,14 @@ class Runner:
             self._log.flush()
 
     def info(self, text: str) -> None:
+        """A line for people (rich markup allowed); the log gets it without the markup."""
         self.console.print(text)
-        self.log(text)
+        self.log(Text.from_markup(text).plain)
 
     def detail(self, text: str) -> None:
         """A line shown only with --verbose (always logged)."""
         if self.verbose:
-            self.console.print(f"[dim]{text}[/dim]", markup=True, highlight=False)
+            self.console.print(Text(text, style="dim"), highlight=False)  # no markup: tool output
         self.log(text)
 
     @contextmanager

@@ -43,7 +43,7 @@ def test_watch_reports_a_panic_with_the_last_console_lines(tmp_path: Path) -> No
     )
     log = tmp_path / "console.log"
     with pytest.raises(ImagesmithError) as info:
-        _watch(argv, Runner(), 20, log)
+        _watch(argv, Runner(), 20, log, None)
     exc = info.value
     assert "kernel panicked" in exc.message and exc.exit_code == 1
     assert exc.details is not None and "Unable to mount root fs" in exc.details
@@ -53,14 +53,43 @@ def test_watch_reports_a_panic_with_the_last_console_lines(tmp_path: Path) -> No
 
 def test_watch_times_out_and_succeeds_on_login(tmp_path: Path) -> None:
     with pytest.raises(ImagesmithError, match="no login prompt within 2s"):
-        _watch(_fake_console(tmp_path, "echo starting\nsleep 30\n"), Runner(), 2, None)
+        _watch(_fake_console(tmp_path, "echo starting\nsleep 30\n"), Runner(), 2, None, None)
     text = _watch(
         _fake_console(tmp_path, "echo 'Debian GNU/Linux 13 pi ttyAMA0'\nprintf 'pi login: '\nsleep 30\n"),
         Runner(),
         20,
         None,
+        None,
     )
     assert "pi login:" in text
+
+
+def test_watch_waits_for_expected_text_past_the_login_prompt(tmp_path: Path) -> None:
+    script = "printf 'pi login: '\nsleep 1\necho 'probe: ready'\nsleep 30\n"
+    text = _watch(_fake_console(tmp_path, script), Runner(), 20, None, "probe: ready")
+    assert text.rstrip().endswith("probe: ready")
+    with pytest.raises(ImagesmithError, match="no 'probe: never' within 3s"):
+        _watch(_fake_console(tmp_path, script), Runner(), 3, None, "probe: never")
+
+
+def test_kvm_only_for_the_host_architecture(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imagesmith import qemu
+
+    monkeypatch.setattr(qemu.host, "native_arch", lambda: "amd64")
+    monkeypatch.setattr(qemu.os, "access", lambda path, mode: True)
+    tcg = ["-accel", "tcg", "-cpu", "max"]
+    assert qemu.accelerators("amd64", "max") == [["-accel", "kvm", "-cpu", "host"], tcg]
+    assert qemu.accelerators("arm64", "cortex-a72") == [["-accel", "tcg", "-cpu", "cortex-a72"]]
+    monkeypatch.setattr(qemu.os, "access", lambda path, mode: False)
+    assert qemu.accelerators("amd64", "max") == [tcg]
+
+
+def test_a_kvm_failure_is_told_apart(tmp_path: Path) -> None:
+    from imagesmith.qemu import KvmFailed
+
+    script = "echo 'KVM internal error. Suberror: 1'\necho 'emulation failure'\nsleep 30\n"
+    with pytest.raises(KvmFailed, match="KVM stopped"):
+        _watch(_fake_console(tmp_path, script), Runner(), 20, None, None)
 
 
 def test_kernel_architecture_from_its_header(tmp_path: Path) -> None:

@@ -54,3 +54,15 @@ def test_stage_records_timing(tmp_path: Path) -> None:
 def test_format_duration() -> None:
     assert format_duration(3.21) == "3.2s"
     assert format_duration(125) == "2m05s"
+
+
+def test_log_has_no_markup_and_tool_output_is_not_read_as_markup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runner = Runner(verbose=True, log_path=tmp_path / "log")
+    runner.info("[green]done[/green] in 3s")
+    runner.detail("console: [  OK  ] Started [bold]x[/bold]")  # a console line, shown as it is
+    runner.close()
+    log = (tmp_path / "log").read_text()
+    assert "done in 3s\n" in log and "[green]" not in log
+    assert "[  OK  ] Started [bold]x[/bold]" in capsys.readouterr().err

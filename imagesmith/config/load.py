@@ -10,7 +10,7 @@ from imagesmith.config.layers import LayerRef, check_capabilities, resolve_layer
 from imagesmith.config.merge import merge
 from imagesmith.config.model import Device, ImageConfig, Layout
 from imagesmith.config.nodes import Node, load_yaml
-from imagesmith.config.paths import resolve_path, resolve_paths
+from imagesmith.config.paths import resolve_path, resolve_paths, resolve_sources
 from imagesmith.config.validate import M, validate
 from imagesmith.errors import Location, config_error
 
@@ -178,18 +178,21 @@ def load_spec(
     values = variables.resolve(declared, merged.value.get("variables"))
     where = merged.value["variables"].location if "variables" in merged.value else merged.location
     given = merged.value.get("variables")
-    secret_names = {
-        k
-        for k, v in (given.value.items() if given is not None and isinstance(given.value, dict) else [])
-        if v.secret
-    }
+    secret_names = frozenset(
+        {
+            k
+            for k, v in (given.value.items() if given is not None and isinstance(given.value, dict) else [])
+            if v.secret
+        }
+        | {k for k, var in declared.items() if var.secret}
+    )
     merged.value["variables"] = Node(
         {k: Node(v, where, secret=k in secret_names) for k, v in values.items()}, where
     )
-    hidden = tuple(str(values[k]) for k in secret_names if values.get(k))
     for key, child in merged.value.items():
         if key != "variables":
-            variables.render(child, values, hidden)
+            variables.render(child, values, secret_names)
+    resolve_sources(merged)
     config = validate(ImageConfig, merged, "image config")
     device = _catalog_item("device", Device, merged.get("device"), None)
     layout = _catalog_item("layout", Layout, merged.get("layout"), "simple")

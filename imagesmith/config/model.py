@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
@@ -56,6 +56,8 @@ class User(Strict):
     @field_validator("password_hash")
     @classmethod
     def _hashed(cls, value: str | None) -> str | None:
+        if value == "":
+            return None  # e.g. a layer variable left empty: no password
         if value is not None and not re.match(r"^\$[0-9a-z]+\$\S+$", value):
             raise ValueError(
                 "password_hash must be a crypt(3) hash such as $y$... or $6$..., never a plain-text password"
@@ -64,9 +66,21 @@ class User(Strict):
 
 
 class FileEntry(Strict):
-    source: str
+    source: str | None = Field(None, description="a file or directory to copy (relative to this file)")
+    content: str | None = Field(None, description="the text of the file `target` (templates allowed)")
     target: str = Field("/", pattern=r"^/")
     owner: str = Field("root:root", pattern=r"^[a-z_][a-z0-9_-]*(:[a-z_][a-z0-9_-]*)?$")
+    mode: str | None = Field(
+        None, pattern=r"^0?[0-7]{3,4}$", description="octal mode of the files written, e.g. '0600'"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FileEntry:
+        if (self.source is None) == (self.content is None):
+            raise ValueError("give either `source:` (a file or directory) or `content:` (text), not both")
+        if self.content is not None and self.target.endswith("/"):
+            raise ValueError("with `content:`, `target:` is the file's path, e.g. /etc/motd")
+        return self
 
 
 class Script(Strict):

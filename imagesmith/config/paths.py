@@ -25,28 +25,37 @@ def resolve_path(node: Node, base: Path, what: str, must_be_file: bool = False) 
 
 
 def resolve_paths(doc: Node) -> None:
-    base = doc.location.file.parent
-    for key, field_name, what in (("files", "source", "overlay source"), ("scripts", "run", "script")):
-        entries = doc.get(key)
-        if entries is not None and isinstance(entries.value, list):
-            for entry in entries.value:
-                sub = entry.get(field_name)
-                if sub is not None:
-                    resolve_path(sub, base, what, must_be_file=key == "scripts")
+    """The document's `layer_paths:`, made absolute before layers are searched for."""
     paths = doc.get("layer_paths")
     if paths is not None and isinstance(paths.value, list):
         for item in paths.value:
-            resolve_path(item, base, "layer directory")
-    users = doc.get("users")
+            resolve_path(item, doc.location.file.parent, "layer directory")
+
+
+def resolve_sources(tree: Node) -> None:
+    """Overlay sources, scripts and SSH key files in the merged, rendered config: each
+    relative to the file that set it (a `--set` value: to the working directory)."""
+    for key, field_name, what in (("files", "source", "overlay source"), ("scripts", "run", "script")):
+        entries = tree.get(key)
+        if entries is not None and isinstance(entries.value, list):
+            for entry in entries.value:
+                sub = entry.get(field_name) if isinstance(entry.value, dict) else None
+                if sub is not None:
+                    resolve_path(sub, _base(sub), what, must_be_file=key == "scripts")
+    users = tree.get("users")
     if users is not None and isinstance(users.value, list):
         for user in users.value:
-            keys = user.get("ssh_authorized_keys")
+            keys = user.get("ssh_authorized_keys") if isinstance(user.value, dict) else None
             if keys is None or not isinstance(keys.value, list):
                 continue
             for entry in keys.value:
                 if isinstance(entry.value, str) and not entry.value.startswith(SSH_KEY_PREFIXES):
-                    resolve_path(entry, base, "SSH public key file", must_be_file=True)
+                    resolve_path(entry, _base(entry), "SSH public key file", must_be_file=True)
                     entry.value = _read_public_key(Path(str(entry.value)), entry.location)
+
+
+def _base(node: Node) -> Path:
+    return node.location.file.parent
 
 
 def _read_public_key(path: Path, where: Location) -> str:

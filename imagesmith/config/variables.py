@@ -13,11 +13,12 @@ Templates are rendered by Jinja2 in a sandbox, never by a shell.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, UndefinedError
+from jinja2 import StrictUndefined, TemplateError, UndefinedError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
 from imagesmith.config.model import parse_size
@@ -25,7 +26,7 @@ from imagesmith.config.nodes import Node
 from imagesmith.errors import Location, config_error
 
 TYPES = ("string", "bool", "int", "size", "enum", "regex")
-DECLARATION_KEYS = {"type", "default", "description", "required", "values", "pattern"}
+DECLARATION_KEYS = {"type", "default", "description", "required", "values", "pattern", "secret"}
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Variable:
     required: bool = False
     values: list[Any] | None = None
     pattern: str | None = None
+    secret: bool = False  # its value is used in the build but shown as <secret>
 
     def check(self, value: Any, where: Location) -> Any:
         """``value`` converted to this variable's type, or a located error."""
@@ -114,6 +116,7 @@ def declare(name: str, node: Node) -> Variable:
         bool(spec.get("required", False)),
         spec.get("values"),
         spec.get("pattern"),
+        bool(spec.get("secret", False)),
     )
     if variable.default is not None:
         variable.default = variable.check(variable.default, node.location)
@@ -146,11 +149,19 @@ def resolve(declared: dict[str, Variable], values: Node | None) -> dict[str, Any
     return result
 
 
+def wpa_psk(passphrase: str, ssid: str) -> str:
+    """The 256-bit WPA key of a passphrase (IEEE 802.11i PBKDF2), as wpa_passphrase prints it."""
+    return hashlib.pbkdf2_hmac("sha1", passphrase.encode(), ssid.encode(), 4096, 32).hex()
+
+
 _ENV = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
+_ENV.filters["wpa_psk"] = wpa_psk
 
 
-def render(tree: Node, context: dict[str, Any], secrets: tuple[str, ...] = ()) -> None:
-    """Render every templated string in ``tree`` in place; a result holding a secret is secret."""
+def render(tree: Node, context: dict[str, Any], secrets: frozenset[str] = frozenset()) -> None:
+    """Render every templated string in ``tree`` in place.
+
+    A result is secret when its template names a secret variable (``secrets``)."""
     if isinstance(tree.value, dict):
         for child in tree.value.values():
             render(child, context, secrets)
@@ -159,8 +170,9 @@ def render(tree: Node, context: dict[str, Any], secrets: tuple[str, ...] = ()) -
             render(child, context, secrets)
     elif isinstance(tree.value, str) and ("{{" in tree.value or "{%" in tree.value):
         try:
+            names = meta.find_undeclared_variables(_ENV.parse(tree.value))
             tree.value = _ENV.from_string(tree.value).render(context)
-            tree.secret = tree.secret or any(s and s in tree.value for s in secrets)
+            tree.secret = tree.secret or bool(names & secrets)
         except UndefinedError as exc:
             raise config_error(
                 f"template: {exc.message}",

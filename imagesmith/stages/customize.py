@@ -182,8 +182,28 @@ def _owner(ctx: Context, entry: FileEntry, index: int) -> tuple[int, int]:
 
 
 def copy_overlay(ctx: Context, index: int, entry: FileEntry) -> None:
-    """Copy a file or directory tree into the image: modes kept, owner as configured."""
+    """Copy a file or directory tree into the image (or write ``content``): owner as configured,
+    modes kept unless ``mode`` is given."""
     uid, gid = _owner(ctx, entry, index)
+    mode = int(entry.mode, 8) if entry.mode is not None else None
+    if entry.content is not None:
+        dest = inside(ctx.rootfs, entry.target)
+        if dest.is_dir():
+            raise ImagesmithError(
+                f"`content:` would replace the directory {entry.target} in the image",
+                location=ctx.spec.locate("files", index, "target"),
+                hint="give the file's path in `target:`",
+            )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.unlink(missing_ok=True)
+        # created with its final mode, so a secret is never readable by others, even briefly
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644 if mode is None else mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(entry.content)
+        os.chown(dest, uid, gid)
+        os.chmod(dest, 0o644 if mode is None else mode)
+        return
+    assert entry.source is not None
     source = Path(entry.source)
     pairs: list[tuple[Path, str]] = []
     if source.is_dir():
@@ -219,7 +239,7 @@ def copy_overlay(ctx: Context, index: int, entry: FileEntry) -> None:
             continue
         shutil.copyfile(src, dest)
         os.chown(dest, uid, gid)
-        os.chmod(dest, stat.S_IMODE(info.st_mode))
+        os.chmod(dest, stat.S_IMODE(info.st_mode) if mode is None else mode)
 
 
 def _unit_exists(rootfs: Path, unit: str) -> bool:
@@ -280,11 +300,19 @@ def direct_kernel_files(rootfs: Path) -> None:
     shutil.copyfile(boot / f"initrd.img-{versions[-1]}", firmware / "initrd.img")
 
 
+PRESET = "/etc/systemd/system-preset/00-imagesmith.preset"
+
+
 def first_boot_hygiene(rootfs: Path) -> None:
     """Nothing that must be unique per device is baked into the image."""
     for key in (rootfs / "etc" / "ssh").glob("ssh_host_*"):
         key.unlink()
     write(rootfs, "/etc/machine-id", "uninitialized\n", 0o444)
+    # On its first boot (machine-id "uninitialized") systemd enables every unit that its
+    # presets allow, and Debian's presets allow nearly all: networkd would start next to
+    # NetworkManager, a disabled service would come back. The image's units stay exactly
+    # as the build left them.
+    write(rootfs, PRESET, "# written by imagesmith: units are enabled at build time only\ndisable *\n")
     dbus_id = rootfs / "var" / "lib" / "dbus" / "machine-id"
     if dbus_id.exists() or dbus_id.is_symlink():
         dbus_id.unlink()

@@ -198,11 +198,11 @@ def test_two_providers_of_one_capability(write: Write) -> None:
 
 
 def test_conflicting_layers_by_name_and_capability(write: Write) -> None:
-    write("nm.yaml", "layer: nm\nprovides: [network]\nconflicts: [networkd]\n")
+    write("nm.yaml", "layer: nm\nprovides: [net-x]\nconflicts: [networkd]\n")
     exc = error_of(write("img.yaml", "name: x\ndevice: pi4\nlayers: [networkd, nm]\n"))
     assert "layer nm" in exc.message and "conflicts with 'networkd'" in exc.message
     assert "networkd.yaml" in exc.message and where(exc) == ("nm.yaml", 3, 13)
-    write("other.yaml", "layer: other\nconflicts: [network]\n")
+    write("other.yaml", "layer: other\nconflicts: [net-x]\n")
     exc = error_of(write("img2.yaml", "name: x\ndevice: pi4\nlayers: [nm, other]\n"))
     assert "which layer nm" in exc.message
 
