@@ -19,7 +19,7 @@ from rich.table import Table
 
 from imagesmith import __version__
 from imagesmith.config import catalog
-from imagesmith.config.load import Spec, load_spec
+from imagesmith.config.load import SECRET, Spec, load_spec
 from imagesmith.config.model import Device
 from imagesmith.config.nodes import load_yaml
 from imagesmith.errors import EXIT_FAILURE, ImagesmithError, Location
@@ -123,12 +123,18 @@ def main() -> None:
     type=click.Path(path_type=Path, file_okay=False),
     help="Directory for the outputs (default: out/<name>/).",
 )
+@click.option(
+    "--signing-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Ed25519 private key (PEM) that signs SHA256SUMS (overrides the config's signing_key).",
+)
 @spec_options
 @verbose_option
 @handled
 def build(
     config: Path | None,
     output: Path | None,
+    signing_key: Path | None,
     layers: tuple[Path, ...],
     sets: tuple[str, ...],
     variant: str | None,
@@ -146,7 +152,7 @@ def build(
             f"({spec.device.arch}), layout {spec.layout.layout}, from {spec.config_path}"
         )
         runner.log(f"layers: {', '.join(ref.name for ref in spec.layers)}")
-        result = run_build(spec, out, runner)
+        result = run_build(spec, out, runner, signing_key)
         total = sum(t for _, t in runner.timings)
         runner.info(f"[green]done[/green] in {format_duration(total)}: {result.image}")
         for path in result.outputs:
@@ -188,6 +194,116 @@ def boot(image: Path, timeout: float, console_log: Path | None, expect: str | No
 
 
 @main.command()
+@click.argument("outdir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Ed25519 public key (PEM) that SHA256SUMS.sig must be a signature by.",
+)
+@handled
+def verify(outdir: Path, key: Path | None) -> None:
+    """Check every file SHA256SUMS in OUTDIR names, and its signature (with --key)."""
+    from imagesmith import sign
+
+    report = sign.verify(outdir, key)
+    for name in report.checked:
+        click.echo(f"ok      {name}")
+    if report.signature == "good":
+        click.echo(f"ok      {sign.SIG} (signed by {key})")
+    for name, why in report.failed:
+        click.echo(f"FAILED  {name}: {why}")
+    if report.signature == "not checked":
+        err_console.print(
+            f"[yellow]note:[/yellow] {sign.SIG} was not checked: give the public key with --key"
+        )
+    if not report.ok:
+        raise ImagesmithError(
+            f"{len(report.failed)} of the outputs in {outdir} failed verification: "
+            + ", ".join(name for name, _ in report.failed),
+            hint="do not flash these files; rebuild, or fetch them again",
+        )
+
+
+@main.command()
+@click.argument("outdir", type=click.Path(path_type=Path, file_okay=False))
+@click.option(
+    "--trim", "trim_size", metavar="SIZE", help="Suggest what to remove to save SIZE (e.g. 100MiB)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@handled
+def packages(outdir: Path, trim_size: str | None, as_json: bool) -> None:
+    """List the packages in a build (OUTDIR), largest first, with what brought each in."""
+    from imagesmith import manifest, report
+    from imagesmith.config.model import parse_size
+
+    data = manifest.read(outdir)
+    rows = sorted(report.packages_of(data), key=lambda p: (-p.installed_size, p.name))
+    if trim_size is not None:
+        try:
+            target = parse_size(trim_size)
+        except ValueError as exc:
+            raise ImagesmithError(str(exc), hint="e.g. --trim 100MiB", exit_code=2) from None
+        chosen, saved = report.trim(data, target)
+        if as_json:
+            click.echo(
+                json.dumps({"target": target, "saves": saved, "suggestions": [vars(c) for c in chosen]})
+            )
+            return
+        table = Table("remove", "saves", "packages that go with it", title=f"to save {format_size(target)}")
+        for item in chosen:
+            table.add_row(item.what, format_size(item.saves), ", ".join(item.removes))
+        Console(soft_wrap=True).print(table)
+        verdict = "enough" if saved >= target else "all that can go without the device's or base packages"
+        click.echo(f"together: {format_size(saved)} ({verdict})")
+        return
+    if as_json:
+        click.echo(json.dumps([p.to_json() for p in rows], indent=2))
+        return
+    table = Table("package", "version", "size", "brought in by")
+    for p in rows:
+        table.add_row(p.name, p.version, format_size(p.installed_size), p.brought_by)
+    Console(soft_wrap=True).print(table)
+    click.echo(f"{len(rows)} packages, {format_size(sum(p.installed_size for p in rows))} installed")
+
+
+@main.command("diff")
+@click.argument("old", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("new", type=click.Path(path_type=Path, file_okay=False))
+@handled
+def diff_command(old: Path, new: Path) -> None:
+    """What changed from build OLD to build NEW: packages and partition sizes."""
+    from imagesmith import manifest, report
+
+    change = report.diff(manifest.read(old), manifest.read(new))
+    for name, version in change.added:
+        click.echo(f"+ {name} {version}")
+    for name, version in change.removed:
+        click.echo(f"- {name} {version}")
+    for name, before, after in change.changed:
+        click.echo(f"~ {name} {before} → {after}")
+    if not (change.added or change.removed or change.changed):
+        click.echo("same packages, same versions")
+    click.echo(
+        f"installed size: {'+' if change.size_change >= 0 else '-'}{format_size(abs(change.size_change))}"
+    )
+    for part, size_before, size_after in change.partitions:
+        delta = size_after - size_before
+        click.echo(
+            f"partition {part}: {format_size(size_before)} → {format_size(size_after)} "
+            f"({'+' if delta >= 0 else '-'}{format_size(abs(delta))})"
+        )
+
+
+def format_size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+@main.command()
 @handled
 def devices() -> None:
     """List the devices imagesmith knows, with what each one lacks."""
@@ -208,20 +324,6 @@ def _shown(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-SECRET = "<secret>"
-
-
-def masked(spec: Spec) -> dict[str, Any]:
-    """The merged config for people to read: every value from !env or !file is <secret>."""
-    data: dict[str, Any] = spec.config.model_dump(mode="json", by_alias=True)
-    for path in spec.tree.secrets():
-        holder: Any = data
-        for part in path[:-1]:
-            holder = holder[part]
-        holder[path[-1]] = SECRET
-    return data
 
 
 def _place(where: Location) -> str:
@@ -246,7 +348,7 @@ def config_show(
     from ruamel.yaml import YAML
 
     spec = load(config, layers, sets, variant)
-    data = masked(spec)
+    data = spec.masked()
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -273,7 +375,7 @@ def config_explain(
 
     spec = load(config, layers, sets, variant)
     path = parse_key(key)
-    value: Any = masked(spec)
+    value: Any = spec.masked()
     for part in path:
         try:
             value = value[part]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from imagesmith.config import catalog, variables
 from imagesmith.config.layers import LayerRef, check_capabilities, resolve_layers, strip_meta
@@ -15,6 +16,9 @@ from imagesmith.config.validate import M, validate
 from imagesmith.errors import Location, config_error
 
 __all__ = ["LayerRef", "Spec", "find_node", "load_spec", "parse_key"]
+
+
+SECRET = "<secret>"
 
 
 @dataclass
@@ -31,6 +35,16 @@ class Spec:
 
     def locate(self, *path: str | int) -> Location:
         return self.tree.locate(tuple(path))
+
+    def masked(self) -> dict[str, Any]:
+        """The merged config for people and outputs: every secret value is <secret>."""
+        data: dict[str, Any] = self.config.model_dump(mode="json", by_alias=True)
+        for path in self.tree.secrets():
+            holder: Any = data
+            for part in path[:-1]:
+                holder = holder[part]
+            holder[path[-1]] = SECRET
+        return data
 
 
 def _catalog_item(kind: str, model: type[M], name_node: Node | None, default: str | None) -> M:

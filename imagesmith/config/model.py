@@ -129,6 +129,9 @@ class ImageConfig(Strict):
     services: Services = Field(default_factory=lambda: Services())
     cmdline: list[str] = Field(default_factory=list, description="extra kernel command-line arguments")
     config_txt: list[str] = Field(default_factory=list, description="extra Raspberry Pi config.txt lines")
+    signing_key: str | None = Field(
+        None, description="Ed25519 private key (PEM) that signs SHA256SUMS; relative to this file"
+    )
 
     @property
     def host_name(self) -> str:

@@ -33,7 +33,7 @@ def resolve_paths(doc: Node) -> None:
 
 
 def resolve_sources(tree: Node) -> None:
-    """Overlay sources, scripts and SSH key files in the merged, rendered config: each
+    """Overlay sources, scripts, the signing key and SSH key files in the merged, rendered config: each
     relative to the file that set it (a `--set` value: to the working directory)."""
     for key, field_name, what in (("files", "source", "overlay source"), ("scripts", "run", "script")):
         entries = tree.get(key)
@@ -42,6 +42,9 @@ def resolve_sources(tree: Node) -> None:
                 sub = entry.get(field_name) if isinstance(entry.value, dict) else None
                 if sub is not None:
                     resolve_path(sub, _base(sub), what, must_be_file=key == "scripts")
+    signing = tree.get("signing_key")
+    if signing is not None and signing.value is not None:
+        resolve_path(signing, _base(signing), "signing key", must_be_file=True)
     users = tree.get("users")
     if users is not None and isinstance(users.value, list):
         for user in users.value:

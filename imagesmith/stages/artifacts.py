@@ -1,8 +1,10 @@
-"""artifacts: the block map and the checksums that ship with the image."""
+"""artifacts: the block map, SBOMs, manifest, checksums and signature that ship with the image."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 from imagesmith.stages.context import Context
@@ -10,12 +12,28 @@ from imagesmith.stages.context import Context
 SUMS = "SHA256SUMS"
 
 
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """The file's sha256, read once per version of the file (an image is read only once)."""
+    info = path.stat()
+    key = (str(path.resolve()), info.st_mtime_ns, info.st_size)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                digest.update(chunk)
+        _DIGESTS[key] = digest.hexdigest()
+    return _DIGESTS[key]
+
+
+def created() -> datetime:
+    """The build's timestamp: SOURCE_DATE_EPOCH when set (reproducible builds), else now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch.isdigit():
+        return datetime.fromtimestamp(int(epoch), tz=UTC)
+    return datetime.now(tz=UTC).replace(microsecond=0)
 
 
 def bmap(ctx: Context, image: Path) -> Path:

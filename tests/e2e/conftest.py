@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -79,3 +80,20 @@ def build(config: Path | None, output: Path, *extra: str) -> Built:
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="image builds need root until rootless builds land")
+
+
+def installed(status: str) -> dict[str, tuple[str, str]]:
+    """Name → (version, architecture) of every installed package in a dpkg status file."""
+    found = {}
+    for paragraph in status.split("\n\n"):
+        fields = dict(re.findall(r"^([A-Za-z-]+): (.*)$", paragraph, re.M))
+        if fields.get("Status", "").endswith(" installed"):
+            found[fields["Package"]] = (fields["Version"], fields["Architecture"])
+    return found
+
+
+def deb_purl(name: str, version: str, arch: str) -> str:
+    """``pkg:deb/debian/NAME@VERSION?arch=ARCH&distro=debian-13``, encoded by packageurl-python."""
+    from packageurl import PackageURL
+
+    return str(PackageURL("deb", "debian", name, version, {"arch": arch, "distro": "debian-13"}).to_string())

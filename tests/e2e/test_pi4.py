@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import EXAMPLE_KEY
-from .conftest import Built, build, imagesmith, needs_root
+from .conftest import Built, build, deb_purl, imagesmith, installed, needs_root
 
 pytestmark = [pytest.mark.slow, needs_root]
 
@@ -22,7 +23,8 @@ def pi4(tmp_path_factory: pytest.TempPathFactory) -> Built:
 
 def test_outputs_and_checksums(pi4: Built) -> None:
     names = sorted(p.name for p in pi4.output.iterdir())
-    assert names == ["SHA256SUMS", "build.log", "minimal.img", "minimal.img.bmap"]
+    assert names == ["SHA256SUMS", "build.log", "manifest.json", "minimal.cdx.json", "minimal.img",
+                     "minimal.img.bmap", "minimal.spdx.json"]  # fmt: skip
     subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=pi4.output, check=True, capture_output=True)
     bmap = (pi4.output / "minimal.img.bmap").read_text()
     assert "<bmap version=" in bmap
@@ -137,3 +139,18 @@ def test_arch_independent_jobs_ran_natively_once(pi4: Built) -> None:
     assert "Type: regular" in pi4.debugfs("stat /usr/lib/locale/locale-archive")
     # the initramfs was made once: one mkinitramfs run in the whole build
     assert log.count("update-initramfs: Generating /boot/initrd.img-") == 1
+
+
+def test_sboms_of_the_pi_image(pi4: Built) -> None:
+    from imagesmith import sbom
+    from imagesmith.stages.artifacts import sha256
+
+    assert sbom.check_spdx_file(pi4.output / "minimal.spdx.json") == []
+    cdx = (pi4.output / "minimal.cdx.json").read_text()
+    sbom.check_cyclonedx(cdx)
+    status = installed(pi4.cat("/var/lib/dpkg/status"))
+    purls = {c["purl"] for c in json.loads(cdx)["components"]}
+    assert purls == {deb_purl(n, v, a) for n, (v, a) in status.items()}
+    assert any("?arch=arm64&" in p for p in purls) and "linux-image-arm64" in status
+    top = json.loads(cdx)["metadata"]["component"]
+    assert top["hashes"][0]["content"] == sha256(pi4.image)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from .conftest import Built, build, imagesmith, needs_root
+from .conftest import Built, build, deb_purl, imagesmith, installed, needs_root
 
 pytestmark = [pytest.mark.slow, needs_root]
 DATA = Path(__file__).parent / "data" / "amd64"
@@ -24,6 +26,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "overlay/usr/local/bin/app-tool").chmod(0o4755)
     (root / "overlay/etc/app/app.conf").chmod(0o640)
     (root / "scripts/host.sh").chmod(0o755)
+    for args in (["genpkey", "-algorithm", "ed25519", "-out", "release.pem"],
+                 ["pkey", "-in", "release.pem", "-pubout", "-out", "release.pub"]):  # fmt: skip
+        subprocess.run(["openssl", *args], cwd=root / "secrets", check=True, capture_output=True)
     return root
 
 
@@ -120,3 +125,113 @@ def test_failed_build_leaves_nothing_that_looks_finished(project: Path, vm: Buil
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in out.iterdir()) == ["build.log"]
     assert "about to fail" in (out / "build.log").read_text()
+
+
+def test_sboms_validate_and_list_exactly_the_installed_packages(vm: Built) -> None:
+    from imagesmith import sbom
+
+    spdx_path, cdx_path = vm.output / "pipeline.spdx.json", vm.output / "pipeline.cdx.json"
+    assert sbom.check_spdx_file(spdx_path) == []
+    sbom.check_cyclonedx(cdx_path.read_text())
+    status = installed(vm.cat("/var/lib/dpkg/status"))
+    expected = {deb_purl(n, v, a) for n, (v, a) in status.items()}
+    spdx = json.loads(spdx_path.read_text())
+    packages = [p for p in spdx["packages"] if p["SPDXID"] != "SPDXRef-Image"]
+    assert {p["name"]: p["versionInfo"] for p in packages} == {n: v for n, (v, _) in status.items()}
+    assert {p["externalRefs"][0]["referenceLocator"] for p in packages} == expected
+    cdx = json.loads(cdx_path.read_text())
+    assert {c["purl"] for c in cdx["components"]} == expected
+    image = next(p for p in spdx["packages"] if p["SPDXID"] == "SPDXRef-Image")
+    from imagesmith.stages.artifacts import sha256
+
+    assert (
+        image["checksums"][0]["checksumValue"]
+        == sha256(vm.image)
+        == cdx["metadata"]["component"]["hashes"][0]["content"]
+    )
+
+
+def test_licences_come_from_the_images_copyright_files(vm: Built, tmp_path: Path) -> None:
+    from imagesmith.licenses import NOASSERTION, from_copyright
+
+    subprocess.run(
+        ["debugfs", "-R", f"rdump /usr/share/doc {tmp_path}", vm.root()], check=True, capture_output=True
+    )
+    declared = {
+        p["name"]: p["licenseDeclared"]
+        for p in json.loads((vm.output / "pipeline.spdx.json").read_text())["packages"]
+    }
+    compared = 0
+    for doc in sorted((tmp_path / "doc").iterdir()):
+        copyright_file = doc / "copyright"
+        if doc.name in declared and copyright_file.is_file():
+            assert declared[doc.name] == from_copyright(copyright_file.read_text(errors="replace")).declared
+            compared += 1
+    assert compared > 100
+    assert declared["zlib1g"] == "Zlib" and declared["tzdata"] == "LicenseRef-public-domain"
+    assert "GPL-2.0-or-later" in declared["base-files"]
+    mapped = [v for v in declared.values() if v != NOASSERTION]
+    assert len(mapped) / len(declared) > 0.8, "most of Debian's copyright files are machine-readable"
+    # the chroot script removed jq's /usr/share/doc: its licence was kept from the bootstrap
+    assert not (tmp_path / "doc" / "jq").exists() and declared["jq"] != NOASSERTION
+
+
+def test_manifest(vm: Built, project: Path) -> None:
+    text = (vm.output / "manifest.json").read_text()
+    data = json.loads(text)
+    secret = (project / "secrets" / "ops.hash").read_text().strip()
+    assert secret not in text and data["config"]["users"][0]["password_hash"] == "<secret>"
+    assert str(project) not in text, "no path of the build host"
+    assert data["config"]["signing_key"] == "secrets/release.pem"
+    assert [layer["name"] for layer in data["layers"]] == ["base", "networkd", "openssh", "app"]
+    assert (
+        data["layers"][0]["file"] == "imagesmith:layers/base.yaml"
+        and data["layers"][1]["file"] == "networkd.yaml"
+    )
+    table = vm.table["partitions"]
+    assert isinstance(table, list)
+    assert [(p["offset"], p["size"]) for p in data["partitions"]] == [
+        (t["start"] * 512, t["size"] * 512) for t in table
+    ]
+    assert data["partitions"][1]["partuuid"] == f"{str(vm.table['id']).removeprefix('0x')}-02"
+    from imagesmith.stages.artifacts import sha256
+
+    outputs = {o["file"]: o for o in data["outputs"]}
+    assert sorted(outputs) == ["pipeline.cdx.json", "pipeline.img", "pipeline.img.bmap", "pipeline.spdx.json"]
+    assert outputs["pipeline.img"]["sha256"] == sha256(vm.image)
+    assert len(data["packages"]) == len(installed(vm.cat("/var/lib/dpkg/status")))
+    by_name = {p["name"]: p for p in data["packages"]}
+    assert by_name["jq"]["brought_by"] == "config" and by_name["curl"]["brought_by"] == "layer app"
+    assert by_name["linux-image-amd64"]["brought_by"] == "device qemu-amd64"
+    assert "mmdebstrap" in data["host_tools"] and "e2fsprogs" in data["host_tools"]
+
+
+def test_verify_names_what_was_tampered_with(vm: Built, project: Path, tmp_path: Path) -> None:
+    public = str(project / "secrets" / "release.pub")
+    good = imagesmith("verify", str(vm.output), "--key", public)
+    assert "ok      pipeline.img" in good.stdout and "ok      SHA256SUMS.sig" in good.stdout
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-a", "--sparse=always", str(vm.output), str(copy)], check=True)
+    with open(copy / "pipeline.img", "r+b") as handle:
+        handle.seek(vm.partition_offset(1) + 4096 * 100)
+        byte = handle.read(1)
+        handle.seek(-1, 1)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    flipped = imagesmith("verify", str(copy), "--key", public, check=False)
+    assert flipped.returncode == 1 and "FAILED  pipeline.img: checksum differs" in flipped.stdout
+    assert "ok      pipeline.spdx.json" in flipped.stdout
+    shutil.copy(vm.output / "pipeline.img", copy / "pipeline.img")
+    (copy / "SHA256SUMS.sig").write_bytes(bytes(64))
+    replaced = imagesmith("verify", str(copy), "--key", public, check=False)
+    assert replaced.returncode == 1 and "FAILED  SHA256SUMS.sig" in replaced.stdout
+    assert "pipeline.img" not in replaced.stderr.split("verification:")[-1]
+
+
+def test_packages_and_diff_commands(vm: Built) -> None:
+    listed = imagesmith("packages", str(vm.output)).stdout
+    assert "linux-image-" in listed and "device qemu-amd64" in listed
+    trim = json.loads(imagesmith("packages", str(vm.output), "--trim", "1MiB", "--json").stdout)
+    assert trim["saves"] >= 1024**2 and trim["suggestions"]
+    assert not any(s["what"].startswith("device") for s in trim["suggestions"])
+    same = imagesmith("diff", str(vm.output), str(vm.output)).stdout
+    assert "same packages, same versions" in same and "installed size: +0 B" in same

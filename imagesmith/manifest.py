@@ -1,0 +1,167 @@
+"""manifest.json: what was built, from what, with what — for people and for `packages`/`diff`.
+
+It holds the resolved config (secrets masked), the layers in merge order with the
+sha256 of each file, every package (version, size, source, licence, what brought it
+in, what it depends on), the partition table, every other output's sha256 and size,
+and the versions of the host tools that made the image.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from imagesmith import __version__
+from imagesmith.config.load import Spec
+from imagesmith.errors import EXIT_CONFIG, ImagesmithError
+from imagesmith.inventory import Package
+from imagesmith.stages.artifacts import sha256
+
+NAME = "manifest.json"
+FORMAT = 1
+#: The host packages whose tools make the image.
+HOST_PACKAGES = ("mmdebstrap", "e2fsprogs", "dosfstools", "mtools", "fdisk", "bmap-tools", "util-linux",
+                 "qemu-user-static", "apt", "dpkg")  # fmt: skip
+
+
+def host_tools() -> dict[str, str]:
+    """Debian versions of the host packages that provide the build's tools."""
+    if shutil.which("dpkg-query") is None:
+        return {}
+    proc = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package} ${Version} ${db:Status-Status}\n", *HOST_PACKAGES],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    found = {}
+    for line in proc.stdout.splitlines():
+        name, version, status = ([*line.split(), "", "", ""])[:3]
+        if status == "installed":
+            found[name] = version
+    return found
+
+
+def portable(path: str, spec: Spec) -> str:
+    """A path as the manifest shows it: built-in files as ``imagesmith:…``, the project's
+    relative to the config's directory, so the manifest names no directory of the build host."""
+    from imagesmith.config import catalog
+
+    resolved = Path(path)
+    for base, prefix in (
+        (catalog.builtin_dir("layers").parent, "imagesmith:"),
+        (spec.config_path.parent, ""),
+    ):
+        if resolved.is_relative_to(base):
+            return prefix + str(resolved.relative_to(base))
+    return path
+
+
+def _portable_config(spec: Spec) -> dict[str, Any]:
+    data = spec.masked()
+    for entry in data.get("files", []):
+        if entry.get("source"):
+            entry["source"] = portable(entry["source"], spec)
+    for entry in data.get("scripts", []):
+        entry["run"] = portable(entry["run"], spec)
+    data["layer_paths"] = [portable(p, spec) for p in data.get("layer_paths", [])]
+    if data.get("signing_key"):
+        data["signing_key"] = portable(data["signing_key"], spec)
+    return data
+
+
+def partitions(spec: Spec, table: dict[str, Any], fs_ids: dict[str, str]) -> list[dict[str, Any]]:
+    from imagesmith import ids
+
+    rows = []
+    sector = int(table.get("sectorsize", 512))
+    for index, (part, entry) in enumerate(zip(spec.layout.partitions, table["partitions"], strict=True), 1):
+        rows.append(
+            {
+                "number": index,
+                "name": part.name,
+                "label": part.label,
+                "fs": part.fs,
+                "mount": part.mount,
+                "type": entry["type"],
+                "bootable": bool(entry.get("bootable", False)),
+                "offset": int(entry["start"]) * sector,
+                "size": int(entry["size"]) * sector,
+                "partuuid": ids.partuuid(spec, index),
+                "fs_id": fs_ids.get(part.name, ""),
+            }
+        )
+    return rows
+
+
+def build_manifest(
+    spec: Spec,
+    packages: list[Package],
+    table: dict[str, Any],
+    outputs: list[Path],
+    roots: dict[str, str],
+    created: str,
+) -> dict[str, Any]:
+    from imagesmith import ids
+
+    fs_ids = {
+        p.name: (ids.vfat_volume_id(spec, p.name) if p.fs == "vfat" else ids.fs_uuid(spec, p.name))
+        for p in spec.layout.partitions
+    }
+    return {
+        "format": FORMAT,
+        "imagesmith": __version__,
+        "name": spec.config.name,
+        "created": created,
+        "device": spec.device.device,
+        "arch": spec.device.arch,
+        "config_file": spec.config_path.name,
+        "config": _portable_config(spec),
+        "layers": [
+            {"name": ref.name, "file": portable(str(ref.path), spec), "sha256": sha256(ref.path)}
+            for ref in spec.layers
+        ],
+        "roots": roots,
+        "packages": [p.to_json() for p in packages],
+        "disk": {
+            "table": table.get("label", spec.layout.table),
+            "signature": ids.disk_signature(spec),
+            "sector_size": int(table.get("sectorsize", 512)),
+        },
+        "partitions": partitions(spec, table, fs_ids),
+        "outputs": [{"file": p.name, "sha256": sha256(p), "size": p.stat().st_size} for p in outputs],
+        "host_tools": host_tools(),
+    }
+
+
+def write(data: dict[str, Any], target: Path) -> None:
+    target.write_text(
+        json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+
+
+def read(outdir: Path) -> dict[str, Any]:
+    """The manifest of a build's output directory, or a clear error."""
+    path = outdir / NAME
+    if not path.is_file():
+        raise ImagesmithError(
+            f"no {NAME} in {outdir}",
+            hint="give the output directory of an imagesmith build (e.g. out/minimal)",
+            exit_code=EXIT_CONFIG,
+        )
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ImagesmithError(
+            f"{path} cannot be read: {exc}", hint="rebuild the image", exit_code=EXIT_CONFIG
+        ) from None
+    if data.get("format") != FORMAT:
+        raise ImagesmithError(
+            f"{path} has format {data.get('format')!r}; this imagesmith reads format {FORMAT}",
+            hint="rebuild the image with this version of imagesmith",
+            exit_code=EXIT_CONFIG,
+        )
+    return data

@@ -1,0 +1,84 @@
+"""Signing SHA256SUMS and `verify`: a flipped byte or a replaced signature is named."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from imagesmith import sign
+from imagesmith.cli import main
+from imagesmith.errors import ImagesmithError
+from imagesmith.stages.artifacts import checksums
+
+
+def keypair(directory: Path, name: str) -> tuple[Path, Path]:
+    private, public = directory / f"{name}.pem", directory / f"{name}.pub"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(private)], check=True)
+    subprocess.run(["openssl", "pkey", "-in", str(private), "-pubout", "-out", str(public)], check=True)
+    return private, public
+
+
+@pytest.fixture
+def signed(tmp_path: Path) -> tuple[Path, Path]:
+    out = tmp_path / "out"
+    out.mkdir()
+    for name, content in (("demo.img", b"\0" * 4096 + b"image"), ("manifest.json", b"{}\n")):
+        (out / name).write_bytes(content)
+    checksums([out / "demo.img", out / "manifest.json"], out / "SHA256SUMS")
+    private, public = keypair(tmp_path, "release")
+    sign.sign(out / "SHA256SUMS", private, out / sign.SIG)
+    return out, public
+
+
+def test_a_good_build_verifies_and_openssl_agrees(signed: tuple[Path, Path]) -> None:
+    out, public = signed
+    report = sign.verify(out, public)
+    assert report.ok and report.signature == "good" and report.checked == ["demo.img", "manifest.json"]
+    subprocess.run(
+        ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(public), "-rawin",
+         "-in", str(out / "SHA256SUMS"), "-sigfile", str(out / sign.SIG)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+
+def test_one_flipped_byte_is_named(signed: tuple[Path, Path]) -> None:
+    out, public = signed
+    with open(out / "demo.img", "r+b") as handle:
+        handle.seek(100)
+        handle.write(b"\1")
+    result = CliRunner().invoke(main, ["verify", str(out), "--key", str(public)])
+    assert result.exit_code == 1
+    assert "FAILED  demo.img: checksum differs" in result.output and "ok      manifest.json" in result.output
+
+
+def test_a_replaced_signature_is_named(signed: tuple[Path, Path], tmp_path: Path) -> None:
+    out, public = signed
+    other, _ = keypair(tmp_path, "other")
+    sign.sign(out / "SHA256SUMS", other, out / sign.SIG)
+    report = sign.verify(out, public)
+    assert [name for name, _ in report.failed] == [sign.SIG]
+    result = CliRunner().invoke(main, ["verify", str(out), "--key", str(public)])
+    assert result.exit_code == 1 and "SHA256SUMS.sig" in result.output
+
+
+def test_without_a_key_the_signature_is_reported_unchecked(signed: tuple[Path, Path]) -> None:
+    out, _ = signed
+    assert sign.verify(out, None).signature == "not checked"
+    (out / "demo.img").unlink()
+    assert sign.verify(out, None).failed == [("demo.img", "missing")]
+
+
+def test_keys_must_be_ed25519(tmp_path: Path) -> None:
+    rsa = tmp_path / "rsa.pem"
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "rsa", "-out", str(rsa)], check=True, capture_output=True
+    )
+    with pytest.raises(ImagesmithError, match="must be an Ed25519 key") as info:
+        sign.load_private_key(rsa)
+    assert info.value.hint and "genpkey -algorithm ed25519" in info.value.hint
+    (tmp_path / "junk.pem").write_text("not a key")
+    with pytest.raises(ImagesmithError, match="not a PEM private key"):
+        sign.load_private_key(tmp_path / "junk.pem")
