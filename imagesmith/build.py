@@ -8,19 +8,23 @@ outputs (if any) and its own build.log, never a half-written image.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from imagesmith import host, inventory, manifest, sbom, sign
+from imagesmith import host, inventory, manifest, plan, reproducible, sbom, sign
+from imagesmith.cache import Cache, Entry
 from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError
 from imagesmith.rootfs import inside, remove_tree
 from imagesmith.run import Runner
 from imagesmith.stages import artifacts, bootstrap, customize, disk, filesystems
-from imagesmith.stages.context import Context
+from imagesmith.stages.context import Context, PartitionImage
 
 WORK_PREFIX = ".imagesmith-work-"
 COPYRIGHTS = "copyrights"
@@ -78,29 +82,19 @@ def publish(files: list[Path], sums: Path, output: Path) -> list[Path]:
     return placed
 
 
-def audit(ctx: Context, image: Path, table: dict[str, object], signing_key: Path | None) -> list[Path]:
-    """SBOMs, manifest, checksums and signature; returns every file to publish, SHA256SUMS last."""
+def audit(
+    ctx: Context,
+    image: Path,
+    table: dict[str, object],
+    found: Inventory,
+    made: DiskOutputs,
+    signing_key: Path | None,
+) -> list[Path]:
+    """The SBOMs (made with the image), manifest, checksums and signature; every file to
+    publish, SHA256SUMS last."""
     spec, work = ctx.spec, ctx.work
-    name = spec.config.name
-    bmap = artifacts.bmap(ctx, image)
-    packages, roots = inventory.collect(spec, ctx.rootfs, work / COPYRIGHTS)
-    os_release = inside(ctx.rootfs, "/etc/os-release")
-    created = artifacts.created()
-    subject = sbom.Subject(
-        name=name,
-        file=image.name,
-        sha256=artifacts.sha256(image),
-        arch=spec.device.arch,
-        distro=sbom.distro_of(
-            os_release.read_text() if os_release.is_file() else "", spec.config.distribution.suite
-        ),
-        created=created,
-    )
-    spdx, cdx = work / f"{name}.spdx.json", work / f"{name}.cdx.json"
-    sbom.write_spdx(subject, packages, spdx)
-    sbom.write_cyclonedx(subject, packages, cdx)
-    files = [image, bmap, spdx, cdx]
-    data = manifest.build_manifest(spec, packages, table, files, roots, created.isoformat())
+    files = [image, made.bmap, made.spdx, made.cdx]
+    data = manifest.build_manifest(spec, found.packages, table, files, found.roots, made.created)
     manifest.write(data, work / manifest.NAME)
     files.append(work / manifest.NAME)
     sums = work / artifacts.SUMS
@@ -108,11 +102,115 @@ def audit(ctx: Context, image: Path, table: dict[str, object], signing_key: Path
     if signing_key is not None:
         sign.sign(sums, signing_key, work / sign.SIG)
         files.append(work / sign.SIG)
-    ctx.runner.detail(f"{len(packages)} packages in the SBOMs and the manifest")
+    ctx.runner.detail(f"{len(found.packages)} packages in the SBOMs and the manifest")
     return [*files, sums]
 
 
-def build(spec: Spec, output: Path, runner: Runner, signing_key: Path | None = None) -> Result:
+@dataclass
+class Inventory:
+    packages: list[inventory.Package]
+    roots: dict[str, str]
+    distro: str
+
+    def save(self, target: Path) -> None:
+        data = {"packages": [asdict(p) for p in self.packages], "roots": self.roots, "distro": self.distro}
+        target.write_text(json.dumps(data), encoding="utf-8")
+
+    @classmethod
+    def load(cls, source: Path) -> Inventory:
+        data = json.loads(source.read_text(encoding="utf-8"))
+        return cls([inventory.Package(**p) for p in data["packages"]], data["roots"], data["distro"])
+
+
+@dataclass
+class DiskOutputs:
+    """What the disk stage leaves besides the image: its block map, SBOMs and timestamp."""
+
+    bmap: Path
+    spdx: Path
+    cdx: Path
+    created: str
+
+
+def take_inventory(ctx: Context) -> Inventory:
+    packages, roots = inventory.collect(ctx.spec, ctx.rootfs, ctx.work / COPYRIGHTS)
+    os_release = inside(ctx.rootfs, "/etc/os-release")
+    text = os_release.read_text() if os_release.is_file() else ""
+    return Inventory(packages, roots, sbom.distro_of(text, ctx.spec.config.distribution.suite))
+
+
+def describe(ctx: Context, image: Path, found: Inventory, into: Path) -> DiskOutputs:
+    """Block map and SBOMs of a finished image, written into ``into``."""
+    name = ctx.spec.config.name
+    created = artifacts.created()
+    subject = sbom.Subject(
+        name, image.name, artifacts.sha256(image), ctx.spec.device.arch, found.distro, created
+    )
+    made = DiskOutputs(
+        artifacts.bmap(ctx, image, into / f"{image.name}.bmap"),
+        into / f"{name}.spdx.json",
+        into / f"{name}.cdx.json",
+        created.isoformat(),
+    )
+    sbom.write_spdx(subject, found.packages, made.spdx)
+    sbom.write_cyclonedx(subject, found.packages, made.cdx)
+    return made
+
+
+class Stages:
+    """Runs each stage, or takes its result from the cache when its key is there."""
+
+    def __init__(
+        self, ctx: Context, cache: Cache | None, plans: list[plan.StagePlan], rebuild_from: str | None
+    ):
+        self.ctx, self.cache = ctx, cache
+        self.plans = {p.name: p for p in plans}
+        first_forced = plan.STAGES.index(rebuild_from) if rebuild_from else len(plan.STAGES)
+        self.forced = set(plan.STAGES[first_forced:])
+
+    def cached(self, stage: str) -> Entry | None:
+        if self.cache is None or stage in self.forced:
+            return None
+        return self.cache.lookup(stage, self.plans[stage].key)
+
+    def commit(self, stage: str, make: Callable[[Path], None]) -> None:
+        if self.cache is not None:
+            self.cache.commit(stage, self.plans[stage].key, make, {"inputs": self.plans[stage].inputs})
+
+    def used(self, entry: Entry) -> None:
+        if self.cache is not None:
+            self.cache.touch(entry, str(self.ctx.spec.config_path))
+
+    @contextmanager
+    def lock(self, stage: str) -> Iterator[None]:
+        if self.cache is None:
+            yield
+        else:
+            with self.cache.lock(stage, self.plans[stage].key):
+                yield
+
+
+def copy_tree(runner: Runner, source: Path, target: Path) -> None:
+    """A rootfs copied with owners, modes, links, device nodes and extended attributes."""
+    runner.run(["cp", "-a", "--reflink=auto", str(source), str(target)])
+
+
+def copy_file(source: Path, target: Path) -> None:
+    """A (sparse) file copied by its data extents: holes stay holes."""
+    with open(target, "wb") as handle:
+        handle.truncate(source.stat().st_size)
+        disk.copy_data(source, handle.fileno(), 0)
+
+
+def build(
+    spec: Spec,
+    output: Path,
+    runner: Runner,
+    signing_key: Path | None = None,
+    cache: Cache | None = None,
+    rebuild_from: str | None = None,
+    config_id: str = "",
+) -> Result:
     customize.check_spec(spec)
     check_host(spec)
     key = signing_key or (Path(spec.config.signing_key) if spec.config.signing_key else None)
@@ -122,24 +220,135 @@ def build(spec: Spec, output: Path, runner: Runner, signing_key: Path | None = N
     remove_stale_work(output)
     work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=output))
     name = spec.config.name
+    plans = plan.stages(spec, cache.salt if cache else b"", manifest.host_tools())
     try:
-        ctx = Context(spec=spec, runner=runner, work=work)
+        ctx = Context(spec=spec, runner=runner, work=work, debs=cache.debs if cache else None)
+        stages = Stages(ctx, cache, plans, rebuild_from)
+        image = work / f"{name}.img"
+        found, made = produce(ctx, stages, image)
+        table = disk.read_table(ctx, image)
+        with runner.stage("artifacts", "manifest, checksums" + (", signature" if key else "")):
+            *files, sums = audit(ctx, image, table, found, made, key)
+            outputs = publish(files, sums, output)
+        if cache is not None:
+            cache.record_build(config_id, {p.name: {"key": p.key, "inputs": p.inputs} for p in plans})
+        return Result(output / image.name, outputs, table)
+    finally:
+        remove_tree(work)
+
+
+def produce(ctx: Context, stages: Stages, image: Path) -> tuple[Inventory, DiskOutputs]:
+    """The image and what describes it: from the cache where the keys are there, else made."""
+    runner, spec, work = ctx.runner, ctx.spec, ctx.work
+    with stages.lock("disk"):
+        disk_entry, inv_entry = stages.cached("disk"), stages.cached("customize")
+        if disk_entry is not None and inv_entry is not None:
+            with runner.stage("disk", "from the cache"):
+                found = Inventory.load(inv_entry.path / "inventory.json")
+                copy_file(disk_entry.path / "disk.img", image)
+                artifacts.remember(image, disk_entry.meta["sha256"])
+                bmap, spdx, cdx = (work / n for n in _copy_small(disk_entry.path, work))
+                made = DiskOutputs(bmap, spdx, cdx, str(disk_entry.meta["created"]))
+                stages.used(disk_entry)
+                stages.used(inv_entry)
+            return found, made
+        found = partitions(ctx, stages)
+        with runner.stage("disk", f"{spec.layout.table} partition table → {image.name}"):
+            disk.run(ctx, image)
+            made = describe(ctx, image, found, work)
+
+            def keep(entry: Path) -> None:
+                copy_file(image, entry / "disk.img")
+                for path in (made.bmap, made.spdx, made.cdx):
+                    shutil.copyfile(path, entry / path.name)
+
+            if stages.cache is not None:
+                stages.cache.commit(
+                    "disk",
+                    stages.plans["disk"].key,
+                    keep,
+                    {
+                        "inputs": stages.plans["disk"].inputs,
+                        "sha256": artifacts.sha256(image),
+                        "created": made.created,
+                    },
+                )
+    return found, made
+
+
+def _copy_small(entry: Path, work: Path) -> list[str]:
+    names = sorted(p.name for p in entry.iterdir() if p.name.endswith((".bmap", ".spdx.json", ".cdx.json")))
+    for name in names:
+        shutil.copyfile(entry / name, work / name)
+    bmap = next(n for n in names if n.endswith(".bmap"))
+    spdx = next(n for n in names if n.endswith(".spdx.json"))
+    cdx = next(n for n in names if n.endswith(".cdx.json"))
+    return [bmap, spdx, cdx]
+
+
+def partitions(ctx: Context, stages: Stages) -> Inventory:
+    """``ctx.partitions`` filled (from the cache, or by customize and filesystems)."""
+    runner, spec, work = ctx.runner, ctx.spec, ctx.work
+    with stages.lock("filesystems"):
+        fs_entry, inv_entry = stages.cached("filesystems"), stages.cached("customize")
+        if fs_entry is not None and inv_entry is not None:
+            with runner.stage("filesystems", "from the cache"):
+                for item in json.loads((fs_entry.path / "partitions.json").read_text()):
+                    target = work / item.pop("file")
+                    copy_file(fs_entry.path / target.name, target)
+                    ctx.partitions.append(PartitionImage(path=target, **item))
+                stages.used(fs_entry)
+                stages.used(inv_entry)
+            return Inventory.load(inv_entry.path / "inventory.json")
+        rootfs(ctx, stages)
+        ctx.epoch = reproducible.source_date_epoch(ctx.rootfs)
+        os.environ["SOURCE_DATE_EPOCH"] = str(ctx.epoch)  # for every program the build runs from now on
+        with (
+            stages.lock("customize"),
+            runner.stage("customize", "settings, users, files, services, scripts, initramfs"),
+        ):
+            customize.run(ctx)
+            found = take_inventory(ctx)
+            stages.commit("customize", lambda entry: found.save(entry / "inventory.json"))
+        with runner.stage("filesystems", ", ".join(f"{p.name} ({p.fs})" for p in spec.layout.partitions)):
+            filesystems.run(ctx)
+
+            def keep(entry: Path) -> None:
+                rows = []
+                for part in ctx.partitions:
+                    copy_file(part.path, entry / part.path.name)
+                    row = {"name": part.name, "file": part.path.name, "size": part.size, "type": part.type}
+                    rows.append({**row, "label": part.label, "bootable": part.bootable})
+                (entry / "partitions.json").write_text(json.dumps(rows), encoding="utf-8")
+
+            stages.commit("filesystems", keep)
+    return found
+
+
+def rootfs(ctx: Context, stages: Stages) -> None:
+    """The bootstrapped rootfs (and tools tree) in the work directory."""
+    runner, spec, work = ctx.runner, ctx.spec, ctx.work
+    with stages.lock("bootstrap"):
+        entry = stages.cached("bootstrap")
+        if entry is not None:
+            with runner.stage("bootstrap", "from the cache"):
+                copy_tree(runner, entry.path / "rootfs", ctx.rootfs)
+                copy_tree(runner, entry.path / COPYRIGHTS, work / COPYRIGHTS)
+                if (entry.path / "tools").is_dir():
+                    copy_tree(runner, entry.path / "tools", work / "tools")
+                    ctx.tools_tree = work / "tools"
+                stages.used(entry)
+            return
         dist = spec.config.distribution
         with runner.stage("bootstrap", f"{dist.name} {dist.suite} {spec.device.arch} with mmdebstrap"):
             bootstrap.run(ctx)
             # kept now: a script that strips /usr/share/doc must not cost the SBOM its licences
             inventory.keep_copyrights(ctx.rootfs, work / COPYRIGHTS)
-        with runner.stage("customize", "settings, users, files, services, scripts, initramfs"):
-            customize.run(ctx)
-        with runner.stage("filesystems", ", ".join(f"{p.name} ({p.fs})" for p in spec.layout.partitions)):
-            filesystems.run(ctx)
-        image = work / f"{name}.img"
-        with runner.stage("disk", f"{spec.layout.table} partition table → {image.name}"):
-            disk.run(ctx, image)
-            table = disk.read_table(ctx, image)
-        with runner.stage("artifacts", "block map, SBOMs, manifest, checksums"):
-            *files, sums = audit(ctx, image, table, key)
-            outputs = publish(files, sums, output)
-        return Result(output / image.name, outputs, table)
-    finally:
-        remove_tree(work)
+
+            def keep(entry: Path) -> None:
+                copy_tree(runner, ctx.rootfs, entry / "rootfs")
+                copy_tree(runner, work / COPYRIGHTS, entry / COPYRIGHTS)
+                if ctx.tools_tree is not None:
+                    copy_tree(runner, ctx.tools_tree, entry / "tools")
+
+            stages.commit("bootstrap", keep)

@@ -102,6 +102,23 @@ def spec_options(func: F) -> F:
     return layers_option(func)
 
 
+STAGES = ["bootstrap", "customize", "filesystems", "disk"]  # plan.STAGES, without importing it
+
+
+def default_cache_dir() -> Path:
+    from imagesmith.cache import default_dir
+
+    return default_dir()
+
+
+def cache_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--cache-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        help="The stage cache (default: $XDG_CACHE_HOME/imagesmith, else ~/.cache/imagesmith).",
+    )(func)
+
+
 def load(config: Path | None, layers: tuple[Path, ...], sets: tuple[str, ...], variant: str | None) -> Spec:
     spec = load_spec(config, list(layers), sets=list(sets), variant=variant)
     for note in spec.notes:
@@ -128,6 +145,13 @@ def main() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Ed25519 private key (PEM) that signs SHA256SUMS (overrides the config's signing_key).",
 )
+@click.option("--no-cache", is_flag=True, help="Run every stage; read and write no cache.")
+@click.option(
+    "--rebuild-from",
+    type=click.Choice(STAGES),
+    help="Run this stage and every later one even if the cache has them.",
+)
+@cache_option
 @spec_options
 @verbose_option
 @handled
@@ -135,6 +159,9 @@ def build(
     config: Path | None,
     output: Path | None,
     signing_key: Path | None,
+    no_cache: bool,
+    rebuild_from: str | None,
+    cache_dir: Path | None,
     layers: tuple[Path, ...],
     sets: tuple[str, ...],
     variant: str | None,
@@ -152,7 +179,13 @@ def build(
             f"({spec.device.arch}), layout {spec.layout.layout}, from {spec.config_path}"
         )
         runner.log(f"layers: {', '.join(ref.name for ref in spec.layers)}")
-        result = run_build(spec, out, runner, signing_key)
+        from imagesmith import plan
+        from imagesmith.cache import Cache
+
+        store = None if no_cache else Cache(cache_dir or default_cache_dir())
+        result = run_build(
+            spec, out, runner, signing_key, store, rebuild_from, plan.config_id(spec, variant, list(sets))
+        )
         total = sum(t for _, t in runner.timings)
         runner.info(f"[green]done[/green] in {format_duration(total)}: {result.image}")
         for path in result.outputs:
@@ -191,6 +224,114 @@ def boot(image: Path, timeout: float, console_log: Path | None, expect: str | No
     goal = "a login prompt" if expect is None else repr(expect)
     with runner.stage("boot", f"{image.name} in qemu, waiting for {goal}"):
         qemu.boot(image, runner, timeout=timeout, log=console_log, expect=expect)
+
+
+@main.command("plan")
+@click.argument("config", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@cache_option
+@spec_options
+@handled
+def plan_command(
+    config: Path | None,
+    cache_dir: Path | None,
+    layers: tuple[Path, ...],
+    sets: tuple[str, ...],
+    variant: str | None,
+) -> None:
+    """Show each stage of a build of CONFIG: from the cache, or run, and why."""
+    from imagesmith import manifest, plan
+    from imagesmith.cache import Cache
+
+    spec = load(config, layers, sets, variant)
+    store = Cache(cache_dir or default_cache_dir())
+    last = store.last_build(plan.config_id(spec, variant, list(sets)))
+    table = Table("stage", "key", "will", "because")
+    running = False
+    for stage in plan.stages(spec, store.salt, manifest.host_tools()):
+        cached = store.lookup(stage.name, stage.key) is not None and not running
+        running = running or not cached
+        if cached:
+            why = ""
+        else:
+            before = last.get(stage.name, {}).get("inputs", {})
+            changed = plan.changed_inputs(stage.inputs, before)
+            why = "changed: " + ", ".join(changed) if changed and before else (changed[0] if changed else "")
+            if not changed:
+                why = "not in the cache (pruned, or built with --no-cache)"
+        table.add_row(stage.name, stage.key[:12], "come from the cache" if cached else "run", why)
+    Console(soft_wrap=True).print(table)
+
+
+@main.group("cache")
+def cache_group() -> None:
+    """The stage cache: what it holds, and making it smaller."""
+
+
+@cache_group.command("list")
+@cache_option
+@handled
+def cache_list(cache_dir: Path | None) -> None:
+    """Entries with their size, age and the configs that used them."""
+    import time
+
+    from imagesmith.cache import Cache
+
+    store = Cache(cache_dir or default_cache_dir())
+    table = Table("stage", "key", "size", "last used", "used by")
+    total = 0
+    for entry in sorted(store.entries(), key=lambda e: e.last_used, reverse=True):
+        size = entry.size
+        total += size
+        age = format_duration_ago(time.time() - entry.last_used)
+        configs = ", ".join(_shown(Path(c)) for c in entry.meta.get("configs", [])) or "-"
+        table.add_row(entry.stage, entry.key[:12], format_size(size), age, configs)
+    Console(soft_wrap=True).print(table)
+    debs = store.debs_size()
+    click.echo(f"{store.root}: {format_size(total)} in stage entries, {format_size(debs)} of .deb files")
+
+
+@cache_group.command("prune")
+@click.option(
+    "--keep-last", type=click.IntRange(min=0), help="Keep the N most recently used entries of each stage."
+)
+@click.option(
+    "--max-size", metavar="SIZE", help="Drop least recently used entries until the cache fits (e.g. 20GiB)."
+)
+@cache_option
+@handled
+def cache_prune(keep_last: int | None, max_size: str | None, cache_dir: Path | None) -> None:
+    """Drop the least recently used entries."""
+    from imagesmith.cache import Cache
+    from imagesmith.config.model import parse_size
+
+    if keep_last is None and max_size is None:
+        raise ImagesmithError("say what to keep", hint="--keep-last N and/or --max-size SIZE", exit_code=2)
+    try:
+        limit = parse_size(max_size) if max_size is not None else None
+    except ValueError as exc:
+        raise ImagesmithError(str(exc), hint="e.g. --max-size 20GiB", exit_code=2) from None
+    removed = Cache(cache_dir or default_cache_dir()).prune(keep_last, limit)
+    for entry in removed:
+        click.echo(f"removed {entry.stage} {entry.key[:12]}")
+    click.echo(f"{len(removed)} entries removed")
+
+
+@cache_group.command("clear")
+@cache_option
+@handled
+def cache_clear(cache_dir: Path | None) -> None:
+    """Remove every entry and every cached .deb file."""
+    from imagesmith.cache import Cache
+
+    count = Cache(cache_dir or default_cache_dir()).clear()
+    click.echo(f"{count} entries removed, .deb files removed")
+
+
+def format_duration_ago(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return "just now"
 
 
 @main.command()

@@ -140,10 +140,10 @@ def attribute(packages: list[Package], origin: dict[str, str]) -> None:
 
 def keep_copyrights(rootfs: Path, into: Path) -> None:
     """Copy every package's copyright file out of the rootfs (right after the bootstrap)."""
+    into.mkdir(parents=True, exist_ok=True)
     doc = inside(rootfs, "/usr/share/doc")
     if not doc.is_dir():
         return
-    into.mkdir(parents=True, exist_ok=True)
     for entry in sorted(os.listdir(doc)):
         source = inside(rootfs, f"/usr/share/doc/{entry}/copyright")
         if source.is_file():

@@ -53,7 +53,10 @@ def chroot(
     hint: str | None = None,
 ) -> str:
     """Run ``argv`` inside ``rootfs`` (foreign binaries run through qemu-user binfmt)."""
-    assignments = [f"{k}={v}" for k, v in {**CHROOT_ENV, **(env or {})}.items()]
+    epoch = (
+        {"SOURCE_DATE_EPOCH": os.environ["SOURCE_DATE_EPOCH"]} if "SOURCE_DATE_EPOCH" in os.environ else {}
+    )
+    assignments = [f"{k}={v}" for k, v in {**CHROOT_ENV, **epoch, **(env or {})}.items()]
     return runner.run(
         [
             *ISOLATE,

@@ -36,8 +36,13 @@ def created() -> datetime:
     return datetime.now(tz=UTC).replace(microsecond=0)
 
 
-def bmap(ctx: Context, image: Path) -> Path:
-    target = image.with_name(image.name + ".bmap")
+def remember(path: Path, digest: str) -> None:
+    """The sha256 of a file copied from the cache, known without reading it again."""
+    info = path.stat()
+    _DIGESTS[(str(path.resolve()), info.st_mtime_ns, info.st_size)] = digest
+
+
+def bmap(ctx: Context, image: Path, target: Path) -> Path:
     ctx.runner.run(["bmaptool", "create", "-o", str(target), str(image)])
     return target
 

@@ -76,7 +76,30 @@ def mmdebstrap(
     ]
 
 
-def command(spec: Spec, target: Path) -> list[str]:
+def deb_cache(debs: Path | None) -> list[str]:
+    """mmdebstrap options that take .deb files from ``debs`` and put new downloads there.
+
+    Cached files are hard-linked (or copied) into the rootfs's apt archive before apt runs;
+    apt checks each against the index and downloads only what is missing or different.
+    New files go back under a temporary name and are renamed, so two builds at once never
+    see a half-written .deb. The rootfs's archive is emptied by mmdebstrap's cleanup."""
+    if debs is None:
+        return []
+    store = shlex.quote(str(debs))
+    sync_in = (
+        'mkdir -p "$1/var/cache/apt/archives"; '
+        f'for f in {store}/*.deb; do [ -e "$f" ] || continue; '
+        'ln "$f" "$1/var/cache/apt/archives/" 2>/dev/null || cp "$f" "$1/var/cache/apt/archives/"; done'
+    )
+    sync_out = (
+        'for f in "$1"/var/cache/apt/archives/*.deb; do [ -e "$f" ] || continue; '
+        f'n={store}/"${{f##*/}}"; [ -e "$n" ] && continue; '
+        'cp "$f" "$n.part.$$" && mv "$n.part.$$" "$n"; done'
+    )
+    return ["--skip=essential/unlink", f"--setup-hook={sync_in}", f"--customize-hook={sync_out}"]
+
+
+def command(spec: Spec, target: Path, debs: Path | None = None) -> list[str]:
     """The image's bootstrap: the device's, layers' and config's packages."""
     return mmdebstrap(
         spec,
@@ -84,22 +107,35 @@ def command(spec: Spec, target: Path) -> list[str]:
         arch=spec.device.arch,
         variant="apt",
         include=packages(spec),
-        extra=[f"--components={','.join(components(spec))}", f"--essential-hook={deferred.divert_hook()}"],
+        extra=[
+            f"--components={','.join(components(spec))}",
+            f"--essential-hook={deferred.divert_hook()}",
+            *deb_cache(debs),
+        ],
     )
 
 
-def tools_command(spec: Spec, target: Path) -> list[str]:
+def tools_command(spec: Spec, target: Path, debs: Path | None = None) -> list[str]:
     """The native tools tree (see ``tools.py``): same suite and mirror, the host's arch."""
-    return mmdebstrap(spec, target, arch=host.native_arch(), variant="essential", include=tools.PACKAGES)
+    return mmdebstrap(
+        spec,
+        target,
+        arch=host.native_arch(),
+        variant="essential",
+        include=tools.PACKAGES,
+        extra=deb_cache(debs),
+    )
 
 
 def run(ctx: Context) -> None:
     ctx.runner.detail(f"packages: {shlex.join(packages(ctx.spec))}")
     ctx.runner.run(
-        command(ctx.spec, ctx.rootfs),
+        command(ctx.spec, ctx.rootfs, ctx.debs),
         hint="check the package names, the suite and the mirror; the log has apt's full output",
     )
     if tools.needed(ctx.spec):
         tree = ctx.work / "tools"
-        ctx.runner.run(tools_command(ctx.spec, tree), hint="the native tools tree could not be made")
+        ctx.runner.run(
+            tools_command(ctx.spec, tree, ctx.debs), hint="the native tools tree could not be made"
+        )
         ctx.tools_tree = tree

@@ -30,6 +30,8 @@ class Context:
     partitions: list[PartitionImage] = field(default_factory=list)
     image: Path | None = None
     tools_tree: Path | None = None  # native tools of the image's versions (foreign targets)
+    debs: Path | None = None  # downloaded .deb files shared between builds (the cache's)
+    epoch: int = 1  # SOURCE_DATE_EPOCH: no later time reaches the image (see reproducible.py)
 
     @property
     def rootfs(self) -> Path:

@@ -14,6 +14,7 @@ from pathlib import Path
 from imagesmith import ids
 from imagesmith.config.model import Partition
 from imagesmith.errors import ImagesmithError
+from imagesmith.reproducible import clamp_times, fix_ext4_change_times, fixed_time_env
 from imagesmith.rootfs import inside
 from imagesmith.stages.context import Context, PartitionImage
 
@@ -89,7 +90,7 @@ def make_vfat(ctx: Context, part: Partition, content: Path, target: Path) -> int
     )
     entries = sorted(str(p) for p in content.iterdir())
     if entries:
-        r.run(["mcopy", "-s", "-p", "-m", "-i", str(target), *entries, "::/"])
+        r.run(["mcopy", "-s", "-p", "-m", "-i", str(target), *entries, "::/"], env=fixed_time_env(ctx.epoch))
     r.run(["fsck.vfat", "-n", str(target)], hint=f"the {part.name} filesystem failed its check")
     return size
 
@@ -120,8 +121,10 @@ def make_ext4(ctx: Context, part: Partition, content: Path, target: Path) -> int
             str(target),
             f"{size // 1024}k",
         ],
+        env=fixed_time_env(ctx.epoch),
         hint=f"partition {part.name!r} may be too small for its files ({used // MiB} MiB)",
     )
+    fix_ext4_change_times(r, target, content, ctx.epoch)
     r.run(["e2fsck", "-fn", str(target)], hint=f"the {part.name} filesystem failed its check")
     return size
 
@@ -134,6 +137,8 @@ def run(ctx: Context) -> None:
     for part in layout.partitions:
         if part.mount != "/":
             staged[part.name] = take_mountpoint(ctx, part)
+    for tree in [ctx.rootfs, *staged.values()]:
+        clamp_times(tree, ctx.epoch)  # no time of this build reaches the filesystems
     for part in layout.partitions:
         content = ctx.rootfs if part.mount == "/" else staged[part.name]
         target = ctx.work / f"{part.name}.{part.fs}"

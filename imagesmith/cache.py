@@ -1,0 +1,229 @@
+"""The content-addressed stage cache: lookup, atomic commit, locking, list, prune, clear.
+
+An entry is a directory ``entries/<stage>-<key>/`` holding a stage's outputs and a
+``meta.json``. It is made in ``tmp/`` and renamed into place only once complete (a
+rename is atomic), so a build that is killed leaves at most a ``tmp/`` directory that no
+build will ever read (and the next build removes). One lock per key: two builds that
+need the same entry make it once; the second waits, then reuses it.
+
+Downloaded .deb files live in ``debs/`` and are shared by every bootstrap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from imagesmith.errors import ImagesmithError
+from imagesmith.rootfs import remove_tree
+
+META = "meta.json"
+
+
+def default_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "imagesmith"
+
+
+@dataclass
+class Entry:
+    stage: str
+    key: str
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def size(self) -> int:
+        total = 0
+        for dirpath, dirnames, filenames in os.walk(self.path):
+            for name in [*dirnames, *filenames]:
+                with suppress(OSError):
+                    total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
+        return total
+
+    @property
+    def last_used(self) -> float:
+        return float(self.meta.get("last_used", self.meta.get("created", 0)))
+
+
+class Cache:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        try:
+            for sub in ("entries", "tmp", "locks", "debs", "builds"):
+                (root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ImagesmithError(
+                f"cannot use the cache directory {root}: {exc.strerror}",
+                hint="give a writable directory with --cache-dir, or build with --no-cache",
+            ) from None
+        self._remove_stale_tmp()
+
+    # -- salt: secrets enter keys only as HMACs with this cache's own random salt
+    @property
+    def salt(self) -> bytes:
+        path = self.root / "salt"
+        if not path.exists():
+            fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
+            with os.fdopen(fd, "wb") as out:
+                out.write(secrets.token_bytes(32))
+            os.chmod(tmp, 0o600)
+            with suppress(FileExistsError):
+                os.link(tmp, path)  # the first writer wins; everyone reads the same salt
+            os.unlink(tmp)
+        return path.read_bytes()
+
+    @property
+    def debs(self) -> Path:
+        return self.root / "debs"
+
+    def _path(self, stage: str, key: str) -> Path:
+        return self.root / "entries" / f"{stage}-{key}"
+
+    def lookup(self, stage: str, key: str) -> Entry | None:
+        path = self._path(stage, key)
+        try:
+            meta = json.loads((path / META).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return Entry(stage, key, path, meta)
+
+    @contextmanager
+    def lock(self, stage: str, key: str) -> Iterator[None]:
+        with FileLock(str(self.root / "locks" / f"{stage}-{key}.lock")):
+            yield
+
+    def commit(
+        self, stage: str, key: str, make: Callable[[Path], None], meta: dict[str, Any] | None = None
+    ) -> Entry:
+        """Run ``make(directory)`` in a private directory, then rename it into place."""
+        tmp = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{stage}-", dir=self.root / "tmp"))
+        try:
+            make(tmp)
+            now = time.time()
+            data = {
+                "stage": stage,
+                "key": key,
+                "created": now,
+                "last_used": now,
+                "configs": [],
+                **(meta or {}),
+            }
+            (tmp / META).write_text(json.dumps(data, indent=2), encoding="utf-8")
+            final = self._path(stage, key)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not (final / META).exists():
+                    raise
+                remove_tree(tmp)  # made meanwhile by another build: keep theirs
+        except BaseException:
+            remove_tree(tmp)
+            raise
+        entry = self.lookup(stage, key)
+        assert entry is not None
+        return entry
+
+    def touch(self, entry: Entry, config: str) -> None:
+        """Record a use: when, and by which config (for `cache list` and pruning)."""
+        entry.meta["last_used"] = time.time()
+        configs = [c for c in entry.meta.get("configs", []) if c != config]
+        entry.meta["configs"] = [config, *configs][:10]
+        _write_json(entry.path / META, entry.meta)
+
+    def entries(self) -> list[Entry]:
+        found = []
+        for path in sorted((self.root / "entries").iterdir()):
+            stage, _, key = path.name.partition("-")
+            entry = self.lookup(stage, key)
+            if entry is not None:
+                found.append(entry)
+        return found
+
+    def remove(self, entry: Entry) -> None:
+        """Out of the namespace first (a rename), then deleted: never half-present."""
+        doomed = Path(tempfile.mkdtemp(prefix="removed-", dir=self.root / "tmp"))
+        os.rename(entry.path, doomed / "entry")
+        remove_tree(doomed)
+
+    def prune(self, keep_last: int | None = None, max_size: int | None = None) -> list[Entry]:
+        """Drop the least recently used entries: beyond ``keep_last`` per stage, then until
+        everything (the .deb files included) fits in ``max_size``."""
+        removed: list[Entry] = []
+        entries = sorted(self.entries(), key=lambda e: e.last_used, reverse=True)
+        if keep_last is not None:
+            per_stage: dict[str, int] = {}
+            for entry in entries:
+                per_stage[entry.stage] = per_stage.get(entry.stage, 0) + 1
+                if per_stage[entry.stage] > keep_last:
+                    with self.lock(entry.stage, entry.key):
+                        self.remove(entry)
+                    removed.append(entry)
+        if max_size is not None:
+            kept = [e for e in entries if e not in removed]
+            sizes = {e.path: e.size for e in kept}
+            total = sum(sizes.values()) + self.debs_size()
+            for entry in reversed(kept):  # least recently used first
+                if total <= max_size:
+                    break
+                with self.lock(entry.stage, entry.key):
+                    self.remove(entry)
+                removed.append(entry)
+                total -= sizes[entry.path]
+            if total > max_size:
+                for deb in sorted(self.debs.glob("*.deb"), key=lambda p: p.stat().st_atime):
+                    if total <= max_size:
+                        break
+                    total -= deb.stat().st_blocks * 512
+                    deb.unlink()
+        return removed
+
+    def debs_size(self) -> int:
+        return sum(p.stat().st_blocks * 512 for p in self.debs.glob("*.deb"))
+
+    def clear(self) -> int:
+        entries = self.entries()
+        for entry in entries:
+            with self.lock(entry.stage, entry.key):
+                self.remove(entry)
+        for deb in self.debs.glob("*.deb"):
+            deb.unlink()
+        for record in (self.root / "builds").glob("*.json"):
+            record.unlink()
+        return len(entries)
+
+    # -- what the last build of a config used, so `plan` can say what changed
+    def last_build(self, config_id: str) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self.root / "builds" / f"{config_id}.json").read_text())
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def record_build(self, config_id: str, stages: dict[str, Any]) -> None:
+        _write_json(self.root / "builds" / f"{config_id}.json", stages)
+
+    def _remove_stale_tmp(self) -> None:
+        """Leftovers of killed builds (their process is gone): never read, now removed."""
+        for path in (self.root / "tmp").iterdir():
+            pid = path.name.split("-", 1)[0]
+            if path.name.startswith("removed-") or (pid.isdigit() and not Path(f"/proc/{pid}").exists()):
+                with suppress(OSError):
+                    remove_tree(path) if path.is_dir() else path.unlink()
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=2)
+    os.replace(tmp, path)

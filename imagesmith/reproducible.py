@@ -1,0 +1,83 @@
+"""Build time kept out of the image: SOURCE_DATE_EPOCH, clamped file times, fixed inode times.
+
+The epoch is SOURCE_DATE_EPOCH from the environment when set, else the time of the
+newest package in the image (the newest changelog.Debian.gz, whose time comes from the
+package itself): the same packages give the same epoch. Every program run in the image
+sees it (initramfs-tools, useradd and others honour it). Before the filesystems are
+made, file times later than the epoch are clamped to it, and access times set to the
+modification times; mke2fs runs with E2FSPROGS_FAKE_TIME, and the change times it copies
+from the rootfs (which no program can set) are then set to the epoch with debugfs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from imagesmith.rootfs import inside
+from imagesmith.run import Runner
+
+
+def source_date_epoch(rootfs: Path) -> int:
+    given = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if given.isdigit():
+        return int(given)
+    doc = inside(rootfs, "/usr/share/doc")
+    newest = 0
+    if doc.is_dir():
+        for entry in os.scandir(doc):
+            changelog = Path(entry.path) / "changelog.Debian.gz"
+            try:
+                newest = max(newest, int(changelog.lstat().st_mtime))
+            except OSError:
+                continue
+    return newest or 1
+
+
+def clamp_times(root: Path, epoch: int) -> None:
+    """No file time after ``epoch``; access time = modification time (streamed walk)."""
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                _clamp(entry.path, entry.stat(follow_symlinks=False).st_mtime_ns, epoch)
+    _clamp(str(root), root.lstat().st_mtime_ns, epoch)
+
+
+def _clamp(path: str, mtime_ns: int, epoch: int) -> None:
+    mtime = min(mtime_ns, epoch * 1_000_000_000)
+    os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+
+
+def fixed_time_env(epoch: int) -> dict[str, str]:
+    """For mke2fs/debugfs (the filesystem's own times) and mtools (FAT times in UTC)."""
+    return {"E2FSPROGS_FAKE_TIME": str(epoch), "SOURCE_DATE_EPOCH": str(epoch), "TZ": "UTC"}
+
+
+def fix_ext4_change_times(runner: Runner, image: Path, content: Path, epoch: int) -> None:
+    """Set the change time of every inode made from ``content`` (and the access time of
+    every directory, which mke2fs itself touched) to ``epoch``, with debugfs."""
+    script = image.with_name(image.name + ".times")
+    with open(script, "w", encoding="utf-8") as out:
+        out.write(f"sif / ctime @{epoch}\nsif / atime @{epoch}\n")
+        stack = [content]
+        while stack:
+            directory = stack.pop()
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    rel = "/" + os.path.relpath(entry.path, content)
+                    if '"' in rel or "\n" in rel:
+                        continue
+                    out.write(f'sif "{rel}" ctime @{epoch}\n')
+                    if entry.is_dir(follow_symlinks=False):
+                        # mke2fs reading a directory sets its access time: set it again
+                        out.write(f'sif "{rel}" atime @{epoch}\n')
+                        stack.append(Path(entry.path))
+        out.write(f"sif /lost+found ctime @{epoch}\n")
+    try:
+        runner.run(["debugfs", "-w", "-f", str(script), str(image)], env=fixed_time_env(epoch))
+    finally:
+        script.unlink()
