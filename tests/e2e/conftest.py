@@ -15,6 +15,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def stage_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One stage cache per test worker, empty at its start: every module's first build is
+    cold, and later builds of a module (and the .deb files) reuse what the earlier made."""
+    path = tmp_path_factory.mktemp("xdg-cache")
+    os.environ["XDG_CACHE_HOME"] = str(path)
+    return path / "imagesmith"
+
+
 def imagesmith(*args: str, check: bool = True, timeout: float = 3000) -> subprocess.CompletedProcess[str]:
     """Run the real command line, as a user would."""
     proc = subprocess.run(

@@ -1,0 +1,181 @@
+"""The stage cache on real builds: reuse, invalidation, interruption, two builds at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, imagesmith, needs_root
+
+pytestmark = [pytest.mark.slow, needs_root]
+DATA = Path(__file__).parent / "data" / "cache"
+
+
+def run_build(project: Path, out: Path, cache: Path, *extra: str) -> str:
+    """Build; return what it printed (stage lines go to stderr)."""
+    proc = imagesmith("build", str(project / "image.yaml"), "-o", str(out), "--cache-dir", str(cache), *extra)
+    return proc.stderr
+
+
+def stages_from_cache(log: str) -> set[str]:
+    return set(re.findall(r"^▶ (\w+): from the cache", log, re.M))
+
+
+def stages_run(log: str) -> set[str]:
+    return {m for m in re.findall(r"^▶ (\w+):", log, re.M)} - stages_from_cache(log) - {"artifacts"}
+
+
+def offset(image: Path, index: int) -> tuple[int, int]:
+    table = subprocess.run(
+        ["sfdisk", "--json", str(image)], capture_output=True, text=True, check=True
+    ).stdout
+    part = json.loads(table)["partitiontable"]["partitions"][index]
+    return part["start"] * 512, part["size"] * 512
+
+
+def partition(image: Path, index: int) -> bytes:
+    start, size = offset(image, index)
+    with open(image, "rb") as handle:
+        handle.seek(start)
+        return handle.read(size)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cache-project") / "p"
+    shutil.copytree(DATA, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(project: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """An uninterrupted cold build: (its image, its cache, its log)."""
+    base = tmp_path_factory.mktemp("reference")
+    log = run_build(project, base / "out", base / "cache")
+    return base / "out" / "cached.img", base / "cache", log
+
+
+def test_no_op_rebuild_takes_everything_from_the_cache(
+    project: Path, reference: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    image, cache, cold = reference
+    assert stages_run(cold) == {"bootstrap", "customize", "filesystems", "disk"}
+    plan = imagesmith("plan", str(project / "image.yaml"), "--cache-dir", str(cache)).stdout
+    assert plan.count("come from the cache") == 4
+    start = time.monotonic()
+    log = run_build(project, tmp_path / "out", cache)
+    elapsed = time.monotonic() - start
+    assert stages_run(log) == set() and "disk" in stages_from_cache(log)
+    assert (tmp_path / "out" / "cached.img").read_bytes() == image.read_bytes()
+    assert elapsed < 60, "a no-op rebuild copies the image; it builds nothing"
+
+
+def test_an_overlay_change_reuses_the_bootstrap(
+    project: Path, reference: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    image, cache, _ = reference
+    changed = tmp_path / "p"
+    shutil.copytree(project, changed)
+    (changed / "overlay/etc/cache-test.txt").write_text("second version\n")
+    plan = imagesmith("plan", str(changed / "image.yaml"), "--cache-dir", str(cache)).stdout
+    assert "changed: files[1] overlay" in plan.replace("\n", " ") or "(no earlier build" in plan
+    log = run_build(changed, tmp_path / "out", cache)
+    assert stages_from_cache(log) == {"bootstrap"} and stages_run(log) == {"customize", "filesystems", "disk"}
+    new = tmp_path / "out" / "cached.img"
+    assert partition(new, 0) == partition(image, 0), "the boot partition is the same, byte for byte"
+    assert partition(new, 1) != partition(image, 1)
+    root = f"{new}?offset={offset(new, 1)[0]}"
+    cat = subprocess.run(
+        ["debugfs", "-R", "cat /etc/cache-test.txt", root], capture_output=True, text=True
+    ).stdout
+    assert cat == "second version\n"
+
+
+def test_a_package_change_reruns_the_bootstrap_and_downloads_only_what_is_new(
+    project: Path, reference: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    _, cache, _ = reference
+    debs_before = {p.name for p in (cache / "debs").glob("*.deb")}
+    assert len(debs_before) > 100, "the cold build kept its downloads"
+    log = run_build(project, tmp_path / "out", cache, "--set", "packages=[jq]")
+    assert "bootstrap" in stages_run(log)
+    new = {p.name for p in (cache / "debs").glob("*.deb")} - debs_before
+    assert any(n.startswith("jq_") for n in new) and len(new) <= 5, new
+
+
+def kill_during(project: Path, out: Path, cache: Path, marker: str, delay: float) -> None:
+    """Start a build, SIGKILL it (and everything it started) ``delay`` s after ``marker``."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imagesmith", "build", str(project / "image.yaml"), "-o", str(out),
+         "--cache-dir", str(cache)],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    seen = threading.Event()
+
+    def watch() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if line.startswith(marker):
+                seen.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    assert seen.wait(600), f"the build never reached {marker!r}"
+    time.sleep(delay)
+    assert proc.poll() is None, f"the build ended before it was killed ({marker})"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not list(out.glob("*.img")), "a killed build leaves no image"
+
+
+def test_killed_builds_leave_nothing_a_later_build_trusts(
+    project: Path, reference: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    image, _, _ = reference
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    for marker, delay in (
+        ("▶ bootstrap", 8),
+        ("▶ customize", 4),
+        ("▶ filesystems", 1),
+        ("▶ disk", 0.5),
+    ):
+        kill_during(project, out, cache, marker, delay)
+        for entry in (cache / "entries").iterdir():
+            assert (entry / "meta.json").is_file(), f"{entry.name} is in place only when complete"
+    run_build(project, out, cache)
+    assert (out / "cached.img").read_bytes() == image.read_bytes(), "same image as the uninterrupted build"
+    assert [p.name for p in (cache / "tmp").iterdir() if not p.name.startswith(str(os.getpid()))] == []
+    assert not list(out.glob(".imagesmith-work-*")), "the killed builds' work directories are gone"
+
+
+def test_two_builds_at_once_make_each_stage_once(
+    project: Path, reference: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    image, _, _ = reference
+    cache = tmp_path / "cache"
+    logs: dict[int, str] = {}
+
+    def one(number: int) -> None:
+        logs[number] = run_build(project, tmp_path / f"out{number}", cache)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(logs) == 2
+    assert sum("bootstrap" in stages_run(log) for log in logs.values()) == 1, (
+        "one bootstraps, one waits and reuses"
+    )
+    for number in (1, 2):
+        assert (tmp_path / f"out{number}" / "cached.img").read_bytes() == image.read_bytes()

@@ -1,0 +1,93 @@
+"""The stage cache: atomic commits, locks, listing, pruning, clearing."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from imagesmith.cache import Cache
+
+
+def test_commit_is_atomic_and_a_failed_make_leaves_nothing(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "c")
+
+    def broken(directory: Path) -> None:
+        (directory / "half").write_text("half-made")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        cache.commit("bootstrap", "k1", broken)
+    assert cache.lookup("bootstrap", "k1") is None
+    assert list((tmp_path / "c" / "tmp").iterdir()) == []
+    entry = cache.commit("bootstrap", "k1", lambda d: (d / "rootfs").mkdir(), {"inputs": {"a": "1"}})
+    assert entry.meta["inputs"] == {"a": "1"} and (entry.path / "rootfs").is_dir()
+    assert cache.lookup("bootstrap", "k1") is not None
+
+
+def test_an_entry_without_its_meta_is_never_used(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    (tmp_path / "entries" / "disk-k2").mkdir()
+    assert cache.lookup("disk", "k2") is None
+
+
+def test_leftovers_of_a_killed_build_are_removed(tmp_path: Path) -> None:
+    Cache(tmp_path)
+    dead = tmp_path / "tmp" / "999999999-bootstrap-x"
+    dead.mkdir()
+    alive = tmp_path / "tmp" / f"{os.getpid()}-bootstrap-y"
+    alive.mkdir()
+    Cache(tmp_path)
+    assert not dead.exists() and alive.exists()
+
+
+def test_one_key_is_made_once_by_two_builds(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    made: list[int] = []
+
+    def build(number: int) -> None:
+        with cache.lock("customize", "k"):
+            if cache.lookup("customize", "k") is None:
+                time.sleep(0.3)
+                made.append(number)
+                cache.commit("customize", "k", lambda d: (d / "x").write_text(str(number)))
+
+    threads = [threading.Thread(target=build, args=(n,)) for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 1
+    entry = cache.lookup("customize", "k")
+    assert entry is not None and (entry.path / "x").read_text() == str(made[0])
+
+
+def test_list_prune_and_clear(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    for number in range(4):
+        entry = cache.commit("bootstrap", f"k{number}", lambda d: (d / "f").write_bytes(b"x" * 100_000))
+        entry.meta["last_used"] = 1000 + number
+        (entry.path / "meta.json").write_text(json.dumps(entry.meta))
+    cache.commit("disk", "d1", lambda d: (d / "f").write_bytes(b"y"))
+    cache.touch(cache.lookup("disk", "d1"), "/p/image.yaml")  # type: ignore[arg-type]
+    assert cache.lookup("disk", "d1").meta["configs"] == ["/p/image.yaml"]  # type: ignore[union-attr]
+    removed = cache.prune(keep_last=2)
+    assert sorted(e.key for e in removed) == ["k0", "k1"]
+    assert sorted(e.key for e in cache.entries()) == ["d1", "k2", "k3"]
+    (cache.debs / "a.deb").write_bytes(b"z" * 50_000)
+    cache.prune(max_size=150_000)
+    assert "k2" not in {e.key for e in cache.entries()}  # least recently used goes first
+    count = len(cache.entries())
+    assert count > 0 and cache.clear() == count
+    assert cache.entries() == [] and list(cache.debs.iterdir()) == []
+
+
+def test_salt_is_private_and_stable(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    salt = cache.salt
+    assert len(salt) == 32 and Cache(tmp_path).salt == salt
+    assert (tmp_path / "salt").stat().st_mode & 0o077 == 0

@@ -1,0 +1,86 @@
+"""Stage keys: each input changes exactly the keys it should."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from imagesmith import plan
+from imagesmith.config.load import load_spec
+
+Write = Callable[[str, str], Path]
+TOOLS = {"mmdebstrap": "1.5", "e2fsprogs": "1.47", "dosfstools": "4.2", "mtools": "4", "fdisk": "2.38"}
+BASE = "name: x\ndevice: qemu-amd64\nlayers: [base]\nfiles: [{source: overlay/, target: /}]\n"
+
+
+def keys(path: Path, tools: dict[str, str] = TOOLS, salt: bytes = b"s", **load: object) -> dict[str, str]:
+    return {p.name: p.key for p in plan.stages(load_spec(path, **load), salt, tools)}  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def project(write: Write) -> Path:
+    write("overlay/etc/motd", "hello\n")
+    return write("img.yaml", BASE)
+
+
+def differs(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    return [stage for stage in plan.STAGES if before[stage] != after[stage]]
+
+
+def test_same_inputs_same_keys(project: Path) -> None:
+    assert keys(project) == keys(project)
+
+
+def test_an_overlay_file_changes_customize_and_what_follows(project: Path) -> None:
+    before = keys(project)
+    (project.parent / "overlay/etc/motd").write_text("changed\n")
+    assert differs(before, keys(project)) == ["customize", "filesystems", "disk"]
+    before = keys(project)
+    (project.parent / "overlay/etc/motd").chmod(0o600)
+    assert differs(before, keys(project)) == ["customize", "filesystems", "disk"]
+
+
+@pytest.mark.parametrize(
+    ("line", "changed"),
+    [
+        ("packages: [jq]\n", ["bootstrap", "customize", "filesystems", "disk"]),
+        ("distribution: {suite: bookworm}\n", ["bootstrap", "customize", "filesystems", "disk"]),
+        ("hostname: other\n", ["customize", "filesystems", "disk"]),
+        ("services: {disable: [e2scrub_reap.service]}\n", ["customize", "filesystems", "disk"]),
+        ("signing_key: img.yaml\n", []),  # signs the outputs; the image is the same
+    ],
+)
+def test_each_input_changes_its_stages(project: Path, line: str, changed: list[str]) -> None:
+    before = keys(project)
+    project.write_text(BASE + line)
+    assert differs(before, keys(project)) == changed
+
+
+def test_tool_versions_change_the_stages_that_call_them(project: Path) -> None:
+    before = keys(project)
+    assert differs(before, keys(project, {**TOOLS, "e2fsprogs": "1.48"})) == ["filesystems", "disk"]
+    assert differs(before, keys(project, {**TOOLS, "mmdebstrap": "1.6"})) == list(plan.STAGES)
+    assert differs(before, keys(project, {**TOOLS, "fdisk": "2.40"})) == ["disk"]
+
+
+def test_secrets_enter_keys_only_through_the_salt(write: Write, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HASH", "$6$a$b")
+    path = write("img.yaml", "name: x\ndevice: qemu-amd64\nusers: [{name: ops, password_hash: !env HASH}]\n")
+    first = keys(path)
+    assert keys(path, salt=b"other")["customize"] != first["customize"]
+    monkeypatch.setenv("HASH", "$6$a$c")
+    assert keys(path)["customize"] != first["customize"]
+    stages = plan.stages(load_spec(path), b"s", TOOLS)
+    assert "$6$a$c" not in str(stages[1].inputs)
+
+
+def test_changed_inputs_are_named(project: Path) -> None:
+    spec = load_spec(project)
+    before = plan.stages(spec, b"s", TOOLS)[1].inputs
+    (project.parent / "overlay/etc/motd").write_text("changed\n")
+    after = plan.stages(load_spec(project), b"s", TOOLS)[1].inputs
+    changed = plan.changed_inputs(after, before)
+    assert len(changed) == 1 and changed[0].startswith("files[1]") and changed[0].endswith("overlay")
+    assert plan.changed_inputs(after, {}) == ["(no earlier build of this config)"]
