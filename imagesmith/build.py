@@ -243,22 +243,29 @@ def produce(ctx: Context, stages: Stages, image: Path) -> tuple[Inventory, DiskO
     with stages.lock("disk"):
         disk_entry, inv_entry = stages.cached("disk"), stages.cached("customize")
         if disk_entry is not None and inv_entry is not None:
-            with runner.stage("disk", "from the cache"):
-                found = Inventory.load(inv_entry.path / "inventory.json")
-                copy_file(disk_entry.path / "disk.img", image)
-                artifacts.remember(image, disk_entry.meta["sha256"])
-                bmap, spdx, cdx = (work / n for n in _copy_small(disk_entry.path, work))
-                made = DiskOutputs(bmap, spdx, cdx, str(disk_entry.meta["created"]))
-                stages.used(disk_entry)
-                stages.used(inv_entry)
-            return found, made
+            with stages.lock("filesystems"):
+                fs_entry = stages.cached("filesystems")
+                if fs_entry is not None:
+                    with runner.stage("disk", "from the cache"):
+                        # the image is put together again from the cached partitions (the same
+                        # bytes: sfdisk and the copy are deterministic); the cache keeps no image
+                        for item in json.loads((fs_entry.path / "partitions.json").read_text()):
+                            source = fs_entry.path / item.pop("file")
+                            ctx.partitions.append(PartitionImage(path=source, **item))
+                        disk.run(ctx, image)
+                        artifacts.remember(image, disk_entry.meta["sha256"])
+                        found = Inventory.load(inv_entry.path / "inventory.json")
+                        bmap, spdx, cdx = (work / n for n in _copy_small(disk_entry.path, work))
+                        made = DiskOutputs(bmap, spdx, cdx, str(disk_entry.meta["created"]))
+                        for entry in (disk_entry, fs_entry, inv_entry):
+                            stages.used(entry)
+                    return found, made
         found = partitions(ctx, stages)
         with runner.stage("disk", f"{spec.layout.table} partition table → {image.name}"):
             disk.run(ctx, image)
             made = describe(ctx, image, found, work)
 
             def keep(entry: Path) -> None:
-                copy_file(image, entry / "disk.img")
                 for path in (made.bmap, made.spdx, made.cdx):
                     shutil.copyfile(path, entry / path.name)
 
