@@ -173,9 +173,10 @@ class Stages:
             return None
         return self.cache.lookup(stage, self.plans[stage].key)
 
-    def commit(self, stage: str, make: Callable[[Path], None]) -> None:
+    def commit(self, stage: str, make: Callable[[Path], None], **meta: str) -> None:
         if self.cache is not None:
-            self.cache.commit(stage, self.plans[stage].key, make, {"inputs": self.plans[stage].inputs})
+            info = {"inputs": self.plans[stage].inputs, **meta}
+            self.cache.commit(stage, self.plans[stage].key, make, info)
 
     def used(self, entry: Entry) -> None:
         if self.cache is not None:
@@ -269,17 +270,7 @@ def produce(ctx: Context, stages: Stages, image: Path) -> tuple[Inventory, DiskO
                 for path in (made.bmap, made.spdx, made.cdx):
                     shutil.copyfile(path, entry / path.name)
 
-            if stages.cache is not None:
-                stages.cache.commit(
-                    "disk",
-                    stages.plans["disk"].key,
-                    keep,
-                    {
-                        "inputs": stages.plans["disk"].inputs,
-                        "sha256": artifacts.sha256(image),
-                        "created": made.created,
-                    },
-                )
+            stages.commit("disk", keep, sha256=artifacts.sha256(image), created=made.created)
     return found, made
 
 

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from imagesmith import __version__
+from imagesmith import __version__, plan
 from imagesmith.config import catalog
 from imagesmith.config.load import SECRET, Spec, load_spec
 from imagesmith.config.model import Device
@@ -102,9 +102,6 @@ def spec_options(func: F) -> F:
     return layers_option(func)
 
 
-STAGES = ["bootstrap", "customize", "filesystems", "disk"]  # plan.STAGES, without importing it
-
-
 def default_cache_dir() -> Path:
     from imagesmith.cache import default_dir
 
@@ -148,7 +145,7 @@ def main() -> None:
 @click.option("--no-cache", is_flag=True, help="Run every stage; read and write no cache.")
 @click.option(
     "--rebuild-from",
-    type=click.Choice(STAGES),
+    type=click.Choice(plan.STAGES),
     help="Run this stage and every later one even if the cache has them.",
 )
 @cache_option
@@ -179,7 +176,6 @@ def build(
             f"({spec.device.arch}), layout {spec.layout.layout}, from {spec.config_path}"
         )
         runner.log(f"layers: {', '.join(ref.name for ref in spec.layers)}")
-        from imagesmith import plan
         from imagesmith.cache import Cache
 
         store = None if no_cache else Cache(cache_dir or default_cache_dir())
@@ -239,7 +235,7 @@ def plan_command(
     variant: str | None,
 ) -> None:
     """Show each stage of a build of CONFIG: from the cache, or run, and why."""
-    from imagesmith import manifest, plan
+    from imagesmith import manifest
     from imagesmith.cache import Cache
 
     spec = load(config, layers, sets, variant)
