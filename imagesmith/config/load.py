@@ -78,7 +78,7 @@ def _expand_includes(doc: Node, stack: tuple[Path, ...] = ()) -> Node:
             raise config_error(
                 f"files include each other in a cycle: {chain}", item.location, "remove one of the includes"
             )
-        included = load_yaml(path)
+        included = load_yaml(path, named_at=item.location)
         if included.get("layer") is not None:
             raise config_error(
                 f"{path.name} is a layer: list it under `layers:`",

@@ -136,8 +136,11 @@ def _to_node(data: Any, loc: Location, path: Path) -> Node:
     )
 
 
-def load_yaml(path: Path) -> Node:
-    """Read one YAML file into a Node tree; every problem becomes a located error."""
+def load_yaml(path: Path, named_at: Location | None = None) -> Node:
+    """Read one YAML file into a Node tree; every problem becomes a located error.
+
+    ``named_at`` is where another file names this one (an `includes:` entry): a file that
+    is not a map of settings at all (say, a key file) is reported there."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -167,6 +170,12 @@ def load_yaml(path: Path) -> Node:
     if data is None:
         return Node({}, root)
     if not isinstance(data, CommentedMap):
+        if named_at is not None:
+            raise config_error(
+                f"{path.name} is not a config file: it holds a {type(data).__name__}, not a map of settings",
+                named_at,
+                "includes: takes YAML config fragments such as common.yaml",
+            )
         raise config_error(
             f"the file must be a map of settings, not a {type(data).__name__}",
             root,

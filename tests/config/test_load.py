@@ -220,3 +220,9 @@ def test_layer_paths_in_the_config(write: Write, tmp_path: Path) -> None:
     assert spec.layers[0].path == tmp_path / "shared/layers/extra.yaml" and "strace" in spec.config.packages
     exc = error_of(write("proj/bad.yaml", "name: x\ndevice: pi4\nlayer_paths: [nowhere]\n"))
     assert "layer directory not found" in exc.message and where(exc) == ("bad.yaml", 3, 15)
+
+
+def test_including_a_file_that_is_not_a_config_is_reported_at_the_include(write: Write) -> None:
+    write("keys/admin.pub", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPq3l4me test\n")
+    exc = error_of(write("img.yaml", "name: x\ndevice: pi4\nincludes: [keys/admin.pub]\n"))
+    assert "admin.pub is not a config file" in exc.message and where(exc) == ("img.yaml", 3, 12)
