@@ -89,12 +89,13 @@ def audit(
     found: Inventory,
     made: DiskOutputs,
     signing_key: Path | None,
+    tools: dict[str, str],
 ) -> list[Path]:
     """The SBOMs (made with the image), manifest, checksums and signature; every file to
     publish, SHA256SUMS last."""
     spec, work = ctx.spec, ctx.work
     files = [image, made.bmap, made.spdx, made.cdx]
-    data = manifest.build_manifest(spec, found.packages, table, files, found.roots, made.created)
+    data = manifest.build_manifest(spec, found.packages, table, files, found.roots, made.created, tools)
     manifest.write(data, work / manifest.NAME)
     files.append(work / manifest.NAME)
     sums = work / artifacts.SUMS
@@ -221,7 +222,8 @@ def build(
     remove_stale_work(output)
     work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=output))
     name = spec.config.name
-    plans = plan.stages(spec, cache.salt if cache else b"", manifest.host_tools())
+    tools = manifest.host_tools()
+    plans = plan.stages(spec, cache.salt if cache else b"", tools)
     try:
         ctx = Context(spec=spec, runner=runner, work=work, debs=cache.debs if cache else None)
         stages = Stages(ctx, cache, plans, rebuild_from)
@@ -229,7 +231,7 @@ def build(
         found, made = produce(ctx, stages, image)
         table = disk.read_table(ctx, image)
         with runner.stage("artifacts", "manifest, checksums" + (", signature" if key else "")):
-            *files, sums = audit(ctx, image, table, found, made, key)
+            *files, sums = audit(ctx, image, table, found, made, key, tools)
             outputs = publish(files, sums, output)
         if cache is not None:
             cache.record_build(config_id, {p.name: {"key": p.key, "inputs": p.inputs} for p in plans})

@@ -136,16 +136,24 @@ def _split(text: str, separator: str) -> list[str]:
     return [part for part in re.split(separator, text, flags=re.IGNORECASE) if part.strip()]
 
 
+def parse(synopsis: str) -> list[list[list[str]]]:
+    """A synopsis as groups (closed by ", and"/", or") of AND-ed terms of OR-ed names."""
+    groups = []
+    for group in _split(" ".join(synopsis.split()), r",\s*(?=(?:and|or)\s)"):
+        group = re.sub(r"^(and|or)\s+", "", group.strip(), flags=re.IGNORECASE)
+        terms = [[n.strip() for n in _split(term, r"\s+or\s+")] for term in _split(group, r"\s+and\s+")]
+        groups.append(terms)
+    return groups
+
+
 @cache
 def expression(synopsis: str) -> str:
     """A DEP-5 licence synopsis → an SPDX licence expression (validated)."""
-    synopsis = " ".join(synopsis.split())
     groups = []
-    for group in _split(synopsis, r",\s*(?=(?:and|or)\s)"):  # ", and" closes what came before
-        group = re.sub(r"^(and|or)\s+", "", group.strip(), flags=re.IGNORECASE)
+    for terms in parse(synopsis):
         ands = []
-        for conjunct in _split(group, r"\s+and\s+"):
-            ors = [identifier(name) for name in _split(conjunct, r"\s+or\s+")]
+        for names in terms:
+            ors = [identifier(name) for name in names]
             ands.append(ors[0] if len(ors) == 1 else "(" + " OR ".join(ors) + ")")
         groups.append(" AND ".join(ands))
     joiner = " AND " if re.search(r",\s*and\s", synopsis, re.IGNORECASE) else " OR "
@@ -193,7 +201,7 @@ def from_copyright(text: str | None) -> PackageLicense:
         expr = expression(lic.synopsis)
         if expr not in parts:
             parts.append(expr)
-        for name in _names(lic.synopsis):
+        for name in (n for terms in parse(lic.synopsis) for names in terms for n in names):
             if identifier(name).startswith("LicenseRef-"):
                 refs[ref(name)] = lic.text or texts.get(name.lower(), "")
         if expr.startswith("LicenseRef-") and " " not in expr and expr not in refs:
@@ -205,12 +213,3 @@ def from_copyright(text: str | None) -> PackageLicense:
     used = {r: (t.strip() or "(no text in the package's copyright file)") for r, t in refs.items()}
     used = {r: t for r, t in used.items() if r in declared}
     return PackageLicense(declared, used, True)
-
-
-def _names(synopsis: str) -> list[str]:
-    names: list[str] = []
-    for group in _split(" ".join(synopsis.split()), r",\s*(?=(?:and|or)\s)"):
-        group = re.sub(r"^(and|or)\s+", "", group.strip(), flags=re.IGNORECASE)
-        for conjunct in _split(group, r"\s+and\s+"):
-            names.extend(n.strip() for n in _split(conjunct, r"\s+or\s+"))
-    return names

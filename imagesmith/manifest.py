@@ -18,7 +18,7 @@ from imagesmith import __version__
 from imagesmith.config.load import Spec
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 from imagesmith.inventory import Package
-from imagesmith.stages.artifacts import sha256
+from imagesmith.stages.artifacts import output_file, sha256
 
 NAME = "manifest.json"
 FORMAT = 1
@@ -104,6 +104,7 @@ def build_manifest(
     outputs: list[Path],
     roots: dict[str, str],
     created: str,
+    tools: dict[str, str],
 ) -> dict[str, Any]:
     from imagesmith import ids
 
@@ -133,7 +134,7 @@ def build_manifest(
         },
         "partitions": partitions(spec, table, fs_ids),
         "outputs": [{"file": p.name, "sha256": sha256(p), "size": p.stat().st_size} for p in outputs],
-        "host_tools": host_tools(),
+        "host_tools": tools,
     }
 
 
@@ -145,13 +146,7 @@ def write(data: dict[str, Any], target: Path) -> None:
 
 def read(outdir: Path) -> dict[str, Any]:
     """The manifest of a build's output directory, or a clear error."""
-    path = outdir / NAME
-    if not path.is_file():
-        raise ImagesmithError(
-            f"no {NAME} in {outdir}",
-            hint="give the output directory of an imagesmith build (e.g. out/minimal)",
-            exit_code=EXIT_CONFIG,
-        )
+    path = output_file(outdir, NAME)
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

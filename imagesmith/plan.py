@@ -80,24 +80,17 @@ class StagePlan:
     changed: list[str] = field(default_factory=list)  # inputs that differ from the last build
 
 
-def _config_with_hidden_secrets(spec: Spec, salt: bytes) -> dict[str, Any]:
-    data: dict[str, Any] = spec.config.model_dump(mode="json", by_alias=True)
-    for path in spec.tree.secrets():
-        holder: Any = data
-        for part in path[:-1]:
-            holder = holder[part]
-        value = json.dumps(holder[path[-1]], default=str).encode()
-        holder[path[-1]] = "hmac:" + hmac.new(salt, value, hashlib.sha256).hexdigest()
-    return data
-
-
 def stages(spec: Spec, salt: bytes, tool_versions: dict[str, str]) -> list[StagePlan]:
     """The stages with their inputs and keys (cache state is filled in by the caller)."""
     from imagesmith.manifest import portable
     from imagesmith.stages import bootstrap as boot
     from imagesmith.stages import deferred, tools
 
-    config = _config_with_hidden_secrets(spec, salt)
+    def hidden(value: Any) -> str:
+        encoded = json.dumps(value, default=str).encode()
+        return "hmac:" + hmac.new(salt, encoded, hashlib.sha256).hexdigest()
+
+    config = spec.masked(hidden)
     plans: list[StagePlan] = []
 
     def common(stage: str) -> dict[str, str]:

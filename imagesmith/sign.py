@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
-from imagesmith.stages.artifacts import SUMS, sha256
+from imagesmith.stages.artifacts import SUMS, output_file, sha256
 
 SIG = "SHA256SUMS.sig"
 PASSPHRASE_ENV = "IMAGESMITH_SIGNING_KEY_PASSPHRASE"
@@ -96,13 +96,7 @@ def verify(outdir: Path, public_key: Path | None) -> Report:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     report = Report()
-    sums = outdir / SUMS
-    if not sums.is_file():
-        raise ImagesmithError(
-            f"no {SUMS} in {outdir}",
-            hint="give the output directory of an imagesmith build",
-            exit_code=EXIT_CONFIG,
-        )
+    sums = output_file(outdir, SUMS)
     for number, line in enumerate(sums.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         match = re.fullmatch(r"([0-9a-f]{64}) [ *](\S.*)", line)
         if not match:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,14 +37,15 @@ class Spec:
     def locate(self, *path: str | int) -> Location:
         return self.tree.locate(tuple(path))
 
-    def masked(self) -> dict[str, Any]:
-        """The merged config for people and outputs: every secret value is <secret>."""
+    def masked(self, hide: Callable[[Any], Any] = lambda _value: SECRET) -> dict[str, Any]:
+        """The merged config for people and outputs: every secret value replaced by
+        ``hide(value)`` (by default <secret>)."""
         data: dict[str, Any] = self.config.model_dump(mode="json", by_alias=True)
         for path in self.tree.secrets():
             holder: Any = data
             for part in path[:-1]:
                 holder = holder[part]
-            holder[path[-1]] = SECRET
+            holder[path[-1]] = hide(holder[path[-1]])
         return data
 
 

@@ -7,6 +7,7 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 from imagesmith.stages.context import Context
 
 SUMS = "SHA256SUMS"
@@ -51,3 +52,15 @@ def checksums(files: list[Path], target: Path) -> None:
     """SHA256SUMS in the format `sha256sum -c` reads."""
     lines = [f"{sha256(path)}  {path.name}\n" for path in sorted(files, key=lambda p: p.name)]
     target.write_text("".join(lines), encoding="utf-8")
+
+
+def output_file(outdir: Path, name: str) -> Path:
+    """A file of a build's output directory, or a clear error when it is not there."""
+    path = outdir / name
+    if not path.is_file():
+        raise ImagesmithError(
+            f"no {name} in {outdir}",
+            hint="give the output directory of an imagesmith build (e.g. out/minimal)",
+            exit_code=EXIT_CONFIG,
+        )
+    return path
