@@ -88,7 +88,7 @@ def _secret(data: TaggedScalar, loc: Location, path: Path) -> Node:
             )
         return Node(os.environ[name], loc, secret=True)
     if tag == "!file":
-        source = Path(name).expanduser()
+        source = user_path(name, loc)
         source = source if source.is_absolute() else path.parent / source
         try:
             text = source.read_text(encoding="utf-8")
@@ -100,6 +100,18 @@ def _secret(data: TaggedScalar, loc: Location, path: Path) -> Node:
             ) from None
         return Node(text.removesuffix("\n"), loc, secret=True)
     raise config_error(f"unknown tag {tag}", loc, "imagesmith knows !env NAME and !file path")
+
+
+def user_path(text: str, where: Location) -> Path:
+    """``text`` as a path, with ``~`` and ``~user`` expanded (a located error if they cannot be)."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise config_error(
+            f"cannot expand {text.split('/')[0]!r}: no such user",
+            where,
+            "write the path without ~, or as ~/… for your own home directory",
+        ) from None
 
 
 def _to_node(data: Any, loc: Location, path: Path) -> Node:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imagesmith.config.nodes import Node
+from imagesmith.config.nodes import Node, user_path
 from imagesmith.errors import Location, config_error
 
 SSH_KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
@@ -13,7 +13,7 @@ SSH_KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
 def resolve_path(node: Node, base: Path, what: str, must_be_file: bool = False) -> None:
     if not isinstance(node.value, str):
         return  # a wrong type is reported by validation with its location
-    path = Path(node.value).expanduser()
+    path = user_path(node.value, node.location)
     path = path if path.is_absolute() else base / path
     if not path.exists():
         raise config_error(

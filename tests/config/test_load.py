@@ -226,3 +226,11 @@ def test_including_a_file_that_is_not_a_config_is_reported_at_the_include(write:
     write("keys/admin.pub", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPq3l4me test\n")
     exc = error_of(write("img.yaml", "name: x\ndevice: pi4\nincludes: [keys/admin.pub]\n"))
     assert "admin.pub is not a config file" in exc.message and where(exc) == ("img.yaml", 3, 12)
+
+
+def test_a_path_naming_an_unknown_users_home_is_a_located_error(write: Write) -> None:
+    path = write("a.yaml", "name: a\ndevice: pi4\nincludes: ['~no-such-user-0/x.yaml']\n")
+    with pytest.raises(ImagesmithError) as caught:
+        load_spec(path)
+    assert str(caught.value).startswith(f"{path}:3:")
+    assert "no such user" in str(caught.value)
