@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from imagesmith import host, inventory, manifest, plan, reproducible, sbom, sign
+from imagesmith import host, inventory, lock, manifest, plan, reproducible, sbom, sign
 from imagesmith.cache import Cache, Entry
 from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError
@@ -53,10 +53,10 @@ def check_host(spec: Spec) -> None:
             f"missing host tools from: {', '.join(missing)}",
             hint=f"sudo apt-get install {' '.join(missing)}   (or run ./dev build, which installs them)",
         )
-    if os.geteuid() != 0:
+    if os.geteuid() != 0:  # the command line runs builds of ordinary users in a user namespace
         raise ImagesmithError(
-            "building an image needs root for now (mmdebstrap --mode=root)",
-            hint="run it with sudo",
+            "a build runs as root or as root of a user namespace",
+            hint="run it through the imagesmith command, which enters a user namespace by itself",
         )
     host.require_arch(spec.device.arch)
 
@@ -212,7 +212,11 @@ def build(
     cache: Cache | None = None,
     rebuild_from: str | None = None,
     config_id: str = "",
+    lock_file: Path | None = None,
+    update_lock: bool = False,
 ) -> Result:
+    """Build ``spec`` into ``output``; with ``lock_file``, from the locked packages
+    (``update_lock``: lock again first)."""
     customize.check_spec(spec)
     check_host(spec)
     key = signing_key or (Path(spec.config.signing_key) if spec.config.signing_key else None)
@@ -223,10 +227,16 @@ def build(
     work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=output))
     name = spec.config.name
     tools = manifest.host_tools()
-    plans = plan.stages(spec, cache.salt if cache else b"", tools)
     try:
         ctx = Context(spec=spec, runner=runner, work=work, debs=cache.debs if cache else None)
+        if lock_file is not None and update_lock:
+            ctx.lock = relock(ctx, cache, tools, lock_file)
+        elif lock_file is not None and lock_file.exists():
+            ctx.lock = use_lock(spec, runner, lock_file)
+        plans = plan.stages(spec, cache.salt if cache else b"", tools, ctx.lock)
         stages = Stages(ctx, cache, plans, rebuild_from)
+        if ctx.rootfs.is_dir() and stages.cached("bootstrap") is None:  # made by the re-lock
+            stages.commit("bootstrap", lambda entry: keep_bootstrap(ctx, entry))
         image = work / f"{name}.img"
         found, made = produce(ctx, stages, image)
         table = disk.read_table(ctx, image)
@@ -325,30 +335,104 @@ def partitions(ctx: Context, stages: Stages) -> Inventory:
     return found
 
 
+def use_lock(spec: Spec, runner: Runner, lock_file: Path) -> lock.Lock:
+    """The lock, checked against the config; its SOURCE_DATE_EPOCH for every program run."""
+    found = lock.read(lock_file)
+    for note in lock.check_spec(found, spec, bootstrap.packages(spec)):
+        runner.info(f"[yellow]note:[/yellow] {note}")
+    given = os.environ.get("SOURCE_DATE_EPOCH")
+    if given and given != str(found.source_date_epoch):
+        runner.info(f"[yellow]note:[/yellow] SOURCE_DATE_EPOCH={given} from the environment, not the lock's")
+    else:
+        os.environ["SOURCE_DATE_EPOCH"] = str(found.source_date_epoch)
+    runner.info(f"using {lock_file.name}: {len(found.packages)} locked packages")
+    return found
+
+
+def relock(ctx: Context, cache: Cache | None, tools: dict[str, str], lock_file: Path) -> lock.Lock:
+    """Bootstrap afresh (never from the cache: a lock says what the mirror gives now) and
+    write the lock of what was installed. The rootfs stays in the work directory."""
+    spec = ctx.spec
+    plans = plan.stages(spec, cache.salt if cache else b"", tools)
+    rootfs(ctx, Stages(ctx, cache, plans, "bootstrap"))
+    epoch = reproducible.source_date_epoch(ctx.rootfs)
+    made = lock.make(spec, bootstrap.packages(spec), list(installed_debs(ctx)), lock.read_deb_hashes(
+        ctx.work / lock.DEB_HASHES), epoch)  # fmt: skip
+    old = lock.read(lock_file) if lock_file.exists() else None
+    lock.write(made, lock_file)
+    made.path = lock_file
+    changes = "unchanged" if old is not None and old.digest_input() == made.digest_input() else "written"
+    ctx.runner.info(f"{lock_file}: {len(made.packages)} packages, SOURCE_DATE_EPOCH {epoch} ({changes})")
+    if "SOURCE_DATE_EPOCH" not in os.environ:
+        os.environ["SOURCE_DATE_EPOCH"] = str(epoch)
+    return made
+
+
+def lock_only(spec: Spec, runner: Runner, cache: Cache | None, lock_file: Path) -> lock.Lock:
+    """`imagesmith lock`: the bootstrap, the lock file, and the bootstrap kept in the
+    cache under the locked key (so the next locked build starts from it)."""
+    customize.check_spec(spec)
+    check_host(spec)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-lock-", dir=cache.root / "tmp" if cache else None))
+    try:
+        ctx = Context(spec=spec, runner=runner, work=scratch, debs=cache.debs if cache else None)
+        tools = manifest.host_tools()
+        made = relock(ctx, cache, tools, lock_file)
+        if cache is not None:
+            stages = Stages(ctx, cache, plan.stages(spec, cache.salt, tools, made), None)
+            if stages.cached("bootstrap") is None:
+                stages.commit("bootstrap", lambda entry: keep_bootstrap(ctx, entry))
+        return made
+    finally:
+        remove_tree(scratch)
+
+
 def rootfs(ctx: Context, stages: Stages) -> None:
     """The bootstrapped rootfs (and tools tree) in the work directory."""
     runner, spec, work = ctx.runner, ctx.spec, ctx.work
+    if ctx.rootfs.is_dir():  # already made in this build (by a re-lock)
+        return
     with stages.lock("bootstrap"):
         entry = stages.cached("bootstrap")
         if entry is not None:
             with runner.stage("bootstrap", "from the cache"):
                 copy_tree(runner, entry.path / "rootfs", ctx.rootfs)
                 copy_tree(runner, entry.path / COPYRIGHTS, work / COPYRIGHTS)
+                shutil.copyfile(entry.path / lock.DEB_HASHES, work / lock.DEB_HASHES)
                 if (entry.path / "tools").is_dir():
                     copy_tree(runner, entry.path / "tools", work / "tools")
                     ctx.tools_tree = work / "tools"
                 stages.used(entry)
             return
         dist = spec.config.distribution
+        if ctx.lock is not None:
+            with runner.stage("lock", f"the mirror still has the {len(ctx.lock.packages)} locked versions"):
+                lock.check_available(ctx.lock, spec)
         with runner.stage("bootstrap", f"{dist.name} {dist.suite} {spec.device.arch} with mmdebstrap"):
             bootstrap.run(ctx)
+            if ctx.lock is not None:
+                lock.check_installed(ctx.lock, installed_debs(ctx), spec.config_path)
             # kept now: a script that strips /usr/share/doc must not cost the SBOM its licences
             inventory.keep_copyrights(ctx.rootfs, work / COPYRIGHTS)
 
-            def keep(entry: Path) -> None:
-                copy_tree(runner, ctx.rootfs, entry / "rootfs")
-                copy_tree(runner, work / COPYRIGHTS, entry / COPYRIGHTS)
-                if ctx.tools_tree is not None:
-                    copy_tree(runner, ctx.tools_tree, entry / "tools")
+            stages.commit("bootstrap", lambda entry: keep_bootstrap(ctx, entry))
 
-            stages.commit("bootstrap", keep)
+
+def keep_bootstrap(ctx: Context, entry: Path) -> None:
+    """A bootstrap's cache entry: the rootfs, its copyright files, the tools tree, and the
+    sha256 of the .deb files it was made from."""
+    copy_tree(ctx.runner, ctx.rootfs, entry / "rootfs")
+    copy_tree(ctx.runner, ctx.work / COPYRIGHTS, entry / COPYRIGHTS)
+    shutil.copyfile(ctx.work / lock.DEB_HASHES, entry / lock.DEB_HASHES)
+    if ctx.tools_tree is not None:
+        copy_tree(ctx.runner, ctx.tools_tree, entry / "tools")
+
+
+def installed_debs(ctx: Context) -> dict[tuple[str, str, str], str]:
+    """(name, version, arch) → sha256 of the .deb, for every package dpkg installed."""
+    hashes = lock.read_deb_hashes(ctx.work / lock.DEB_HASHES)
+    found = {}
+    for package in inventory.read_status(ctx.rootfs):
+        key = (package.name, package.version, package.arch)
+        found[key] = hashes.get(key, "")
+    return found

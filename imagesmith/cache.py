@@ -57,8 +57,10 @@ class Entry:
 
 
 class Cache:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, debs: Path | None = None) -> None:
+        """A cache in ``root``; ``debs``: take .deb files from another cache's store."""
         self.root = root
+        self._debs = debs or root / "debs"
         try:
             for sub in ("entries", "tmp", "locks", "debs", "builds"):
                 (root / sub).mkdir(parents=True, exist_ok=True)
@@ -85,7 +87,7 @@ class Cache:
 
     @property
     def debs(self) -> Path:
-        return self.root / "debs"
+        return self._debs
 
     def _path(self, stage: str, key: str) -> Path:
         return self.root / "entries" / f"{stage}-{key}"

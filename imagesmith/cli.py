@@ -22,7 +22,7 @@ from imagesmith.config import catalog
 from imagesmith.config.load import SECRET, Spec, load_spec
 from imagesmith.config.model import Device
 from imagesmith.config.nodes import load_yaml
-from imagesmith.errors import EXIT_FAILURE, ImagesmithError, Location
+from imagesmith.errors import EXIT_CONFIG, EXIT_FAILURE, ImagesmithError, Location
 from imagesmith.run import Runner, format_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -123,10 +123,25 @@ def load(config: Path | None, layers: tuple[Path, ...], sets: tuple[str, ...], v
     return spec
 
 
+#: commands that make or delete root filesystem trees: an ordinary user runs them as
+#: root of a user namespace (see userns.py)
+AS_ROOT = {"build", "lock", "cache"}
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="imagesmith")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Build reproducible, auditable OS images for embedded devices from a YAML config."""
+    from imagesmith import userns
+
+    wants_help = any(arg in ("-h", "--help") for arg in sys.argv[1:])
+    if ctx.invoked_subcommand in AS_ROOT and os.geteuid() != 0 and not userns.inside() and not wants_help:
+        try:
+            userns.reexec([sys.executable, "-m", "imagesmith", *sys.argv[1:]])
+        except ImagesmithError as exc:
+            report(exc)
+            sys.exit(exc.exit_code)
 
 
 @main.command()
@@ -148,6 +163,15 @@ def main() -> None:
     type=click.Choice(plan.STAGES),
     help="Run this stage and every later one even if the cache has them.",
 )
+@click.option(
+    "--update-lock", is_flag=True, help="Resolve the packages afresh and rewrite CONFIG.lock, then build."
+)
+@click.option(
+    "--check-reproducible",
+    is_flag=True,
+    help="Build twice, each with its own empty stage cache, and report the first difference.",
+)
+@click.option("--shared-debs", type=click.Path(path_type=Path, file_okay=False), hidden=True)
 @cache_option
 @spec_options
 @verbose_option
@@ -158,17 +182,39 @@ def build(
     signing_key: Path | None,
     no_cache: bool,
     rebuild_from: str | None,
+    update_lock: bool,
+    check_reproducible: bool,
+    shared_debs: Path | None,
     cache_dir: Path | None,
     layers: tuple[Path, ...],
     sets: tuple[str, ...],
     variant: str | None,
     verbose: bool,
 ) -> None:
-    """Build the image described by CONFIG (default: the built-in examples/minimal.yaml)."""
+    """Build the image described by CONFIG (default: the built-in examples/minimal.yaml).
+
+    When CONFIG.lock exists (see `imagesmith lock`), the build installs exactly its
+    package versions."""
+    from imagesmith import lock
     from imagesmith.build import build as run_build
+    from imagesmith.cache import Cache
 
     spec = load(config, layers, sets, variant)
     out = output or Path("out") / spec.config.name
+    lock_file = lock.path_for(spec.config_path, variant)
+    if check_reproducible:
+        from imagesmith import check
+        from imagesmith.build import lock_only
+
+        runner = Runner(verbose=verbose)
+        shared = Cache(cache_dir or default_cache_dir())
+        if update_lock:
+            lock_only(spec, runner, None if no_cache else shared, lock_file)
+        args = [*([str(config)] if config else []), *(f"--layers={d}" for d in layers)]
+        args += [*(f"--set={s}" for s in sets), *([f"--variant={variant}"] if variant else [])]
+        args += [f"--signing-key={signing_key}"] if signing_key else []
+        check.run(runner, args, out, shared)
+        return
     runner = Runner(verbose=verbose, log_path=out / "build.log")
     try:
         runner.info(
@@ -176,11 +222,17 @@ def build(
             f"({spec.device.arch}), layout {spec.layout.layout}, from {spec.config_path}"
         )
         runner.log(f"layers: {', '.join(ref.name for ref in spec.layers)}")
-        from imagesmith.cache import Cache
-
-        store = None if no_cache else Cache(cache_dir or default_cache_dir())
+        store = None if no_cache else Cache(cache_dir or default_cache_dir(), shared_debs)
         result = run_build(
-            spec, out, runner, signing_key, store, rebuild_from, plan.config_id(spec, variant, list(sets))
+            spec,
+            out,
+            runner,
+            signing_key,
+            store,
+            rebuild_from,
+            plan.config_id(spec, variant, list(sets)),
+            lock_file,
+            update_lock,
         )
         total = sum(t for _, t in runner.timings)
         runner.info(f"[green]done[/green] in {format_duration(total)}: {result.image}")
@@ -191,6 +243,97 @@ def build(
         raise
     finally:
         runner.close()
+
+
+@main.command("lock")
+@config_argument
+@click.option("--no-cache", is_flag=True, help="Keep no bootstrap in the stage cache.")
+@cache_option
+@spec_options
+@verbose_option
+@handled
+def lock_command(
+    config: Path,
+    no_cache: bool,
+    cache_dir: Path | None,
+    layers: tuple[Path, ...],
+    sets: tuple[str, ...],
+    variant: str | None,
+    verbose: bool,
+) -> None:
+    """Resolve CONFIG's packages on its mirror now and write CONFIG.lock.
+
+    The lock holds every package's exact version and .deb sha256, the suite, the mirror
+    (and snapshot timestamp) and SOURCE_DATE_EPOCH. It runs a fresh bootstrap, which is
+    kept in the cache: the next build starts from it."""
+    from imagesmith import lock
+    from imagesmith.build import lock_only
+    from imagesmith.cache import Cache
+
+    spec = load(config, layers, sets, variant)
+    runner = Runner(verbose=verbose)
+    store = None if no_cache else Cache(cache_dir or default_cache_dir())
+    lock_only(spec, runner, store, lock.path_for(spec.config_path, variant))
+
+
+@main.command()
+@click.option("--fix", is_flag=True, help="Apply the fixes (as root).")
+@click.option(
+    "--user", metavar="NAME", help="Check for builds by this user (default: the one behind sudo, or you)."
+)
+@click.option(
+    "--arch",
+    "arches",
+    multiple=True,
+    default=("arm64",),
+    show_default=True,
+    help="A target architecture to check for (repeatable).",
+)
+@verbose_option
+@handled
+def doctor(fix: bool, user: str | None, arches: tuple[str, ...], verbose: bool) -> None:
+    """Check that this host can build images; name the exact fix for each missing piece."""
+    import pwd
+
+    from imagesmith import doctor as checkup
+    from imagesmith import userns
+
+    name = checkup.builder(user)
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        raise ImagesmithError(f"no user {name!r} on this host", hint="give an existing user with --user",
+                              exit_code=EXIT_CONFIG) from None  # fmt: skip
+    runner = Runner(verbose=verbose)
+    found = checkup.checks(checkup.gather(runner, name, list(arches)), list(arches))
+    show_checks(found, name)
+    failing = [c for c in found if not c.ok]
+    if fix and failing:
+        if os.geteuid() != 0 or userns.inside():
+            raise ImagesmithError("--fix needs root", hint="run it with sudo", exit_code=EXIT_CONFIG)
+        for check in failing:
+            with runner.stage("fix", check.name):
+                for command in check.fix:
+                    runner.run(command, hint=f"the fix for {check.name!r} failed")
+        found = checkup.checks(checkup.gather(runner, name, list(arches)), list(arches))
+        show_checks(found, name)
+        failing = [c for c in found if not c.ok]
+    if failing:
+        raise ImagesmithError(
+            f"{len(failing)} check(s) failed",
+            hint="run the fixes above as root, or `sudo imagesmith doctor --fix`"
+            + (f" --user {name}" if name != "root" else ""),
+        )
+
+
+def show_checks(found: list[Any], user: str) -> None:
+    console = Console(soft_wrap=True, highlight=False)
+    console.print(f"[bold]building as {escape(user)}[/bold]" + (" (rootless)" if user != "root" else ""))
+    for check in found:
+        mark = "[green]✓[/green]" if check.ok else "[red]✗[/red]"
+        console.print(f"{mark} {escape(check.name)}: {escape(check.detail)}")
+        for command in check.fix:
+            console.print(f"    fix: {escape(' '.join(command))}")
 
 
 @main.command()

@@ -19,12 +19,14 @@ from typing import Any
 
 from imagesmith import __version__
 from imagesmith.config.load import Spec
+from imagesmith.lock import Lock
 
 STAGES = ("bootstrap", "customize", "filesystems", "disk")
 _PACKAGE = Path(__file__).resolve().parent
 #: imagesmith's own code that each stage runs (a change to it changes the stage's key)
 CODE = {
-    "bootstrap": ["stages/bootstrap.py", "stages/deferred.py", "stages/tools.py", "rootfs.py", "host.py"],
+    "bootstrap": ["stages/bootstrap.py", "stages/deferred.py", "stages/tools.py", "rootfs.py", "host.py",
+                  "lock.py"],
     "customize": ["stages/customize.py", "stages/deferred.py", "stages/tools.py", "rootfs.py", "ids.py",
                   "inventory.py", "licenses.py", "reproducible.py"],
     "filesystems": ["stages/filesystems.py", "ids.py", "reproducible.py"],
@@ -80,7 +82,9 @@ class StagePlan:
     changed: list[str] = field(default_factory=list)  # inputs that differ from the last build
 
 
-def stages(spec: Spec, salt: bytes, tool_versions: dict[str, str]) -> list[StagePlan]:
+def stages(
+    spec: Spec, salt: bytes, tool_versions: dict[str, str], locked: Lock | None = None
+) -> list[StagePlan]:
     """The stages with their inputs and keys (cache state is filled in by the caller)."""
     from imagesmith.manifest import portable
     from imagesmith.stages import bootstrap as boot
@@ -104,6 +108,8 @@ def stages(spec: Spec, salt: bytes, tool_versions: dict[str, str]) -> list[Stage
     first["packages"] = digest(boot.packages(spec))
     first["distribution"] = digest([config["distribution"], boot.components(spec)])
     first["architecture"] = digest([spec.device.arch, tools.needed(spec), tools.PACKAGES])
+    if locked is not None:
+        first["lock"] = digest(locked.digest_input())
     first["mmdebstrap options"] = digest([boot.APT_OPTIONS, boot.DPKG_OPTIONS, deferred.divert_hook()])
     plans.append(_keyed(StagePlan("bootstrap", first)))
 

@@ -35,7 +35,12 @@ def source_date_epoch(rootfs: Path) -> int:
 
 
 def clamp_times(root: Path, epoch: int) -> None:
-    """No file time after ``epoch``; access time = modification time (streamed walk)."""
+    """No file time after ``epoch``; access time = modification time; every directory's
+    time is ``epoch`` (streamed walk).
+
+    A directory's time records when an entry last came or went: whether apt downloaded
+    into archives/partial (or found the .deb in the cache), a hook's temporary file.
+    That says something about the build, never about the image."""
     stack = [root]
     while stack:
         directory = stack.pop()
@@ -43,13 +48,39 @@ def clamp_times(root: Path, epoch: int) -> None:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
-                _clamp(entry.path, entry.stat(follow_symlinks=False).st_mtime_ns, epoch)
-    _clamp(str(root), root.lstat().st_mtime_ns, epoch)
+                    _set(entry.path, epoch * 1_000_000_000)
+                else:
+                    _set(
+                        entry.path, min(entry.stat(follow_symlinks=False).st_mtime_ns, epoch * 1_000_000_000)
+                    )
+    _set(str(root), epoch * 1_000_000_000)
 
 
-def _clamp(path: str, mtime_ns: int, epoch: int) -> None:
-    mtime = min(mtime_ns, epoch * 1_000_000_000)
-    os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+def _set(path: str, mtime_ns: int) -> None:
+    os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+
+def clamp_shadow(rootfs: Path, epoch: int) -> None:
+    """No password-change date after the epoch's day in /etc/shadow (and its backup):
+    accounts made by maintainer scripts get the day of the build unless
+    SOURCE_DATE_EPOCH was known then, which it is not before the packages are."""
+    day = epoch // 86400
+    for name in ("shadow", "shadow-"):
+        path = inside(rootfs, f"/etc/{name}")
+        if not path.is_file():
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        changed = False
+        for i, line in enumerate(lines):
+            fields = line.rstrip("\n").split(":")
+            if len(fields) > 2 and fields[2].isdigit() and int(fields[2]) > day:
+                fields[2] = str(day)
+                lines[i] = ":".join(fields) + "\n"
+                changed = True
+        if changed:
+            info = path.stat()
+            path.write_text("".join(lines), encoding="utf-8")
+            os.chmod(path, info.st_mode & 0o7777)
 
 
 def fixed_time_env(epoch: int) -> dict[str, str]:

@@ -36,7 +36,8 @@ ISOLATE = [
 _ENTER = r"""
 set -e
 root=$1; shift
-mount -t proc proc "$root/proc"
+# a user namespace may not mount a new proc where the host's has mounts over parts of it
+mount -t proc proc "$root/proc" 2>/dev/null || mount --rbind /proc "$root/proc"
 mount --rbind /dev "$root/dev"
 mount -t tmpfs tmpfs "$root/run"
 exec chroot "$root" /usr/bin/env -i "$@"

@@ -97,6 +97,33 @@ class Runner:
             self.console.print(f"{mark} {name:<12} {format_duration(elapsed):>8}")
             self.log(f"<== {name} {'done' if ok else 'FAILED'} in {format_duration(elapsed)}")
 
+    def run_together(self, commands: list[tuple[list[str], Path]], hint: str | None = None) -> None:
+        """Run the commands at the same time, each one's output into its own file; wait for
+        all. The first failure raises, with the end of that command's output."""
+        procs = []
+        try:
+            for argv, output in commands:
+                self.detail(f"$ {format_command(argv)} > {output}")
+                with open(output, "w", encoding="utf-8") as out:
+                    procs.append(
+                        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+                    )
+            codes = [proc.wait() for proc in procs]
+        except BaseException:  # interrupted: none of them may outlive this
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait()
+            raise
+        for (argv, output), code in zip(commands, codes, strict=True):
+            if code != 0:
+                tail = output.read_text(encoding="utf-8", errors="replace").splitlines()[-TAIL_LINES:]
+                raise ImagesmithError(
+                    f"command failed with exit code {code}: {format_command(argv)}",
+                    hint=hint or f"its whole output is in {output}",
+                    details="\n".join(tail),
+                )
+
     def run(
         self,
         argv: Sequence[str | os.PathLike[str]],

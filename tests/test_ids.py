@@ -29,3 +29,27 @@ def test_fstab_and_root_device(write: Write) -> None:
     lines = ids.fstab(spec).splitlines()
     assert f"PARTUUID={sig}-01 /boot/firmware vfat defaults,noatime,umask=0077 0 2" in lines
     assert f"PARTUUID={sig}-02 / ext4 defaults,noatime 0 1" in lines
+
+
+def test_every_identifier_follows_name_device_and_layout_only(write: Write) -> None:
+    def all_ids(spec: object) -> list[str]:
+        assert hasattr(spec, "layout")
+        return [
+            ids.disk_signature(spec),  # type: ignore[arg-type]
+            ids.fs_uuid(spec, "root"),  # type: ignore[arg-type]
+            ids.fs_uuid(spec, "boot"),  # type: ignore[arg-type]
+            ids.vfat_volume_id(spec, "boot"),  # type: ignore[arg-type]
+            ids.ext4_hash_seed(spec, "root"),  # type: ignore[arg-type]
+        ]
+
+    base = all_ids(load_spec(write("a.yaml", "name: a\ndevice: pi4\n")))
+    # loading the same config again, or changing what is not identity, keeps every id
+    assert all_ids(load_spec(write("a.yaml", "name: a\ndevice: pi4\n"))) == base
+    assert (
+        all_ids(load_spec(write("c.yaml", "name: a\ndevice: pi4\ntimezone: UTC\npackages: [jq]\n"))) == base
+    )
+    # a new name or device changes each of them
+    for text in ("name: b\ndevice: pi4\n", "name: a\ndevice: pi5\n", "name: a\ndevice: cm4\n"):
+        changed = all_ids(load_spec(write("d.yaml", text)))
+        assert all(x != y for x, y in zip(base, changed, strict=True)), text
+    assert len(set(base)) == len(base)

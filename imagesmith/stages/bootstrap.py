@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from imagesmith import host
+from imagesmith import host, lock
 from imagesmith.config.load import Spec
 from imagesmith.rootfs import ISOLATE
 from imagesmith.stages import deferred, tools
@@ -63,7 +63,7 @@ def mmdebstrap(
     return [
         *ISOLATE,  # mmdebstrap's mounts and processes end with it, even if it is killed
         "mmdebstrap",
-        "--mode=root",
+        "--mode=unshare",  # as root: private namespaces; as an ordinary user: see userns.py
         f"--arch={arch}",
         f"--variant={variant}",
         f"--include={','.join(include)}",
@@ -96,10 +96,37 @@ def deb_cache(debs: Path | None) -> list[str]:
         f'n={store}/"${{f##*/}}"; [ -e "$n" ] && continue; '
         'cp "$f" "$n.part.$$" && mv "$n.part.$$" "$n"; done'
     )
-    return ["--skip=essential/unlink", f"--setup-hook={sync_in}", f"--customize-hook={sync_out}"]
+    return [f"--setup-hook={sync_in}", f"--customize-hook={sync_out}"]
 
 
-def command(spec: Spec, target: Path, debs: Path | None = None) -> list[str]:
+def deb_hashes(target: Path) -> list[str]:
+    """A hook that writes the sha256 of every .deb apt used (essential ones are kept for
+    it) to ``target``, outside the rootfs: the lock file records them."""
+    out = shlex.quote(str(target))
+    return [
+        "--skip=essential/unlink",
+        f'--customize-hook=cd "$1/var/cache/apt/archives" && sha256sum -- *.deb > {out}',
+    ]
+
+
+def pinned(preferences: Path | None) -> list[str]:
+    """Hooks that put the lock's apt preferences in place for the bootstrap only."""
+    if preferences is None:
+        return []
+    rel = lock.PREFERENCES.lstrip("/")
+    return [
+        f'--setup-hook=mkdir -p "$1/{Path(rel).parent}" && cp {shlex.quote(str(preferences))} "$1/{rel}"',
+        f'--customize-hook=rm -f "$1/{rel}"',
+    ]
+
+
+def command(
+    spec: Spec,
+    target: Path,
+    debs: Path | None = None,
+    hashes: Path | None = None,
+    preferences: Path | None = None,
+) -> list[str]:
     """The image's bootstrap: the device's, layers' and config's packages."""
     return mmdebstrap(
         spec,
@@ -110,7 +137,9 @@ def command(spec: Spec, target: Path, debs: Path | None = None) -> list[str]:
         extra=[
             f"--components={','.join(components(spec))}",
             f"--essential-hook={deferred.divert_hook()}",
+            *pinned(preferences),
             *deb_cache(debs),
+            *deb_hashes(hashes or target.with_name(lock.DEB_HASHES)),
         ],
     )
 
@@ -128,9 +157,14 @@ def tools_command(spec: Spec, target: Path, debs: Path | None = None) -> list[st
 
 
 def run(ctx: Context) -> None:
+    """The rootfs (and tools tree); ``ctx.work/debs.sha256`` lists the .deb files used."""
     ctx.runner.detail(f"packages: {shlex.join(packages(ctx.spec))}")
+    preferences = None
+    if ctx.lock is not None:
+        preferences = ctx.work / "lock.pref"
+        preferences.write_text(lock.preferences(ctx.lock), encoding="utf-8")
     ctx.runner.run(
-        command(ctx.spec, ctx.rootfs, ctx.debs),
+        command(ctx.spec, ctx.rootfs, ctx.debs, ctx.work / lock.DEB_HASHES, preferences),
         hint="check the package names, the suite and the mirror; the log has apt's full output",
     )
     if tools.needed(ctx.spec):

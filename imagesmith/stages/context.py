@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagesmith.config.load import Spec
+from imagesmith.lock import Lock
 from imagesmith.run import Runner
 from imagesmith.stages.tools import Tools
 
@@ -31,6 +32,7 @@ class Context:
     image: Path | None = None
     tools_tree: Path | None = None  # native tools of the image's versions (foreign targets)
     debs: Path | None = None  # downloaded .deb files shared between builds (the cache's)
+    lock: Lock | None = None  # the lock file's pins, when the build uses one
     epoch: int = 1  # SOURCE_DATE_EPOCH: no later time reaches the image (see reproducible.py)
 
     @property

@@ -12,7 +12,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from imagesmith import ids
+from imagesmith import ids, reproducible
 from imagesmith.config.load import Spec
 from imagesmith.config.model import FileEntry, User
 from imagesmith.errors import ImagesmithError, config_error
@@ -342,6 +342,7 @@ def run(ctx: Context) -> None:
     if spec.device.boot == "direct-kernel":
         direct_kernel_files(rootfs)
     first_boot_hygiene(rootfs)
+    reproducible.clamp_shadow(rootfs, ctx.epoch)
     policy.unlink(missing_ok=True)
 
 

@@ -17,6 +17,8 @@ from imagesmith.stages.filesystems import align
 
 SECTOR = 512
 CHUNK = 8 * 1024 * 1024
+BLOCK = 4096
+ZERO = bytes(BLOCK)
 
 
 def table_script(ctx: Context, offsets: list[int]) -> str:
@@ -39,7 +41,12 @@ def layout_offsets(first: int, parts: list[PartitionImage]) -> tuple[list[int], 
 
 
 def copy_data(src: Path, dst: int, offset: int) -> None:
-    """Copy the data extents of ``src`` into the open file ``dst`` at ``offset``."""
+    """Copy ``src`` into the open file ``dst`` at ``offset``, leaving holes for every
+    all-zero block.
+
+    Which blocks a file holds as data depends on how it was written (mke2fs, the build
+    host's filesystem): only zero-or-not depends on the bytes. So the image's holes, and
+    the block map made from them, are the same in every build of the same image."""
     with open(src, "rb") as handle:
         fd = handle.fileno()
         end = os.fstat(fd).st_size
@@ -49,13 +56,30 @@ def copy_data(src: Path, dst: int, offset: int) -> None:
                 start = os.lseek(fd, pos, os.SEEK_DATA)
             except OSError:  # ENXIO: only a hole is left
                 break
+            start -= start % BLOCK
             stop = os.lseek(fd, start, os.SEEK_HOLE)
             while start < stop:
-                n = os.copy_file_range(fd, dst, min(CHUNK, stop - start), start, offset + start)
-                if n == 0:
-                    raise OSError(f"short copy from {src}")
-                start += n
+                chunk = os.pread(fd, min(CHUNK, stop - start), start)
+                if not chunk:
+                    raise OSError(f"short read from {src}")
+                _write_nonzero(dst, chunk, offset + start)
+                start += len(chunk)
             pos = stop
+
+
+def _write_nonzero(dst: int, chunk: bytes, at: int) -> None:
+    """Write the runs of ``chunk`` that are not all-zero blocks."""
+    view = memoryview(chunk)
+    run_start = None
+    for i in range(0, len(chunk), BLOCK):
+        zero = view[i : i + BLOCK] == ZERO[: len(view[i : i + BLOCK])]
+        if not zero and run_start is None:
+            run_start = i
+        elif zero and run_start is not None:
+            os.pwrite(dst, view[run_start:i], at + run_start)
+            run_start = None
+    if run_start is not None:
+        os.pwrite(dst, view[run_start:], at + run_start)
 
 
 def run(ctx: Context, target: Path) -> None:

@@ -124,9 +124,29 @@ def make_ext4(ctx: Context, part: Partition, content: Path, target: Path) -> int
         env=fixed_time_env(ctx.epoch),
         hint=f"partition {part.name!r} may be too small for its files ({used // MiB} MiB)",
     )
+    if part.mount == "/":
+        add_device_nodes(ctx, target, content)
     fix_ext4_change_times(r, target, content, ctx.epoch)
     r.run(["e2fsck", "-fn", str(target)], hint=f"the {part.name} filesystem failed its check")
     return size
+
+
+#: what the kernel and init open before devtmpfs is mounted over /dev: name, type,
+#: major, minor, mode (owned by root)
+DEVICE_NODES = [("console", "c", 5, 1, 0o600), ("null", "c", 1, 3, 0o666)]
+
+
+def add_device_nodes(ctx: Context, target: Path, content: Path) -> None:
+    """Device nodes made in the filesystem image with debugfs: no mknod, so no privilege
+    (mmdebstrap's unshare mode leaves /dev empty, as root or not)."""
+    if not (content / "dev").is_dir():
+        return
+    script = ["cd /dev"]
+    for name, kind, major, minor, mode in DEVICE_NODES:
+        if not (content / "dev" / name).exists():
+            script += [f"mknod {name} {kind} {major} {minor}", f"sif {name} mode 0{0o20000 | mode:o}"]
+    ctx.runner.run(["debugfs", "-w", "-f", "-", str(target)], input="\n".join(script) + "\n",
+                   env=fixed_time_env(ctx.epoch))  # fmt: skip
 
 
 def run(ctx: Context) -> None:

@@ -78,6 +78,11 @@ def build(config: Path | None, output: Path, *extra: str) -> Built:
     if config is not None:
         args.insert(1, str(config))
     imagesmith(*args)
+    return built(output)
+
+
+def built(output: Path) -> Built:
+    """The build whose outputs are in ``output``."""
     images = list(output.glob("*.img"))
     assert len(images) == 1, images
     table = json.loads(
@@ -88,7 +93,31 @@ def build(config: Path | None, output: Path, *extra: str) -> Built:
     return Built(output, images[0], table)
 
 
-needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="image builds need root until rootless builds land")
+def tree(image: Path, offset: int) -> dict[str, tuple[int, int, int]]:
+    """path → (mode with the file type, uid, gid) of every file of an ext4 filesystem in
+    ``image`` at byte ``offset``, read with debugfs (one run per directory level)."""
+    found: dict[str, tuple[int, int, int]] = {}
+    level = ["/"]
+    while level:
+        script = "".join(f'ls -p "{d}"\n' for d in level)
+        out = subprocess.run(
+            ["debugfs", "-f", "-", f"{image}?offset={offset}"],
+            input=script, capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        current, level = "/", []
+        for line in out.splitlines():
+            if line.startswith("debugfs: ls -p "):
+                current = line.removeprefix("debugfs: ls -p ").strip('"')
+                continue
+            fields = line.split("/")
+            if len(fields) < 7 or fields[5] in (".", ".."):
+                continue
+            path = f"{current.rstrip('/')}/{fields[5]}"
+            mode = int(fields[2], 8)
+            found[path] = (mode, int(fields[3]), int(fields[4]))
+            if mode & 0o170000 == 0o040000:
+                level.append(path)
+    return found
 
 
 def installed(status: str) -> dict[str, tuple[str, str]]:

@@ -6,19 +6,80 @@ import json
 import re
 import shutil
 import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from ..conftest import EXAMPLE_KEY
-from .conftest import Built, build, deb_purl, imagesmith, installed, needs_root
+from imagesmith.stages.artifacts import sha256
 
-pytestmark = [pytest.mark.slow, needs_root]
+from ..conftest import EXAMPLE_KEY
+from .conftest import REPO, Built, built, deb_purl, imagesmith, installed
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def pi4(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    return build(None, tmp_path_factory.mktemp("pi4") / "out")
+def locked(tmp_path_factory: pytest.TempPathFactory, stage_cache: Path) -> tuple[Built, Built, Path]:
+    """The default config locked, then built twice at once, each build with its own empty
+    stage cache (the downloaded .deb files are shared)."""
+    base = tmp_path_factory.mktemp("pi4")
+    project = base / "examples"
+    shutil.copytree(REPO / "examples", project)
+    imagesmith("lock", str(project / "minimal.yaml"))
+    runs = []
+    for n in (1, 2):
+        command = [sys.executable, "-m", "imagesmith", "build", str(project / "minimal.yaml"), "-o",
+                   str(base / f"out{n}"), "--cache-dir", str(base / f"cache{n}"), "--shared-debs",
+                   str(stage_cache / "debs")]  # fmt: skip
+        runs.append(
+            subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        )
+    for run in runs:
+        out, _ = run.communicate(timeout=5400)
+        assert run.returncode == 0, out[-4000:]
+    return built(base / "out1"), built(base / "out2"), project / "minimal.yaml.lock"
+
+
+@pytest.fixture(scope="module")
+def pi4(locked: tuple[Built, Built, Path]) -> Built:
+    return locked[0]
+
+
+def test_two_locked_builds_from_empty_caches_are_identical(locked: tuple[Built, Built, Path]) -> None:
+    first, second, _ = locked
+    names = [
+        "minimal.img",
+        "minimal.spdx.json",
+        "minimal.cdx.json",
+        "manifest.json",
+        "minimal.img.bmap",
+        "SHA256SUMS",
+    ]
+    for name in names:
+        assert sha256(first.output / name) == sha256(second.output / name), name
+    # each made its own bootstrap: neither took a stage from a cache
+    for build_ in (first, second):
+        assert "from the cache" not in (build_.output / "build.log").read_text()
+
+
+def test_the_lock_holds_exactly_the_installed_packages(locked: tuple[Built, Built, Path]) -> None:
+    from imagesmith import lock
+
+    first, _, lock_file = locked
+    found = lock.read(lock_file)
+    status = installed(first.cat("/var/lib/dpkg/status"))
+    assert {(p.name, p.version, p.architecture) for p in found.packages} == {
+        (name, version, arch) for name, (version, arch) in status.items()
+    }
+    assert all(len(p.sha256) == 64 for p in found.packages)
+    assert (found.suite, found.architecture, found.snapshot) == ("trixie", "arm64", None)
+    assert "using minimal.yaml.lock" in (first.output / "build.log").read_text()
+    created = json.loads((first.output / "manifest.json").read_text())["created"]
+    assert created.startswith(
+        datetime.fromtimestamp(found.source_date_epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    )
 
 
 def test_outputs_and_checksums(pi4: Built) -> None:
@@ -143,7 +204,6 @@ def test_arch_independent_jobs_ran_natively_once(pi4: Built) -> None:
 
 def test_sboms_of_the_pi_image(pi4: Built) -> None:
     from imagesmith import sbom
-    from imagesmith.stages.artifacts import sha256
 
     assert sbom.check_spdx_file(pi4.output / "minimal.spdx.json") == []
     cdx = (pi4.output / "minimal.cdx.json").read_text()

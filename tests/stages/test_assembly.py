@@ -100,3 +100,27 @@ def test_partitions_and_disk(ctx: Context) -> None:
     assert "::/cmdline.txt" in listing
     # sparse: copying wrote only data extents
     assert os.stat(image).st_blocks * 512 < image.stat().st_size
+
+
+def test_copies_leave_holes_for_zero_blocks_however_the_source_was_written(tmp_path: Path) -> None:
+    from imagesmith.stages.disk import copy_data
+
+    written = tmp_path / "written"  # zeros written out: data on disk
+    with open(written, "wb") as out:
+        out.write(b"a" * 4096 + bytes(64 * 4096) + b"b" * 100)
+    holey = tmp_path / "holey"  # the same bytes, the zeros left as a hole
+    with open(holey, "wb") as out:
+        out.write(b"a" * 4096)
+        out.seek(65 * 4096)
+        out.write(b"b" * 100)
+    copies = []
+    for source in (written, holey):
+        target = tmp_path / f"{source.name}.copy"
+        with open(target, "wb") as out:
+            out.truncate(1024 * 1024)
+            copy_data(source, out.fileno(), 8192)
+        copies.append(target)
+    assert copies[0].read_bytes() == copies[1].read_bytes()
+    assert copies[0].read_bytes()[8192 : 8192 + 65 * 4096 + 100] == written.read_bytes()
+    for copy in copies:
+        assert copy.stat().st_blocks * 512 <= 3 * 4096  # only the two data blocks

@@ -63,7 +63,7 @@ def test_mmdebstrap_is_called_with_the_spec(
     args, tools_args = calls
     assert args[-3:] == ["bookworm", str(ctx.rootfs), "http://m/debian"]
     assert record.exists()
-    assert "--arch=arm64" in args and "--mode=root" in args and "--variant=apt" in args
+    assert "--arch=arm64" in args and "--mode=unshare" in args and "--variant=apt" in args
     assert "--components=main,non-free-firmware" in args
     # no debconf preconfiguration pass and no fsync per file while building
     assert "--aptopt=#clear DPkg::Pre-Install-Pkgs;" in args and "--dpkgopt=force-unsafe-io" in args

@@ -1,0 +1,105 @@
+"""What a Debian mirror offers now: the versions and sha256 of every package of a suite.
+
+Read from the suite's InRelease and the components' Packages.xz files (each checked
+against the sha256 InRelease gives). The signature is not checked here: this index only
+decides whether a locked version can still be had; mmdebstrap verifies the signed index
+and every downloaded file during the build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from imagesmith.errors import ImagesmithError
+
+#: snapshot.debian.org style: <host>/archive/<archive>/<timestamp>
+_SNAPSHOT = re.compile(r"^(?P<base>https?://[^/]+/archive/[^/]+)/(?P<stamp>\d{8}T\d{6}Z)/?$")
+
+
+def snapshot_of(mirror: str) -> str | None:
+    """The snapshot timestamp of a snapshot-style mirror URL (None for a live mirror)."""
+    match = _SNAPSHOT.match(mirror)
+    return match.group("stamp") if match else None
+
+
+@dataclass
+class Index:
+    """(package, architecture) → {version: sha256 of the .deb}."""
+
+    packages: dict[tuple[str, str], dict[str, str]]
+
+    def versions(self, name: str, arch: str) -> dict[str, str]:
+        return self.packages.get((name, arch), {})
+
+
+def _get(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            data: bytes = response.read()
+            return data
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ImagesmithError(
+            f"cannot read the mirror's index {url}: {reason}",
+            hint="check the network and the distribution's mirror: in the config",
+        ) from None
+
+
+def release_hashes(text: str) -> dict[str, str]:
+    """path → sha256 from the SHA256 section of a Release/InRelease file."""
+    hashes: dict[str, str] = {}
+    inside = False
+    for line in text.splitlines():
+        if line.startswith("SHA256:"):
+            inside = True
+            continue
+        if inside:
+            if not line.startswith(" "):
+                break
+            fields = line.split()
+            if len(fields) == 3:
+                hashes[fields[2]] = fields[0]
+    return hashes
+
+
+def parse_packages(text: str) -> dict[tuple[str, str], dict[str, str]]:
+    found: dict[tuple[str, str], dict[str, str]] = {}
+    for stanza in text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in stanza.splitlines():
+            key, sep, value = line.partition(": ")
+            if sep and key in ("Package", "Version", "Architecture", "SHA256"):
+                fields[key] = value
+        if "Package" in fields:
+            found.setdefault((fields["Package"], fields.get("Architecture", "")), {})[
+                fields.get("Version", "")
+            ] = fields.get("SHA256", "")
+    return found
+
+
+def fetch(mirror: str, suite: str, components: list[str], arch: str) -> Index:
+    base = mirror.rstrip("/")
+    release = _get(f"{base}/dists/{suite}/InRelease").decode("utf-8", errors="replace")
+    hashes = release_hashes(release)
+    packages: dict[tuple[str, str], dict[str, str]] = {}
+    for component in components:
+        rel = f"{component}/binary-{arch}/Packages.xz"
+        if rel not in hashes:
+            raise ImagesmithError(
+                f"the mirror's {suite} has no {rel}",
+                hint=f"check the suite and components: {base}/dists/{suite}/InRelease lists what it has",
+            )
+        data = _get(f"{base}/dists/{suite}/{rel}")
+        if hashlib.sha256(data).hexdigest() != hashes[rel]:
+            raise ImagesmithError(
+                f"{base}/dists/{suite}/{rel} does not match its InRelease (the mirror is being updated?)",
+                hint="try again in a few minutes",
+            )
+        for key, versions in parse_packages(lzma.decompress(data).decode("utf-8", errors="replace")).items():
+            packages.setdefault(key, {}).update(versions)
+    return Index(packages)
