@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, imagesmith, needs_root
+from .conftest import REPO, imagesmith
 
-pytestmark = [pytest.mark.slow, needs_root]
+pytestmark = pytest.mark.slow
 DATA = Path(__file__).parent / "data" / "cache"
 
 

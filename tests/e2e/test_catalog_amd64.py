@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Built, build, imagesmith, needs_root
+from .conftest import Built, build, imagesmith
 
-pytestmark = [pytest.mark.slow, needs_root]
+pytestmark = pytest.mark.slow
 DATA = Path(__file__).parent / "data" / "catalog"
 SSID = 'Büro "5G"; 2'
 PASSPHRASE = (DATA / "secrets" / "wifi.psk").read_text().strip()

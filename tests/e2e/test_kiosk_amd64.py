@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Built, build, imagesmith, needs_root
+from .conftest import Built, build, imagesmith
 
-pytestmark = [pytest.mark.slow, needs_root]
+pytestmark = pytest.mark.slow
 DATA = Path(__file__).parent / "data" / "kiosk"
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Built, build, deb_purl, imagesmith, installed, needs_root
+from .conftest import Built, build, deb_purl, imagesmith, installed
 
-pytestmark = [pytest.mark.slow, needs_root]
+pytestmark = pytest.mark.slow
 DATA = Path(__file__).parent / "data" / "amd64"
 # a variant file over the config, and a variable's value from the command line
 OPTIONS = ("--variant", "test", "--set", "variables.site=pipeline")
