@@ -378,7 +378,8 @@ def plan_command(
     variant: str | None,
 ) -> None:
     """Show each stage of a build of CONFIG: from the cache, or run, and why."""
-    from imagesmith import manifest
+    from imagesmith import lock, manifest
+    from imagesmith.build import use_lock
     from imagesmith.cache import Cache
 
     spec = load(config, layers, sets, variant)
@@ -386,7 +387,9 @@ def plan_command(
     last = store.last_build(plan.config_id(spec, variant, list(sets)))
     table = Table("stage", "key", "will", "because")
     running = False
-    for stage in plan.stages(spec, store.salt, manifest.host_tools()):
+    lock_file = lock.path_for(spec.config_path, variant)
+    locked = use_lock(spec, Runner(), lock_file) if lock_file.exists() else None
+    for stage in plan.stages(spec, store.salt, manifest.host_tools(), locked):
         cached = store.lookup(stage.name, stage.key) is not None and not running
         running = running or not cached
         if cached:

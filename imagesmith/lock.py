@@ -73,6 +73,14 @@ def path_for(config_path: Path, variant: str | None = None) -> Path:
     return config_path.with_name(config_path.name + ".lock")
 
 
+def relock_command(lock: Lock, config: Path) -> str:
+    """The command that makes ``lock`` again (with its variant, if it has one)."""
+    name = lock.path.name if lock.path is not None else ""
+    variant = name.removeprefix(config.stem + ".").removesuffix(config.suffix + ".lock")
+    extra = f" --variant {variant}" if name != config.name + ".lock" and variant and variant != name else ""
+    return f"`imagesmith lock {config}{extra}` (or build with --update-lock)"
+
+
 def deb_filename_fields(filename: str) -> tuple[str, str, str] | None:
     """(name, version, architecture) of an apt archive file name
     ``name_version_arch.deb`` (apt writes the epoch's ':' as %3a)."""
@@ -170,7 +178,7 @@ def check_spec(lock: Lock, spec: Spec, requested: list[str]) -> list[str]:
     notes (returned) for differences a build may live with."""
     assert lock.path is not None
     where = Location(lock.path)
-    relock = f"make it again: `imagesmith lock {spec.config_path}` (or build with --update-lock)"
+    relock = f"make it again: {relock_command(lock, spec.config_path)}"
     dist = spec.config.distribution
     from imagesmith.stages.bootstrap import components
 
@@ -233,7 +241,7 @@ def check_available(lock: Lock, spec: Spec) -> None:
         raise ImagesmithError(
             f"{len(problems)} locked package version(s) can no longer be had from {dist.mirror}",
             details=shown,
-            hint=f"re-lock: `imagesmith lock {spec.config_path}` (or build with --update-lock){snapshot}",
+            hint=f"re-lock: {relock_command(lock, spec.config_path)}{snapshot}",
         )
 
 
@@ -252,5 +260,5 @@ def check_installed(lock: Lock, installed: dict[tuple[str, str, str], str], conf
         raise ImagesmithError(
             f"the bootstrap did not install exactly the locked packages ({len(problems)} difference(s))",
             details="\n".join(problems[:30]),
-            hint=f"re-lock: `imagesmith lock {config}` (or build with --update-lock)",
+            hint=f"re-lock: {relock_command(lock, config)}",
         )

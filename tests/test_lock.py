@@ -164,3 +164,16 @@ def test_the_lock_is_an_input_of_the_bootstrap_only(write: Write) -> None:
     result.packages[0] = result.packages[0].model_copy(update={"version": "9"})
     repinned = {p.name: p for p in plan.stages(spec, b"s", tools, result)}
     assert repinned["bootstrap"].key != pinned["bootstrap"].key
+
+
+def test_the_relock_hint_names_the_variant(write: Write) -> None:
+    result, path = made(write)
+    result.path = path
+    assert (
+        lock.relock_command(result, Path("/p/a.yaml"))
+        == "`imagesmith lock /p/a.yaml` (or build with --update-lock)"
+    )
+    result.path = lock.path_for(Path("/p/a.yaml"), "dev")
+    assert lock.relock_command(result, Path("/p/a.yaml")).startswith(
+        "`imagesmith lock /p/a.yaml --variant dev`"
+    )
