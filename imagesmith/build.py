@@ -356,8 +356,7 @@ def relock(ctx: Context, cache: Cache | None, tools: dict[str, str], lock_file: 
     plans = plan.stages(spec, cache.salt if cache else b"", tools)
     rootfs(ctx, Stages(ctx, cache, plans, "bootstrap"))
     epoch = reproducible.source_date_epoch(ctx.rootfs)
-    made = lock.make(spec, bootstrap.packages(spec), list(installed_debs(ctx)), lock.read_deb_hashes(
-        ctx.work / lock.DEB_HASHES), epoch)  # fmt: skip
+    made = lock.make(spec, bootstrap.packages(spec), installed_debs(ctx), epoch)
     old = lock.read(lock_file) if lock_file.exists() else None
     lock.write(made, lock_file)
     made.path = lock_file

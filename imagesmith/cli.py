@@ -125,7 +125,20 @@ def load(config: Path | None, layers: tuple[Path, ...], sets: tuple[str, ...], v
 
 #: commands that make or delete root filesystem trees: an ordinary user runs them as
 #: root of a user namespace (see userns.py)
-AS_ROOT = {"build", "lock", "cache"}
+AS_ROOT = {"build", "lock", "prune", "clear"}
+
+
+def as_root_of_a_user_namespace(command: str | None) -> None:
+    """Run this command line again in a user namespace, when it is one that needs it."""
+    from imagesmith import userns
+
+    wants_help = any(arg in ("-h", "--help") for arg in sys.argv[1:])
+    if command in AS_ROOT and os.geteuid() != 0 and not userns.inside() and not wants_help:
+        try:
+            userns.reexec([sys.executable, "-m", "imagesmith", *sys.argv[1:]])
+        except ImagesmithError as exc:
+            report(exc)
+            sys.exit(exc.exit_code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -133,15 +146,7 @@ AS_ROOT = {"build", "lock", "cache"}
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Build reproducible, auditable OS images for embedded devices from a YAML config."""
-    from imagesmith import userns
-
-    wants_help = any(arg in ("-h", "--help") for arg in sys.argv[1:])
-    if ctx.invoked_subcommand in AS_ROOT and os.geteuid() != 0 and not userns.inside() and not wants_help:
-        try:
-            userns.reexec([sys.executable, "-m", "imagesmith", *sys.argv[1:]])
-        except ImagesmithError as exc:
-            report(exc)
-            sys.exit(exc.exit_code)
+    as_root_of_a_user_namespace(ctx.invoked_subcommand)
 
 
 @main.command()
@@ -405,8 +410,10 @@ def plan_command(
 
 
 @main.group("cache")
-def cache_group() -> None:
+@click.pass_context
+def cache_group(ctx: click.Context) -> None:
     """The stage cache: what it holds, and making it smaller."""
+    as_root_of_a_user_namespace(ctx.invoked_subcommand)  # prune and clear delete rootfs trees
 
 
 @cache_group.command("list")

@@ -103,14 +103,14 @@ def read_deb_hashes(path: Path) -> dict[tuple[str, str, str], str]:
     return found
 
 
-def make(spec: Spec, requested: list[str], installed: list[tuple[str, str, str]],
-         hashes: dict[tuple[str, str, str], str], epoch: int) -> Lock:  # fmt: skip
+def make(spec: Spec, requested: list[str], installed: dict[tuple[str, str, str], str], epoch: int) -> Lock:
+    """The lock of what a bootstrap installed: (name, version, arch) → sha256 of the .deb
+    ("" when the bootstrap kept none)."""
     dist = spec.config.distribution
     packages = []
     missing = []
-    for name, version, arch in sorted(installed):
-        digest = hashes.get((name, version, arch))
-        if digest is None:
+    for (name, version, arch), digest in sorted(installed.items()):
+        if not digest:
             missing.append(f"{name} {version}")
             continue
         packages.append(LockedPackage(name=name, version=version, architecture=arch, sha256=digest))

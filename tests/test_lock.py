@@ -21,7 +21,7 @@ def made(write: Write, epoch: int = 1700000000) -> tuple[lock.Lock, Path]:
     spec = load_spec(write("a.yaml", CONFIG))
     installed = [("jq", "1.7.1-6", "amd64"), ("libc6", "2:2.41-12", "amd64"), ("adduser", "3.152", "all")]
     hashes = {key: hashlib.sha256(key[0].encode()).hexdigest() for key in installed}
-    result = lock.make(spec, bootstrap.packages(spec), installed, hashes, epoch)
+    result = lock.make(spec, bootstrap.packages(spec), hashes, epoch)
     path = lock.path_for(spec.config_path)
     lock.write(result, path)
     return result, path
@@ -53,7 +53,7 @@ def test_written_lock_reads_back_the_same(write: Write) -> None:
 def test_a_package_without_its_deb_cannot_be_locked(write: Write) -> None:
     spec = load_spec(write("a.yaml", CONFIG))
     with pytest.raises(ImagesmithError, match=r"no downloaded \.deb for jq 1"):
-        lock.make(spec, [], [("jq", "1", "amd64")], {}, 1)
+        lock.make(spec, [], {("jq", "1", "amd64"): ""}, 1)
 
 
 def test_a_damaged_lock_is_a_located_config_error(write: Write) -> None:

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,24 +23,31 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def locked(tmp_path_factory: pytest.TempPathFactory, stage_cache: Path) -> tuple[Built, Built, Path]:
-    """The default config locked, then built twice at once, each build with its own empty
-    stage cache (the downloaded .deb files are shared)."""
+    """The default config built twice, each build with its own empty stage cache (only the
+    downloaded .deb files are shared): the first locks it (--update-lock: a fresh
+    bootstrap, then the build), the second starts as soon as the lock exists and builds
+    from the lock."""
     base = tmp_path_factory.mktemp("pi4")
     project = base / "examples"
     shutil.copytree(REPO / "examples", project)
-    imagesmith("lock", str(project / "minimal.yaml"))
-    runs = []
-    for n in (1, 2):
+    lock_file = project / "minimal.yaml.lock"
+
+    def start(n: int, *extra: str) -> subprocess.Popen[str]:
         command = [sys.executable, "-m", "imagesmith", "build", str(project / "minimal.yaml"), "-o",
                    str(base / f"out{n}"), "--cache-dir", str(base / f"cache{n}"), "--shared-debs",
-                   str(stage_cache / "debs")]  # fmt: skip
-        runs.append(
-            subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                   str(stage_cache / "debs"), *extra]  # fmt: skip
+        return subprocess.Popen(
+            command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
+
+    runs = [start(1, "--update-lock")]
+    while not lock_file.exists() and runs[0].poll() is None:
+        time.sleep(5)
+    runs.append(start(2))
     for run in runs:
         out, _ = run.communicate(timeout=5400)
         assert run.returncode == 0, out[-4000:]
-    return built(base / "out1"), built(base / "out2"), project / "minimal.yaml.lock"
+    return built(base / "out1"), built(base / "out2"), lock_file
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +83,8 @@ def test_the_lock_holds_exactly_the_installed_packages(locked: tuple[Built, Buil
     }
     assert all(len(p.sha256) == 64 for p in found.packages)
     assert (found.suite, found.architecture, found.snapshot) == ("trixie", "arm64", None)
-    assert "using minimal.yaml.lock" in (first.output / "build.log").read_text()
+    assert "minimal.yaml.lock: " in (first.output / "build.log").read_text()  # written by the first
+    assert "using minimal.yaml.lock" in (locked[1].output / "build.log").read_text()  # used by the second
     created = json.loads((first.output / "manifest.json").read_text())["created"]
     assert created.startswith(
         datetime.fromtimestamp(found.source_date_epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S")

@@ -97,3 +97,18 @@ def test_the_images_are_byte_identical(builds: tuple[Built, Built, Path]) -> Non
     by_root, by_user, _ = builds
     for name in ("pipeline.img", "pipeline.spdx.json", "pipeline.cdx.json", "manifest.json"):
         assert (by_root.output / name).read_bytes() == (by_user.output / name).read_bytes(), name
+
+
+def test_the_user_clears_the_cache_holding_files_of_subordinate_ids(
+    builds: tuple[Built, Built, Path],
+) -> None:
+    _, _, base = builds
+    entries = base / "cache" / "entries"
+    assert any(entries.iterdir())
+    done = subprocess.run(
+        ["runuser", "-u", USER, "--", sys.executable, "-m", "imagesmith", "cache", "clear", "--cache-dir",
+         str(base / "cache")],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert list(entries.iterdir()) == []
