@@ -357,7 +357,10 @@ def relock(ctx: Context, cache: Cache | None, tools: dict[str, str], lock_file: 
     rootfs(ctx, Stages(ctx, cache, plans, "bootstrap"))
     epoch = reproducible.source_date_epoch(ctx.rootfs)
     made = lock.make(spec, bootstrap.packages(spec), installed_debs(ctx), epoch)
-    old = lock.read(lock_file) if lock_file.exists() else None
+    try:
+        old = lock.read(lock_file) if lock_file.exists() else None
+    except ImagesmithError:  # a damaged lock is what a re-lock is for
+        old = None
     lock.write(made, lock_file)
     made.path = lock_file
     changes = "unchanged" if old is not None and old.digest_input() == made.digest_input() else "written"

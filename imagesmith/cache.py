@@ -64,6 +64,7 @@ class Cache:
         try:
             for sub in ("entries", "tmp", "locks", "debs", "builds"):
                 (root / sub).mkdir(parents=True, exist_ok=True)
+            self._debs.mkdir(parents=True, exist_ok=True)  # another cache's, maybe not made yet
         except OSError as exc:
             raise ImagesmithError(
                 f"cannot use the cache directory {root}: {exc.strerror}",

@@ -91,3 +91,10 @@ def test_salt_is_private_and_stable(tmp_path: Path) -> None:
     salt = cache.salt
     assert len(salt) == 32 and Cache(tmp_path).salt == salt
     assert (tmp_path / "salt").stat().st_mode & 0o077 == 0
+
+
+def test_debs_shared_from_another_cache_that_does_not_exist_yet(tmp_path: Path) -> None:
+    shared = tmp_path / "main" / "debs"
+    cache = Cache(tmp_path / "scratch", debs=shared)
+    assert cache.debs == shared and shared.is_dir()
+    assert Cache(tmp_path / "own").debs == tmp_path / "own" / "debs"

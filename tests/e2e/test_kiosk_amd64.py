@@ -38,7 +38,7 @@ def test_kiosk_unit_and_user(vm: Built) -> None:
 def test_browser_renders_the_page_at_boot(vm: Built, tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     imagesmith(
-        "boot", str(vm.image), "--timeout", "1500", "--expect", "probe: done", "--console-log", str(log)
+        "boot", str(vm.image), "--timeout", "900", "--expect", "probe: done", "--console-log", str(log)
     )
     console = log.read_text(errors="replace")
     assert probe(console, "imagesmith-kiosk") == "active"
