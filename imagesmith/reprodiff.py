@@ -98,8 +98,9 @@ def _inodes_differing(a: Path, b: Path, offset: int, inode_size: int, count: int
     ]
 
 
-def ext4_paths(runner: Runner, image: Path, other: Path, part: Partition, blocks: list[int]) -> list[str]:
-    """What the given blocks of an ext4 partition belong to, as paths where possible."""
+def ext4_paths(runner: Runner, image: Path, other: Path, part: Partition, limit: int = 64) -> list[str]:
+    """What the first ``limit`` differing blocks of an ext4 partition belong to, as paths
+    where possible."""
     stats = _debugfs(runner, image, part.start, "stats")
     block_size = int(re.search(r"Block size:\s+(\d+)", stats).group(1))  # type: ignore[union-attr]
     inode_size = int(re.search(r"Inode size:\s+(\d+)", stats).group(1))  # type: ignore[union-attr]
@@ -108,6 +109,7 @@ def ext4_paths(runner: Runner, image: Path, other: Path, part: Partition, blocks
         (int(g), int(first))
         for g, first in re.findall(r"Group\s+(\d+):.*?inode table at (\d+)", stats, re.S | re.I)
     ]
+    blocks = differing_blocks(image, other, part.start, part.size, block_size, limit)
     inodes: dict[int, str] = {}  # inode → why
     data_blocks = []
     for blk in blocks:
@@ -170,9 +172,7 @@ def explain(runner: Runner, a: Path, b: Path) -> str:
         if part.type in ("c", "b", "e", "ef"):
             files = vfat_paths(runner, a, b, part)
         else:
-            stats = _debugfs(runner, a, part.start, "stats")
-            block = int(re.search(r"Block size:\s+(\d+)", stats).group(1))  # type: ignore[union-attr]
-            files = ext4_paths(runner, a, b, part, differing_blocks(a, b, part.start, part.size, block, 64))
+            files = ext4_paths(runner, a, b, part)
         return f"{where}: {', '.join(files[:10])}"
     at = first_difference(a, b)
     return "no partition differs" if at is None else f"bytes outside the partitions differ, first at {at}"

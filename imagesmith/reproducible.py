@@ -12,6 +12,7 @@ from the rootfs (which no program can set) are then set to the epoch with debugf
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from imagesmith.rootfs import inside
@@ -88,12 +89,16 @@ def fixed_time_env(epoch: int) -> dict[str, str]:
     return {"E2FSPROGS_FAKE_TIME": str(epoch), "SOURCE_DATE_EPOCH": str(epoch), "TZ": "UTC"}
 
 
-def fix_ext4_change_times(runner: Runner, image: Path, content: Path, epoch: int) -> None:
+def fix_ext4_change_times(
+    runner: Runner, image: Path, content: Path, epoch: int, first: Sequence[str] = ()
+) -> None:
     """Set the change time of every inode made from ``content`` (and the access time of
-    every directory, which mke2fs itself touched) to ``epoch``, with debugfs."""
+    every directory, which mke2fs itself touched) to ``epoch``, with debugfs; ``first``:
+    more debugfs commands for the same pass over the image."""
     script = image.with_name(image.name + ".times")
     with open(script, "w", encoding="utf-8") as out:
-        out.write(f"sif / ctime @{epoch}\nsif / atime @{epoch}\n")
+        out.writelines(f"{command}\n" for command in first)
+        out.write(f"cd /\nsif / ctime @{epoch}\nsif / atime @{epoch}\n")
         stack = [content]
         while stack:
             directory = stack.pop()

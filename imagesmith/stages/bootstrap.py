@@ -69,6 +69,8 @@ def mmdebstrap(
         f"--include={','.join(include)}",
         *[f"--aptopt={opt}" for opt in APT_OPTIONS],
         *[f"--dpkgopt={opt}" for opt in DPKG_OPTIONS],
+        # essential .deb files stay in apt's archive until the end: hashed, and kept in the cache
+        "--skip=essential/unlink",
         *extra,
         dist.suite,
         str(target),
@@ -81,7 +83,7 @@ def deb_cache(debs: Path | None) -> list[str]:
 
     Cached files are hard-linked (or copied) into the rootfs's apt archive before apt runs;
     apt checks each against the index and downloads only what is missing or different.
-    New files go back under a temporary name and are renamed, so two builds at once never
+    New files go back under a unique temporary name and are renamed, so two builds at once never
     see a half-written .deb. The rootfs's archive is emptied by mmdebstrap's cleanup."""
     if debs is None:
         return []
@@ -94,19 +96,17 @@ def deb_cache(debs: Path | None) -> list[str]:
     sync_out = (
         'for f in "$1"/var/cache/apt/archives/*.deb; do [ -e "$f" ] || continue; '
         f'n={store}/"${{f##*/}}"; [ -e "$n" ] && continue; '
-        'cp "$f" "$n.part.$$" && mv "$n.part.$$" "$n"; done'
+        # a unique temporary name: builds in their own PID namespaces share $$ values
+        't=$(mktemp "$n.part.XXXXXX") && cp "$f" "$t" && chmod 644 "$t" && mv "$t" "$n"; done'
     )
     return [f"--setup-hook={sync_in}", f"--customize-hook={sync_out}"]
 
 
 def deb_hashes(target: Path) -> list[str]:
-    """A hook that writes the sha256 of every .deb apt used (essential ones are kept for
-    it) to ``target``, outside the rootfs: the lock file records them."""
+    """A hook that writes the sha256 of every .deb apt used to ``target``, outside the
+    rootfs: the lock file records them."""
     out = shlex.quote(str(target))
-    return [
-        "--skip=essential/unlink",
-        f'--customize-hook=cd "$1/var/cache/apt/archives" && sha256sum -- *.deb > {out}',
-    ]
+    return [f'--customize-hook=cd "$1/var/cache/apt/archives" && sha256sum -- *.deb > {out}']
 
 
 def pinned(preferences: Path | None) -> list[str]:

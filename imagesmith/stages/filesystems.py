@@ -124,9 +124,8 @@ def make_ext4(ctx: Context, part: Partition, content: Path, target: Path) -> int
         env=fixed_time_env(ctx.epoch),
         hint=f"partition {part.name!r} may be too small for its files ({used // MiB} MiB)",
     )
-    if part.mount == "/":
-        add_device_nodes(ctx, target, content)
-    fix_ext4_change_times(r, target, content, ctx.epoch)
+    nodes = device_nodes(content) if part.mount == "/" else []
+    fix_ext4_change_times(r, target, content, ctx.epoch, first=nodes)
     r.run(["e2fsck", "-fn", str(target)], hint=f"the {part.name} filesystem failed its check")
     return size
 
@@ -136,17 +135,16 @@ def make_ext4(ctx: Context, part: Partition, content: Path, target: Path) -> int
 DEVICE_NODES = [("console", "c", 5, 1, 0o600), ("null", "c", 1, 3, 0o666)]
 
 
-def add_device_nodes(ctx: Context, target: Path, content: Path) -> None:
-    """Device nodes made in the filesystem image with debugfs: no mknod, so no privilege
-    (mmdebstrap's unshare mode leaves /dev empty, as root or not)."""
+def device_nodes(content: Path) -> list[str]:
+    """debugfs commands that make the device nodes in the filesystem image: no mknod, so
+    no privilege (mmdebstrap's unshare mode leaves /dev empty, as root or not)."""
     if not (content / "dev").is_dir():
-        return
+        return []
     script = ["cd /dev"]
     for name, kind, major, minor, mode in DEVICE_NODES:
         if not (content / "dev" / name).exists():
             script += [f"mknod {name} {kind} {major} {minor}", f"sif {name} mode 0{0o20000 | mode:o}"]
-    ctx.runner.run(["debugfs", "-w", "-f", "-", str(target)], input="\n".join(script) + "\n",
-                   env=fixed_time_env(ctx.epoch))  # fmt: skip
+    return script
 
 
 def run(ctx: Context) -> None:

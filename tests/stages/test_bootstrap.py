@@ -65,6 +65,9 @@ def test_mmdebstrap_is_called_with_the_spec(
     assert record.exists()
     assert "--arch=arm64" in args and "--mode=unshare" in args and "--variant=apt" in args
     assert "--components=main,non-free-firmware" in args
+    # essential .deb files stay until the hooks hashed them and kept them, for both trees
+    assert args.count("--skip=essential/unlink") == 1 and tools_args.count("--skip=essential/unlink") == 1
+    assert any(a.startswith("--customize-hook=") and "sha256sum" in a for a in args)
     # no debconf preconfiguration pass and no fsync per file while building
     assert "--aptopt=#clear DPkg::Pre-Install-Pkgs;" in args and "--dpkgopt=force-unsafe-io" in args
     include = next(a for a in args if a.startswith("--include="))
