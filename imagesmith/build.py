@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from imagesmith import host, inventory, lock, manifest, plan, reproducible, sbom, sign
+from imagesmith import host, inventory, lock, manifest, plan, reproducible, requirements, sbom, sign
 from imagesmith.cache import Cache, Entry
 from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError
@@ -28,15 +28,6 @@ from imagesmith.stages.context import Context, PartitionImage
 
 WORK_PREFIX = ".imagesmith-work-"
 COPYRIGHTS = "copyrights"
-TOOLS = {
-    "mmdebstrap": "mmdebstrap",
-    "mke2fs": "e2fsprogs",
-    "mkfs.vfat": "dosfstools",
-    "mcopy": "mtools",
-    "sfdisk": "fdisk",
-    "bmaptool": "bmap-tools",
-    "unshare": "util-linux",
-}
 
 
 @dataclass
@@ -47,11 +38,16 @@ class Result:
 
 
 def check_host(spec: Spec) -> None:
-    missing = sorted({pkg for tool, pkg in TOOLS.items() if shutil.which(tool) is None})
+    """The host can run this build: every command a build of this architecture calls is
+    installed (``requirements``), and binfmt runs the target's programs."""
+    wanted = requirements.needed(["build"], [spec.device.arch])
+    missing = [req for req in wanted if any(shutil.which(tool) is None for tool in req.tools)]
     if missing:
         raise ImagesmithError(
-            f"missing host tools from: {', '.join(missing)}",
-            hint=f"sudo apt-get install {' '.join(missing)}   (or run ./dev build, which installs them)",
+            "missing host tools: "
+            + ", ".join(f"{'/'.join(req.tools)} ({req.package}: {req.why})" for req in missing),
+            hint=f"{requirements.install_command(req.package for req in missing)}   "
+            f"(`imagesmith doctor --arch {spec.device.arch}` checks everything a build needs)",
         )
     if os.geteuid() != 0:  # the command line runs builds of ordinary users in a user namespace
         raise ImagesmithError(
@@ -217,6 +213,8 @@ def build(
 ) -> Result:
     """Build ``spec`` into ``output``; with ``lock_file``, from the locked packages
     (``update_lock``: lock again first)."""
+    if not output.is_absolute():  # hooks and scripts run in other working directories
+        raise AssertionError(f"the output directory must be absolute by now: {output}")
     customize.check_spec(spec)
     check_host(spec)
     key = signing_key or (Path(spec.config.signing_key) if spec.config.signing_key else None)

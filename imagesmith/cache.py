@@ -31,8 +31,10 @@ META = "meta.json"
 
 
 def default_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "imagesmith"
+    """$XDG_CACHE_HOME/imagesmith, else ~/.cache/imagesmith (a relative $XDG_CACHE_HOME is
+    ignored, as the XDG base directory specification says)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or "")
+    return (base if base.is_absolute() else Path.home() / ".cache") / "imagesmith"
 
 
 @dataclass

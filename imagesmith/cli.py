@@ -79,10 +79,10 @@ layers_option = click.option(
     "--layers",
     "layers",
     multiple=True,
-    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    type=click.Path(path_type=Path, resolve_path=True, file_okay=False, exists=True),
     help="Another directory of layers, searched after the config's own (repeatable).",
 )
-config_argument = click.argument("config", type=click.Path(path_type=Path, dir_okay=False))
+config_argument = click.argument("config", type=click.Path(path_type=Path, resolve_path=True, dir_okay=False))
 
 
 def spec_options(func: F) -> F:
@@ -111,7 +111,7 @@ def default_cache_dir() -> Path:
 def cache_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--cache-dir",
-        type=click.Path(path_type=Path, file_okay=False),
+        type=click.Path(path_type=Path, resolve_path=True, file_okay=False),
         help="The stage cache (default: $XDG_CACHE_HOME/imagesmith, else ~/.cache/imagesmith).",
     )(func)
 
@@ -150,16 +150,16 @@ def main(ctx: click.Context) -> None:
 
 
 @main.command()
-@click.argument("config", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("config", required=False, type=click.Path(path_type=Path, resolve_path=True, dir_okay=False))
 @click.option(
     "-o",
     "--output",
-    type=click.Path(path_type=Path, file_okay=False),
+    type=click.Path(path_type=Path, resolve_path=True, file_okay=False),
     help="Directory for the outputs (default: out/<name>/).",
 )
 @click.option(
     "--signing-key",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path, resolve_path=True, dir_okay=False),
     help="Ed25519 private key (PEM) that signs SHA256SUMS (overrides the config's signing_key).",
 )
 @click.option("--no-cache", is_flag=True, help="Run every stage; read and write no cache.")
@@ -176,7 +176,9 @@ def main(ctx: click.Context) -> None:
     is_flag=True,
     help="Build twice, each with its own empty stage cache, and report the first difference.",
 )
-@click.option("--shared-debs", type=click.Path(path_type=Path, file_okay=False), hidden=True)
+@click.option(
+    "--shared-debs", type=click.Path(path_type=Path, resolve_path=True, file_okay=False), hidden=True
+)
 @cache_option
 @spec_options
 @verbose_option
@@ -205,7 +207,7 @@ def build(
     from imagesmith.cache import Cache
 
     spec = load(config, layers, sets, variant)
-    out = output or Path("out") / spec.config.name
+    out = output or Path.cwd() / "out" / spec.config.name  # every path is absolute from here on
     lock_file = lock.path_for(spec.config_path, variant)
     if check_reproducible:
         from imagesmith import check
@@ -294,10 +296,21 @@ def lock_command(
     show_default=True,
     help="A target architecture to check for (repeatable).",
 )
+@click.option(
+    "--for",
+    "purposes",
+    multiple=True,
+    type=click.Choice(["build", "boot", "test"]),
+    default=("build",),
+    show_default=True,
+    help="What to check for: building, booting images with `imagesmith boot`, the test suite (repeatable).",
+)
 @verbose_option
 @handled
-def doctor(fix: bool, user: str | None, arches: tuple[str, ...], verbose: bool) -> None:
-    """Check that this host can build images; name the exact fix for each missing piece."""
+def doctor(
+    fix: bool, user: str | None, arches: tuple[str, ...], purposes: tuple[str, ...], verbose: bool
+) -> None:
+    """Check that this host can build (and boot) images; name the exact fix for each missing piece."""
     import pwd
 
     from imagesmith import doctor as checkup
@@ -310,7 +323,11 @@ def doctor(fix: bool, user: str | None, arches: tuple[str, ...], verbose: bool) 
         raise ImagesmithError(f"no user {name!r} on this host", hint="give an existing user with --user",
                               exit_code=EXIT_CONFIG) from None  # fmt: skip
     runner = Runner(verbose=verbose)
-    found = checkup.checks(checkup.gather(runner, name, list(arches)), list(arches))
+
+    def judged() -> list[checkup.Check]:
+        return checkup.checks(checkup.gather(runner, name, list(arches)), list(arches), purposes)
+
+    found = judged()
     show_checks(found, name)
     failing = [c for c in found if not c.ok]
     if fix and failing:
@@ -320,15 +337,27 @@ def doctor(fix: bool, user: str | None, arches: tuple[str, ...], verbose: bool) 
             with runner.stage("fix", check.name):
                 for command in check.fix:
                     runner.run(command, hint=f"the fix for {check.name!r} failed")
-        found = checkup.checks(checkup.gather(runner, name, list(arches)), list(arches))
+        found = judged()
         show_checks(found, name)
         failing = [c for c in found if not c.ok]
     if failing:
+        again = [*(f"--arch {a}" for a in arches), *(f"--for {p}" for p in purposes)]
+        again += [f"--user {name}"] if name != "root" else []
         raise ImagesmithError(
             f"{len(failing)} check(s) failed",
-            hint="run the fixes above as root, or `sudo imagesmith doctor --fix`"
-            + (f" --user {name}" if name != "root" else ""),
+            hint=f"run the fixes above as root, or `sudo {_me()} doctor --fix {' '.join(again)}`",
         )
+
+
+def _me() -> str:
+    """How to call this imagesmith again (with sudo, PATH may not find the virtual environment's)."""
+    import shutil
+
+    found = shutil.which("imagesmith")
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "imagesmith" and argv0.exists():
+        return str(argv0.absolute())
+    return found or f"{sys.executable} -m imagesmith"
 
 
 def show_checks(found: list[Any], user: str) -> None:
@@ -342,13 +371,13 @@ def show_checks(found: list[Any], user: str) -> None:
 
 
 @main.command()
-@click.argument("image", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("image", type=click.Path(path_type=Path, resolve_path=True, dir_okay=False))
 @click.option(
     "--timeout", type=float, default=600, show_default=True, help="Seconds to wait for a login prompt."
 )
 @click.option(
     "--console-log",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path, resolve_path=True, dir_okay=False),
     help="Write the whole serial console transcript to this file.",
 )
 @click.option(
@@ -371,7 +400,7 @@ def boot(image: Path, timeout: float, console_log: Path | None, expect: str | No
 
 
 @main.command("plan")
-@click.argument("config", required=False, type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("config", required=False, type=click.Path(path_type=Path, resolve_path=True, dir_okay=False))
 @cache_option
 @spec_options
 @handled
@@ -484,10 +513,10 @@ def format_duration_ago(seconds: float) -> str:
 
 
 @main.command()
-@click.argument("outdir", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("outdir", type=click.Path(path_type=Path, resolve_path=True, file_okay=False))
 @click.option(
     "--key",
-    type=click.Path(path_type=Path, dir_okay=False),
+    type=click.Path(path_type=Path, resolve_path=True, dir_okay=False),
     help="Ed25519 public key (PEM) that SHA256SUMS.sig must be a signature by.",
 )
 @handled
@@ -515,7 +544,7 @@ def verify(outdir: Path, key: Path | None) -> None:
 
 
 @main.command()
-@click.argument("outdir", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("outdir", type=click.Path(path_type=Path, resolve_path=True, file_okay=False))
 @click.option(
     "--trim", "trim_size", metavar="SIZE", help="Suggest what to remove to save SIZE (e.g. 100MiB)."
 )
@@ -557,8 +586,8 @@ def packages(outdir: Path, trim_size: str | None, as_json: bool) -> None:
 
 
 @main.command("diff")
-@click.argument("old", type=click.Path(path_type=Path, file_okay=False))
-@click.argument("new", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("old", type=click.Path(path_type=Path, resolve_path=True, file_okay=False))
+@click.argument("new", type=click.Path(path_type=Path, resolve_path=True, file_okay=False))
 @handled
 def diff_command(old: Path, new: Path) -> None:
     """What changed from build OLD to build NEW: packages and partition sizes."""

@@ -15,26 +15,9 @@ from pathlib import Path
 
 from debian.debian_support import Version
 
-from imagesmith import host, userns
+from imagesmith import host, requirements, userns
 from imagesmith.run import Runner
 
-#: Debian packages a build needs: every tool it calls
-PACKAGES = [
-    "mmdebstrap",
-    "debian-archive-keyring",
-    "fdisk",
-    "dosfstools",
-    "mtools",
-    "e2fsprogs",
-    "bmap-tools",
-    "util-linux",
-]
-#: the oldest versions that do what imagesmith asks of them
-MINIMUM = {
-    "mmdebstrap": ("1.0.0", "hooks and --skip options"),
-    "e2fsprogs": ("1.45.0", "mke2fs -d with root_owner and hash_seed"),
-    "util-linux": ("2.35", "unshare --kill-child and sfdisk --json"),
-}
 TARBALL_INPUT = "1.47.1"  # mke2fs -d reads a tarball from this version on
 SYSCTL_FILE = "/etc/sysctl.d/60-imagesmith-userns.conf"
 
@@ -120,15 +103,13 @@ def free_range(facts: Facts) -> userns.Range:
     return userns.Range(max([100000, *ends]), userns.NEEDED)
 
 
-def checks(facts: Facts, arches: list[str]) -> list[Check]:
+def checks(facts: Facts, arches: list[str], purposes: tuple[str, ...] = ("build",)) -> list[Check]:
+    """Every check for building (and ``purposes``: boot, test) images of ``arches``."""
     found: list[Check] = []
-    rootless = facts.user != "root"
-    wanted = list(PACKAGES)
-    if any(arch != facts.native for arch in arches):
-        wanted += ["qemu-user-static", "binfmt-support"]
-    if rootless:
-        wanted.append("uidmap")
-    missing = [p for p in wanted if p not in facts.packages]
+    building = bool({"build", "test"} & set(purposes))
+    rootless = facts.user != "root" and building
+    wanted = requirements.needed([*purposes, *(["rootless"] if rootless else [])], arches, facts.native)
+    missing = [req.package for req in wanted if req.package not in facts.packages]
     found.append(
         Check(
             "host packages",
@@ -137,10 +118,12 @@ def checks(facts: Facts, arches: list[str]) -> list[Check]:
             [["apt-get", "install", "-y", "--no-install-recommends", *missing]] if missing else [],
         )
     )
-    for package, (minimum, why) in MINIMUM.items():
-        have = facts.packages.get(package)
-        if have is None:
+    for req in wanted:
+        have = facts.packages.get(req.package)
+        if have is None or req.minimum is None:
             continue
+        minimum, why = req.minimum
+        package = req.package
         old = Version(have) < Version(minimum)
         found.append(
             Check(
@@ -161,7 +144,7 @@ def checks(facts: Facts, arches: list[str]) -> list[Check]:
             )
         )
     for arch in arches:
-        if arch == facts.native:
+        if arch == facts.native or not building:
             continue
         name = host.QEMU_NAMES.get(arch, f"qemu-{arch}")
         fix = (

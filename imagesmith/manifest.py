@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from imagesmith import __version__
+from imagesmith import __version__, requirements
 from imagesmith.config.load import Spec
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 from imagesmith.inventory import Package
@@ -22,9 +22,6 @@ from imagesmith.stages.artifacts import output_file, sha256
 
 NAME = "manifest.json"
 FORMAT = 1
-#: The host packages whose tools make the image.
-HOST_PACKAGES = ("mmdebstrap", "e2fsprogs", "dosfstools", "mtools", "fdisk", "bmap-tools", "util-linux",
-                 "qemu-user-static", "apt", "dpkg")  # fmt: skip
 
 
 def host_tools() -> dict[str, str]:
@@ -32,7 +29,7 @@ def host_tools() -> dict[str, str]:
     if shutil.which("dpkg-query") is None:
         return {}
     proc = subprocess.run(
-        ["dpkg-query", "-W", "-f", "${Package} ${Version} ${db:Status-Status}\n", *HOST_PACKAGES],
+        ["dpkg-query", "-W", "-f", "${Package} ${Version} ${db:Status-Status}\n", *requirements.recorded()],
         capture_output=True,
         text=True,
         check=False,

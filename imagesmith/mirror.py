@@ -12,8 +12,9 @@ import hashlib
 import lzma
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from imagesmith.errors import ImagesmithError
 
@@ -27,14 +28,30 @@ def snapshot_of(mirror: str) -> str | None:
     return match.group("stamp") if match else None
 
 
+def shown(url: str) -> str:
+    """A mirror URL as logs and messages may show it: without a user name or password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
 @dataclass
 class Index:
-    """(package, architecture) → {version: sha256 of the .deb}."""
+    """(package, architecture) → {version: sha256 of the .deb}; and the virtual package
+    names that packages provide."""
 
     packages: dict[tuple[str, str], dict[str, str]]
+    provided: set[str] = field(default_factory=set)
 
     def versions(self, name: str, arch: str) -> dict[str, str]:
         return self.packages.get((name, arch), {})
+
+    def names(self) -> set[str]:
+        """Every name apt can install: real packages and the virtual ones provided."""
+        return {name for name, _arch in self.packages} | self.provided
 
 
 def _get(url: str) -> bytes:
@@ -67,18 +84,22 @@ def release_hashes(text: str) -> dict[str, str]:
     return hashes
 
 
-def parse_packages(text: str) -> dict[tuple[str, str], dict[str, str]]:
+def parse_packages(text: str, provided: set[str] | None = None) -> dict[tuple[str, str], dict[str, str]]:
+    """(package, architecture) → {version: sha256} of a Packages file; the names in its
+    Provides: fields are added to ``provided``."""
     found: dict[tuple[str, str], dict[str, str]] = {}
     for stanza in text.split("\n\n"):
         fields: dict[str, str] = {}
         for line in stanza.splitlines():
             key, sep, value = line.partition(": ")
-            if sep and key in ("Package", "Version", "Architecture", "SHA256"):
+            if sep and key in ("Package", "Version", "Architecture", "SHA256", "Provides"):
                 fields[key] = value
         if "Package" in fields:
             found.setdefault((fields["Package"], fields.get("Architecture", "")), {})[
                 fields.get("Version", "")
             ] = fields.get("SHA256", "")
+        if provided is not None and "Provides" in fields:
+            provided.update(item.split("(")[0].strip() for item in fields["Provides"].split(","))
     return found
 
 
@@ -87,6 +108,7 @@ def fetch(mirror: str, suite: str, components: list[str], arch: str) -> Index:
     release = _get(f"{base}/dists/{suite}/InRelease").decode("utf-8", errors="replace")
     hashes = release_hashes(release)
     packages: dict[tuple[str, str], dict[str, str]] = {}
+    provided: set[str] = set()
     for component in components:
         rel = f"{component}/binary-{arch}/Packages.xz"
         if rel not in hashes:
@@ -100,6 +122,7 @@ def fetch(mirror: str, suite: str, components: list[str], arch: str) -> Index:
                 f"{base}/dists/{suite}/{rel} does not match its InRelease (the mirror is being updated?)",
                 hint="try again in a few minutes",
             )
-        for key, versions in parse_packages(lzma.decompress(data).decode("utf-8", errors="replace")).items():
+        text = lzma.decompress(data).decode("utf-8", errors="replace")
+        for key, versions in parse_packages(text, provided).items():
             packages.setdefault(key, {}).update(versions)
-    return Index(packages)
+    return Index(packages, provided)

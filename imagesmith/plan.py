@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagesmith import __version__
+from imagesmith import __version__, requirements
 from imagesmith.config.load import Spec
 from imagesmith.lock import Lock
 
@@ -32,13 +32,6 @@ CODE = {
     "filesystems": ["stages/filesystems.py", "ids.py", "reproducible.py"],
     "disk": ["stages/disk.py", "ids.py"],
 }  # fmt: skip
-#: the host packages whose tools each stage calls
-TOOLS = {
-    "bootstrap": ["mmdebstrap", "apt", "dpkg", "qemu-user-static", "util-linux"],
-    "customize": ["qemu-user-static", "util-linux"],
-    "filesystems": ["e2fsprogs", "dosfstools", "mtools"],
-    "disk": ["fdisk"],
-}
 #: config keys that only the bootstrap reads, and those no image stage reads at all
 BOOTSTRAP_KEYS = ("distribution", "packages")
 NOT_IN_IMAGE = ("includes", "layer_paths", "layers", "variables", "signing_key", "packages", "distribution")
@@ -98,7 +91,7 @@ def stages(
     plans: list[StagePlan] = []
 
     def common(stage: str) -> dict[str, str]:
-        found = {f"tool {t}": tool_versions.get(t, "absent") for t in TOOLS[stage]}
+        found = {f"tool {t}": tool_versions.get(t, "absent") for t in requirements.for_stage(stage)}
         found["imagesmith code"] = code_digest(stage)
         if plans:
             found[f"{plans[-1].name} stage"] = plans[-1].key

@@ -20,12 +20,15 @@ from pathlib import Path
 import pexpect
 
 from imagesmith import host
+from imagesmith.diagnose import missing_tool
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 from imagesmith.run import Runner
 
 LOGIN = re.compile(rb"login: ?$|login: ", re.MULTILINE)
 PANIC = re.compile(rb"Kernel panic - not syncing[^\r\n]*")
 KVM_ERROR = re.compile(rb"KVM internal error|KVM: entry failed")
+#: the guest's kernel has started (the first line Linux prints)
+GUEST_STARTED = re.compile(rb"Linux version \d")
 TAIL = 30
 EMERGENCY = re.compile(rb"(You are in emergency mode|Give root password for maintenance|\(initramfs\) )")
 
@@ -131,11 +134,9 @@ def boot(
         files = extract(runner, image, work)
         machine = MACHINES[files.arch]
         system = str(machine["system"])
-        if shutil.which(system) is None:
-            raise ImagesmithError(
-                f"{system} is not installed",
-                hint="sudo apt-get install qemu-system-arm qemu-system-x86 qemu-utils",
-            )
+        for tool in (system, "qemu-img"):
+            if shutil.which(tool) is None:
+                raise ImagesmithError(f"{tool} is not installed", hint=missing_tool(tool, []).hint)
         overlay = work / "disk.qcow2"
         size = image.stat().st_size + grow
         runner.run(
@@ -177,21 +178,44 @@ def boot(
         ]
         if files.initrd is not None:
             argv += ["-initrd", str(files.initrd)]
-        attempts = accelerators(files.arch, str(machine["cpu"]))
-        for number, accel in enumerate(attempts, 1):
-            full = [argv[0], *accel, *argv[1:]]
-            runner.detail("$ " + " ".join(full))
-            try:
-                return _watch(full, runner, timeout, log, expect)
-            except KvmFailed:
-                if number == len(attempts):
-                    raise
-                runner.info("KVM failed on this host (nested virtualisation?): booting again under emulation")
-        raise AssertionError("unreachable")
+        return run_guest(argv, accelerators(files.arch, str(machine["cpu"])), runner, timeout, log, expect)
 
 
 class KvmFailed(ImagesmithError):
-    """KVM stopped the guest (seen with nested virtualisation): emulation may still work."""
+    """The guest could not start or run under KVM (seen with nested virtualisation, in
+    several forms): emulation may still work."""
+
+
+#: found out once per process: later boots go straight to emulation
+_kvm_broken = False
+
+
+def run_guest(
+    argv: list[str],
+    attempts: list[list[str]],
+    runner: Runner,
+    timeout: float,
+    log: Path | None,
+    expect: str | None,
+) -> str:
+    """Run the guest with the first accelerator that works: when KVM fails in any way
+    before the guest's kernel runs, say so in one line and boot again with TCG."""
+    global _kvm_broken
+    if _kvm_broken:
+        attempts = [a for a in attempts if "kvm" not in a] or attempts
+    for number, accel in enumerate(attempts, 1):
+        full = [argv[0], *accel, *argv[1:]]
+        runner.detail("$ " + " ".join(full))
+        try:
+            return _watch(full, runner, timeout, log, expect, kvm="kvm" in accel)
+        except KvmFailed as exc:
+            if number == len(attempts):
+                raise
+            _kvm_broken = True
+            said = (exc.details or "").splitlines()
+            why = f" ({said[0].strip()[:160]})" if said else ""
+            runner.info(f"KVM does not work on this host{why}: booting with TCG (emulation, slower)")
+    raise AssertionError("unreachable")
 
 
 def accelerators(arch: str, cpu: str) -> list[list[str]]:
@@ -203,7 +227,11 @@ def accelerators(arch: str, cpu: str) -> list[list[str]]:
     return [tcg]
 
 
-def _watch(argv: list[str], runner: Runner, timeout: float, log: Path | None, expect: str | None) -> str:
+def _watch(
+    argv: list[str], runner: Runner, timeout: float, log: Path | None, expect: str | None, kvm: bool = False
+) -> str:
+    """Watch the console until ``expect`` (default: a login prompt). With ``kvm``, a qemu
+    that stops before the guest's kernel speaks raises ``KvmFailed``."""
     wanted = re.compile(re.escape(expect.encode())) if expect is not None else LOGIN
     transcript = bytearray()
     pending = b""  # the unfinished last line, shown once it ends
@@ -259,7 +287,11 @@ def _watch(argv: list[str], runner: Runner, timeout: float, log: Path | None, ex
         "exited": f"qemu exited before {goal}",
     }[outcome]
     tail = [ln for ln in text.splitlines() if ln.strip()][-TAIL:]
-    raise (KvmFailed if outcome == "kvm" else ImagesmithError)(
+    kvm_failed = outcome == "kvm" or (kvm and outcome == "exited" and not GUEST_STARTED.search(transcript))
+    if kvm_failed:
+        tail = [ln for ln in tail if ln.strip()]  # qemu's own error lines first
+        tail.sort(key=lambda ln: "qemu" not in ln.lower() and "kvm" not in ln.lower())
+    raise (KvmFailed if kvm_failed else ImagesmithError)(
         f"boot failed: {what}",
         hint="the last console lines are above; --console-log FILE keeps the whole console",
         details="\n".join(tail),

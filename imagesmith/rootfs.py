@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from imagesmith.errors import ImagesmithError
+from imagesmith.progress import Progress
 from imagesmith.run import Runner
 
 CHROOT_ENV = {
@@ -52,6 +53,7 @@ def chroot(
     env: dict[str, str] | None = None,
     capture: bool = False,
     hint: str | None = None,
+    progress: Progress | None = None,
 ) -> str:
     """Run ``argv`` inside ``rootfs`` (foreign binaries run through qemu-user binfmt)."""
     epoch = (
@@ -71,6 +73,8 @@ def chroot(
         ],
         capture=capture,
         hint=hint,
+        name=Path(argv[0]).name,
+        progress=progress,
     )
 
 

@@ -1,8 +1,9 @@
 """The one subprocess wrapper: every external command imagesmith runs goes through here.
 
 Each command is written to the build log with its output; with ``--verbose`` it is also
-shown on the terminal. A failing command raises ``ImagesmithError`` carrying the command
-line and the last lines of its output.
+shown on the terminal. A failing command raises ``ImagesmithError`` naming the program,
+with the lines of its output that say what went wrong (found by an ``explain`` function
+of ``diagnose``, else its last lines) and a hint; the full command line stays in the log.
 """
 
 from __future__ import annotations
@@ -10,19 +11,29 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 from rich.console import Console
+from rich.markup import escape
+from rich.status import Status
 from rich.text import Text
 
+from imagesmith.diagnose import Explanation, missing_tool
 from imagesmith.errors import ImagesmithError
+from imagesmith.progress import Progress
 
 TAIL_LINES = 25
+#: how much of a failed command's output its ``explain`` function reads
+EXPLAIN_LINES = 400
+Explain = Callable[[Sequence[str]], Explanation | None]
+#: seconds between progress lines when the output is not a terminal (a CI log, say)
+PROGRESS_EVERY = 10.0
 
 
 def format_command(argv: Sequence[str | os.PathLike[str]]) -> str:
@@ -49,10 +60,13 @@ class Runner:
         self.console = console or Console(stderr=True, highlight=False, soft_wrap=True)
         self.verbose = verbose
         self._log: IO[str] | None = None
+        self.log_path = log_path
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self.timings: list[tuple[str, float]] = []
+        self._status: Status | None = None  # the spinner of the running stage, on a terminal
+        self._label = ""
 
     def close(self) -> None:
         if self._log is not None:
@@ -83,14 +97,17 @@ class Runner:
         start = time.monotonic()
         ok = False
         try:
+            self._label = label
             if self.verbose or not self.console.is_terminal:
                 self.console.print(f"[bold]▶ {label}[/bold]")
                 yield
             else:
-                with self.console.status(f"[bold]{label}[/bold]"):
+                with self.console.status(f"[bold]{escape(label)}[/bold]") as status:
+                    self._status = status
                     yield
             ok = True
         finally:
+            self._status, self._label = None, ""
             elapsed = time.monotonic() - start
             self.timings.append((name, elapsed))
             mark = "[green]✓[/green]" if ok else "[red]✗[/red]"
@@ -133,16 +150,23 @@ class Runner:
         input: str | None = None,
         capture: bool = False,
         hint: str | None = None,
+        name: str | None = None,
+        explain: Explain | None = None,
+        progress: Progress | None = None,
     ) -> str:
-        """Run ``argv``; return its stdout when ``capture`` is set (else "")."""
+        """Run ``argv``; return its stdout when ``capture`` is set (else "").
+
+        ``name`` is what an error calls the command (default: the program's name);
+        ``explain`` picks the lines and the hint of a failure from its output;
+        ``progress`` reads its output and is shown while it runs (see ``progress.py``)."""
         cmd = [str(a) for a in argv]
-        line = format_command(cmd)
-        self.detail(f"$ {line}")
+        name = name or Path(cmd[0]).name
+        self.detail(f"$ {format_command(cmd)}")
         full_env = None
         if env is not None:
             full_env = dict(os.environ)
             full_env.update(env)
-        tail: deque[str] = deque(maxlen=TAIL_LINES)
+        tail: deque[str] = deque(maxlen=EXPLAIN_LINES)
         captured: list[str] = []
         start = time.monotonic()
         try:
@@ -158,14 +182,16 @@ class Runner:
             )
         except FileNotFoundError as exc:
             raise ImagesmithError(
-                f"command not found: {cmd[0]}",
-                hint=hint or "run `imagesmith doctor` or `./dev build` to install host tools",
+                f"command not found: {cmd[0]}", hint=hint or missing_tool(cmd[0], []).hint
             ) from exc
         if input is not None and not capture:
             assert proc.stdin is not None
             proc.stdin.write(input)  # never logged: it may carry private values
             proc.stdin.close()
         assert proc.stdout is not None
+        done = threading.Event()
+        if progress is not None:
+            threading.Thread(target=self._report, args=(progress, start, done), daemon=True).start()
         try:
             if capture:
                 out, err = proc.communicate(input)
@@ -178,16 +204,47 @@ class Runner:
                     text = text.rstrip("\n")
                     tail.append(text)
                     self.log(text)
+                    if progress is not None:
+                        progress.feed(text)
                 proc.wait()
         except BaseException:  # interrupted: the command must not outlive the build
             proc.kill()
             proc.wait()
             raise
+        finally:
+            done.set()
         self.log(f"[exit {proc.returncode} after {format_duration(time.monotonic() - start)}]")
         if proc.returncode != 0:
-            raise ImagesmithError(
-                f"command failed with exit code {proc.returncode}: {line}",
-                hint=hint,
-                details="\n".join(tail),
-            )
+            raise self.failure(name, proc.returncode, list(tail), hint, explain)
         return "".join(captured)
+
+    def _report(self, progress: Progress, start: float, done: threading.Event) -> None:
+        """Show ``progress`` until ``done``: the spinner's text on a terminal (each second),
+        else a line every ``PROGRESS_EVERY`` seconds."""
+        on_terminal = self._status is not None
+        while not done.wait(1.0 if on_terminal else PROGRESS_EVERY):
+            text = f"{progress.summary()} [{format_duration(time.monotonic() - start)}]"
+            if self._status is not None:
+                self._status.update(f"[bold]{escape(self._label)}[/bold] · {escape(text)}")
+            elif not on_terminal:
+                self.console.print(Text(f"  … {text}"), highlight=False)
+                self.log(f"progress: {text}")
+
+    def failure(
+        self, name: str, code: int, output: list[str], hint: str | None, explain: Explain | None
+    ) -> ImagesmithError:
+        """The error for a command that failed: its own lines that say why, and a hint."""
+        found = explain(output) if explain is not None else None
+        if found is not None:
+            return ImagesmithError(f"{name} failed with exit code {code}", hint=found.hint,
+                                   details="\n".join(found.lines))  # fmt: skip
+        more = (
+            f"its whole output and command line are in {self.log_path}"
+            if self.log_path is not None
+            else "--verbose shows its command line and whole output"
+        )
+        return ImagesmithError(
+            f"{name} failed with exit code {code}",
+            hint=f"{hint}; {more}" if hint else more,
+            details="\n".join(output[-TAIL_LINES:]),
+        )

@@ -7,11 +7,11 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner
 
-from imagesmith import doctor
+from imagesmith import doctor, requirements
 from imagesmith.cli import main
 from imagesmith.userns import Range
 
-ALL = {p: "9" for p in [*doctor.PACKAGES, "qemu-user-static", "binfmt-support", "uidmap"]}
+ALL = {req.package: "9" for req in requirements.REQUIREMENTS}
 GOOD = doctor.Facts(
     euid=0,
     user="builder",
@@ -48,10 +48,34 @@ def test_missing_packages_are_named_with_the_install_command() -> None:
 
 def test_qemu_and_uidmap_are_only_needed_when_used() -> None:
     packages = {
-        k: v for k, v in GOOD.packages.items() if k not in ("uidmap", "qemu-user-static", "binfmt-support")
+        k: v
+        for k, v in GOOD.packages.items()
+        if k not in ("uidmap", "qemu-user-static", "binfmt-support", "arch-test", "qemu-system-arm")
     }
     as_root = replace(GOOD, user="root", packages=packages)
     assert failing(as_root, ("amd64",)) == {}
+
+
+def test_a_foreign_build_needs_arch_test() -> None:
+    packages = {k: v for k, v in GOOD.packages.items() if k != "arch-test"}
+    check = failing(replace(GOOD, packages=packages))["host packages"]
+    assert check.detail == "missing: arch-test"
+
+
+def test_booting_needs_the_emulator_of_the_image_s_architecture() -> None:
+    packages = {k: v for k, v in GOOD.packages.items() if not k.startswith("qemu-")}
+    facts = replace(GOOD, packages=packages)
+    check = {c.name: c for c in doctor.checks(facts, ["arm64"], ("boot",)) if not c.ok}["host packages"]
+    assert check.detail == "missing: qemu-utils qemu-system-arm"
+    # booting alone needs no build tools, no subordinate ids and no binfmt
+    bare = replace(GOOD, packages=dict.fromkeys(["qemu-utils", "qemu-system-x86", "fdisk", "mtools"], "9"),
+                   subuid={}, binfmt={})  # fmt: skip
+    assert [c for c in doctor.checks(bare, ["amd64"], ("boot",)) if not c.ok] == []
+
+
+def test_the_test_suite_needs_everything() -> None:
+    wanted = requirements.packages(["test"], ["arm64"], "amd64")
+    assert set(wanted) == {req.package for req in requirements.REQUIREMENTS}
 
 
 def test_binfmt_not_enabled_or_not_mounted() -> None:

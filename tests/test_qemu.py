@@ -104,3 +104,46 @@ def test_kernel_architecture_from_its_header(tmp_path: Path) -> None:
     assert _arch_of(arm) == "arm64" and _arch_of(x86) == "amd64"
     with pytest.raises(ImagesmithError, match="cannot tell"):
         _arch_of(other)
+
+
+def test_kvm_that_cannot_start_a_guest_falls_back_to_tcg_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The nested-virtualisation form seen on a real host: qemu aborts before the guest runs."""
+    from imagesmith import qemu
+
+    monkeypatch.setattr(qemu, "_kvm_broken", False)
+    calls = tmp_path / "calls"
+    argv = _fake_console(
+        tmp_path,
+        f'echo "$*" >> {calls}\n'
+        'case "$*" in *kvm*)\n'
+        '  echo "qemu-system-x86_64: error: failed to set MSR 0x10a to 0x69"\n'
+        '  echo "qemu-system-x86_64: ../../target/i386/kvm/kvm.c:3285: kvm_buf_set_msrs: Assertion '
+        "\\`ret == cpu->kvm_msr_buf->nmsrs' failed.\"\n"
+        "  kill -ABRT $$ ;;\n"
+        "esac\n"
+        "echo 'Linux version 6.12.48'\nprintf 'vm login: '\nsleep 30\n",
+    )
+    attempts = [["-accel", "kvm", "-cpu", "host"], ["-accel", "tcg", "-cpu", "max"]]
+    text = qemu.run_guest(argv, attempts, Runner(), 20, None, None)
+    assert "vm login:" in text
+    err = capsys.readouterr().err
+    assert err.count("KVM does not work on this host") == 1
+    assert "failed to set MSR 0x10a" in err and "booting with TCG" in err
+    # found out once: the next boot goes straight to TCG
+    qemu.run_guest(argv, attempts, Runner(), 20, None, None)
+    assert [line.split()[1] for line in calls.read_text().splitlines()] == ["kvm", "tcg", "tcg"]
+
+
+def test_a_guest_that_started_under_kvm_and_failed_is_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagesmith import qemu
+
+    monkeypatch.setattr(qemu, "_kvm_broken", False)
+    argv = _fake_console(tmp_path, "echo 'Linux version 6.12.48'\necho 'oops'\nexit 1\n")
+    attempts = [["-accel", "kvm", "-cpu", "host"], ["-accel", "tcg", "-cpu", "max"]]
+    with pytest.raises(ImagesmithError, match="qemu exited before a login prompt") as info:
+        qemu.run_guest(argv, attempts, Runner(), 20, None, None)
+    assert not isinstance(info.value, qemu.KvmFailed)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from imagesmith import diagnose
 from imagesmith.errors import ImagesmithError
 from imagesmith.run import Runner, format_duration
 
@@ -14,13 +15,13 @@ def test_failure_names_the_command_and_keeps_the_last_lines(tmp_path: Path) -> N
         runner.run(["sh", "-c", "for i in $(seq 1 40); do echo line$i; done; exit 3"], hint="look")
     runner.close()
     exc = info.value
-    assert "exit code 3" in exc.message and "sh -c" in exc.message
+    assert exc.message == "sh failed with exit code 3"  # the command line is in the log, not here
     assert exc.details is not None
     lines = exc.details.splitlines()
     assert lines[-1] == "line40" and "line1" not in lines and len(lines) == 25
-    assert exc.hint == "look"
+    assert exc.hint == f"look; its whole output and command line are in {tmp_path / 'build.log'}"
     log = (tmp_path / "build.log").read_text()
-    assert "line1\n" in log and "[exit 3" in log
+    assert "line1\n" in log and "[exit 3" in log and "$ sh -c 'for i in" in log
 
 
 def test_capture_returns_stdout_only(tmp_path: Path) -> None:
@@ -31,6 +32,27 @@ def test_capture_returns_stdout_only(tmp_path: Path) -> None:
 def test_missing_program_is_a_clear_error() -> None:
     with pytest.raises(ImagesmithError, match="command not found: no-such-tool-xyz"):
         Runner().run(["no-such-tool-xyz"])
+
+
+def test_a_missing_host_tool_names_its_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(ImagesmithError) as info:
+        Runner().run(["qemu-img", "create"])
+    assert info.value.hint is not None
+    assert "qemu-img is in the Debian package qemu-utils" in info.value.hint
+    assert "apt-get install --no-install-recommends qemu-utils" in info.value.hint
+
+
+def test_an_explained_failure_shows_the_tool_s_own_lines_and_hint(tmp_path: Path) -> None:
+    runner = Runner(log_path=tmp_path / "build.log")
+    script = "echo I: setting up; echo 'E: install arch-test for foreign architecture support'; exit 1"
+    with pytest.raises(ImagesmithError) as info:
+        runner.run(["sh", "-c", script], name="mmdebstrap", explain=diagnose.apt)
+    runner.close()
+    exc = info.value
+    assert exc.message == "mmdebstrap failed with exit code 1"
+    assert exc.details == "E: install arch-test for foreign architecture support"
+    assert exc.hint is not None and "the Debian package arch-test" in exc.hint
 
 
 def test_input_is_passed_but_not_logged(tmp_path: Path) -> None:

@@ -7,12 +7,15 @@ no-op stubs here and done once, at the end of customize (see ``deferred.py``).
 
 from __future__ import annotations
 
+import difflib
+import functools
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
-from imagesmith import host, lock
+from imagesmith import diagnose, host, lock, mirror, progress
 from imagesmith.config.load import Spec
+from imagesmith.errors import ImagesmithError, Location, config_error
 from imagesmith.rootfs import ISOLATE
 from imagesmith.stages import deferred, tools
 from imagesmith.stages.context import Context
@@ -64,6 +67,7 @@ def mmdebstrap(
         *ISOLATE,  # mmdebstrap's mounts and processes end with it, even if it is killed
         "mmdebstrap",
         "--mode=unshare",  # as root: private namespaces; as an ordinary user: see userns.py
+        "--verbose",  # apt's and dpkg's lines: the log has them, and progress counts them
         f"--arch={arch}",
         f"--variant={variant}",
         f"--include={','.join(include)}",
@@ -156,20 +160,71 @@ def tools_command(spec: Spec, target: Path, debs: Path | None = None) -> list[st
     )
 
 
+def unknown_packages(spec: Spec, index: mirror.Index) -> None:
+    """Fail at the config line that names a package the suite does not have, before the
+    minutes of a bootstrap (apt would say so only after the essential packages)."""
+    names = index.names()
+    unknown = [name for name in packages(spec) if not name.endswith("-") and name.split(":")[0] not in names]
+    if not unknown:
+        return
+    name = unknown[0]
+    dist = spec.config.distribution
+    others = f" (and {len(unknown) - 1} more: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.7)
+    raise config_error(
+        f"no package {name!r} in {dist.suite} ({spec.device.arch}) on {mirror.shown(dist.mirror)}{others}",
+        _where_named(spec, name),
+        f"did you mean {' or '.join(close)}?"
+        if close
+        else f"check the spelling: the names are those of https://packages.debian.org/{dist.suite}/",
+    )
+
+
+def _where_named(spec: Spec, name: str) -> Location:
+    """The config or layer line that asks for ``name`` (else the device line: its catalog
+    entry asks for it)."""
+    listed = spec.tree.get("packages")
+    if listed is not None and isinstance(listed.value, list):
+        for item in listed.value:
+            if item.value == name:
+                return item.location
+    return spec.locate("device")
+
+
+def check_names(ctx: Context) -> None:
+    """``unknown_packages`` against the mirror's index, when the index can be read (else
+    mmdebstrap reports what it finds: an unreachable mirror, say)."""
+    spec, dist = ctx.spec, ctx.spec.config.distribution
+    try:
+        index = mirror.fetch(dist.mirror, dist.suite, components(spec), spec.device.arch)
+    except ImagesmithError as exc:
+        ctx.runner.log(f"package names not checked before the bootstrap: {exc}")
+        return
+    unknown_packages(spec, index)
+
+
 def run(ctx: Context) -> None:
     """The rootfs (and tools tree); ``ctx.work/debs.sha256`` lists the .deb files used."""
     ctx.runner.detail(f"packages: {shlex.join(packages(ctx.spec))}")
+    dist = ctx.spec.config.distribution
+    explain = functools.partial(diagnose.apt, mirror=mirror.shown(dist.mirror), suite=dist.suite)
     preferences = None
     if ctx.lock is not None:
         preferences = ctx.work / "lock.pref"
         preferences.write_text(lock.preferences(ctx.lock), encoding="utf-8")
+    else:  # a lock names exactly what the mirror had
+        check_names(ctx)
     ctx.runner.run(
         command(ctx.spec, ctx.rootfs, ctx.debs, ctx.work / lock.DEB_HASHES, preferences),
-        hint="check the package names, the suite and the mirror; the log has apt's full output",
+        name="mmdebstrap",
+        explain=explain,
+        progress=progress.Apt(),
     )
     if tools.needed(ctx.spec):
         tree = ctx.work / "tools"
         ctx.runner.run(
-            tools_command(ctx.spec, tree, ctx.debs), hint="the native tools tree could not be made"
+            tools_command(ctx.spec, tree, ctx.debs),
+            name="mmdebstrap (the native tools tree)",
+            explain=explain,
         )
         ctx.tools_tree = tree

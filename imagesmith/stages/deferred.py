@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from imagesmith.progress import Steps
 from imagesmith.rootfs import chroot
 from imagesmith.run import Runner
 from imagesmith.stages.tools import Tools
@@ -80,6 +81,7 @@ def run_kernel_hooks(runner: Runner, rootfs: Path, version: str) -> None:
         ],
         env={"DEB_MAINT_PARAMS": "configure"},
         hint="the kernel's postinst hooks (initramfs, boot firmware) failed; see build.log",
+        progress=Steps(f"kernel {version}: postinst hooks"),
     )
 
 

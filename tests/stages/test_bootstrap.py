@@ -88,3 +88,34 @@ def test_kernel_versions_sort_by_version(tmp_path: Path) -> None:
         if "no-image" not in version:
             (tmp_path / "boot" / f"vmlinuz-{version}").write_text("")
     assert kernel_versions(tmp_path) == ["6.1.0-28-arm64", "6.12.9+deb13-arm64", "6.12.10+deb13-arm64"]
+
+
+def test_a_package_the_suite_does_not_have_is_found_at_its_config_line(write: Write) -> None:
+    from imagesmith.errors import ImagesmithError
+    from imagesmith.mirror import Index
+
+    config = write(
+        "img.yaml",
+        """
+        name: x
+        device: qemu-amd64
+        packages:
+          - curl
+          - openssh-servr
+        """,
+    )
+    spec = load_spec(config)
+    known = {p: {"1": ""} for p in [*bootstrap.packages(spec), "openssh-server", "openssh-client"]}
+    index = Index(
+        {(name, "amd64"): v for name, v in known.items() if name != "openssh-servr"}, {"ssh-server"}
+    )
+    with pytest.raises(ImagesmithError) as info:
+        bootstrap.unknown_packages(spec, index)
+    exc = info.value
+    assert exc.exit_code == 2
+    assert str(exc).startswith(f"{config}:5:")
+    assert "no package 'openssh-servr' in trixie (amd64)" in exc.message
+    assert exc.hint == "did you mean openssh-server or ssh-server?"
+    # a virtual package counts: apt installs a package that provides it
+    spec = load_spec(write("ok.yaml", "name: x\ndevice: qemu-amd64\npackages: [ssh-server]\n"))
+    bootstrap.unknown_packages(spec, Index({(n, "amd64"): v for n, v in known.items()}, {"ssh-server"}))
