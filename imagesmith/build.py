@@ -166,14 +166,23 @@ class Stages:
         self.forced = set(plan.STAGES[first_forced:])
 
     def cached(self, stage: str) -> Entry | None:
+        """The stage's cache entry, checked against the digest it was made with."""
         if self.cache is None or stage in self.forced:
             return None
-        return self.cache.lookup(stage, self.plans[stage].key)
+        return self.cache.checked(stage, self.plans[stage].key, self.warn)
+
+    def warn(self, text: str) -> None:
+        self.ctx.runner.info(f"[yellow]note:[/yellow] {text}")
 
     def commit(self, stage: str, make: Callable[[Path], None], **meta: str) -> None:
         if self.cache is not None:
             info = {"inputs": self.plans[stage].inputs, **meta}
             self.cache.commit(stage, self.plans[stage].key, make, info)
+
+    def discard(self, stage: str) -> None:
+        entry = self.cache.lookup(stage, self.plans[stage].key) if self.cache is not None else None
+        if self.cache is not None and entry is not None:
+            self.cache.remove(entry)
 
     def used(self, entry: Entry) -> None:
         if self.cache is not None:
@@ -264,13 +273,21 @@ def produce(ctx: Context, stages: Stages, image: Path) -> tuple[Inventory, DiskO
                             source = fs_entry.path / item.pop("file")
                             ctx.partitions.append(PartitionImage(path=source, **item))
                         disk.run(ctx, image)
-                        artifacts.remember(image, disk_entry.meta["sha256"])
-                        found = Inventory.load(inv_entry.path / "inventory.json")
-                        bmap, spdx, cdx = (work / n for n in _copy_small(disk_entry.path, work))
-                        made = DiskOutputs(bmap, spdx, cdx, str(disk_entry.meta["created"]))
-                        for entry in (disk_entry, fs_entry, inv_entry):
-                            stages.used(entry)
-                    return found, made
+                        same = artifacts.sha256(image) == disk_entry.meta.get("sha256")
+                        if same:
+                            found = Inventory.load(inv_entry.path / "inventory.json")
+                            bmap, spdx, cdx = (work / n for n in _copy_small(disk_entry.path, work))
+                            made = DiskOutputs(bmap, spdx, cdx, str(disk_entry.meta["created"]))
+                            for entry in (disk_entry, fs_entry, inv_entry):
+                                stages.used(entry)
+                    if same:
+                        return found, made
+                    # the checksums and SBOMs must name the bytes written, not what the cache said
+                    stages.warn("the image put together from the cache is not the one its entry "
+                                "recorded: the entry is discarded and the image described anew")  # fmt: skip
+                    stages.discard("disk")
+                    ctx.partitions.clear()
+                    image.unlink()
         found = partitions(ctx, stages)
         with runner.stage("disk", f"{spec.layout.table} partition table → {image.name}"):
             disk.run(ctx, image)

@@ -11,6 +11,7 @@ Downloaded .deb files live in ``debs/`` and are shared by every bootstrap.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import secrets
@@ -24,10 +25,13 @@ from typing import Any
 
 from filelock import FileLock
 
+from imagesmith import hashing
 from imagesmith.errors import ImagesmithError
 from imagesmith.rootfs import remove_tree
 
 META = "meta.json"
+#: the metadata key of the digest of what an entry holds (names, modes, links, contents)
+CONTENT = "content_sha256"
 
 
 def default_dir() -> Path:
@@ -96,12 +100,27 @@ class Cache:
         return self.root / "entries" / f"{stage}-{key}"
 
     def lookup(self, stage: str, key: str) -> Entry | None:
+        """The entry, as its metadata describes it (not checked: see ``checked``)."""
         path = self._path(stage, key)
         try:
             meta = json.loads((path / META).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
         return Entry(stage, key, path, meta)
+
+    def checked(self, stage: str, key: str, report: Callable[[str], None]) -> Entry | None:
+        """The entry, only when what it holds still has the digest recorded when it was
+        made; a damaged one is reported, removed (so the stage runs again) and not returned."""
+        entry = self.lookup(stage, key)
+        if entry is None:
+            return None
+        recorded = entry.meta.get(CONTENT)
+        if recorded is not None and hashing.tree(entry.path, _content(entry.path)) == recorded:
+            return entry
+        why = "its files changed since it was made" if recorded else "it records no digest of its files"
+        report(f"the cache entry {stage} {key[:12]} is damaged ({why}): discarded, the stage runs again")
+        self.remove(entry)
+        return None
 
     @contextmanager
     def lock(self, stage: str, key: str) -> Iterator[None]:
@@ -123,11 +142,14 @@ class Cache:
                 "last_used": now,
                 "configs": [],
                 **(meta or {}),
+                CONTENT: hashing.tree(tmp, _content(tmp)),
             }
             (tmp / META).write_text(json.dumps(data, indent=2), encoding="utf-8")
+            _sync(tmp)  # on disk before it has its name: a power cut never leaves half an entry
             final = self._path(stage, key)
             try:
                 os.rename(tmp, final)
+                _sync(final.parent)
             except OSError:
                 if not (final / META).exists():
                     raise
@@ -225,6 +247,26 @@ class Cache:
             if path.name.startswith("removed-") or (pid.isdigit() and not Path(f"/proc/{pid}").exists()):
                 with suppress(OSError):
                     remove_tree(path) if path.is_dir() else path.unlink()
+
+
+def _content(entry: Path) -> list[Path]:
+    """What an entry's digest covers: everything but its metadata (which changes on use)."""
+    return hashing.everything(entry, frozenset({META}))
+
+
+def _sync(path: Path) -> None:
+    """Everything written to the filesystem of ``path`` is on disk (syncfs), and so is the
+    directory ``path`` itself."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _LIBC.syncfs(fd) != 0:
+            os.fsync(fd)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

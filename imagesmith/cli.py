@@ -7,7 +7,8 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from imagesmith.config.load import SECRET, Spec, load_spec
 from imagesmith.config.model import Device
 from imagesmith.config.nodes import load_yaml
 from imagesmith.errors import EXIT_CONFIG, EXIT_FAILURE, ImagesmithError, Location
+from imagesmith.redact import redact
 from imagesmith.run import Runner, format_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,12 +32,13 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def report(exc: ImagesmithError) -> None:
-    err_console.print(f"[bold red]error:[/bold red] {escape(str(exc))}")
+    """An error for people: message, the lines that explain it, a hint; no secret in any."""
+    err_console.print(f"[bold red]error:[/bold red] {escape(redact(str(exc)))}")
     if exc.details:
-        for line in exc.details.splitlines():
+        for line in redact(exc.details).splitlines():
             err_console.print(f"  [dim]│[/dim] {escape(line)}")
     if exc.hint:
-        err_console.print(f"  [bold]hint:[/bold] {escape(exc.hint)}")
+        err_console.print(f"  [bold]hint:[/bold] {escape(redact(exc.hint))}")
 
 
 def _terminate(signum: int, _frame: object) -> None:
@@ -61,10 +64,10 @@ def handled(func: F) -> F:
             sys.exit(130)
         except Exception as exc:  # a bug: say so plainly, show the trace only on request
             err_console.print(
-                f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))}"
+                f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(redact(str(exc)))}"
             )
             if kwargs.get("verbose"):
-                err_console.print(escape(traceback.format_exc()))
+                err_console.print(escape(redact(traceback.format_exc())))
             else:
                 err_console.print(
                     "  [bold]hint:[/bold] run again with --verbose for the traceback and report it"
@@ -203,7 +206,6 @@ def build(
     When CONFIG.lock exists (see `imagesmith lock`), the build installs exactly its
     package versions."""
     from imagesmith import lock
-    from imagesmith.build import build as run_build
     from imagesmith.cache import Cache
 
     spec = load(config, layers, sets, variant)
@@ -222,6 +224,27 @@ def build(
         args += [f"--signing-key={signing_key}"] if signing_key else []
         check.run(runner, args, out, shared)
         return
+    with exclusive(out):
+        run_one_build(spec, out, signing_key, no_cache, rebuild_from, update_lock, cache_dir, shared_debs,
+                      plan.config_id(spec, variant, list(sets)), lock_file, verbose)  # fmt: skip
+
+
+def run_one_build(
+    spec: Spec,
+    out: Path,
+    signing_key: Path | None,
+    no_cache: bool,
+    rebuild_from: str | None,
+    update_lock: bool,
+    cache_dir: Path | None,
+    shared_debs: Path | None,
+    config_id: str,
+    lock_file: Path,
+    verbose: bool,
+) -> None:
+    from imagesmith.build import build as run_build
+    from imagesmith.cache import Cache
+
     runner = Runner(verbose=verbose, log_path=out / "build.log")
     try:
         runner.info(
@@ -237,7 +260,7 @@ def build(
             signing_key,
             store,
             rebuild_from,
-            plan.config_id(spec, variant, list(sets)),
+            config_id,
             lock_file,
             update_lock,
         )
@@ -347,6 +370,25 @@ def doctor(
             f"{len(failing)} check(s) failed",
             hint=f"run the fixes above as root, or `sudo {_me()} doctor --fix {' '.join(again)}`",
         )
+
+
+@contextmanager
+def exclusive(output: Path) -> Iterator[None]:
+    """One build at a time writes into ``output``: a second one waits for the first (and
+    says so), so outputs and build.log are never a mix of two builds."""
+    from filelock import FileLock, Timeout
+
+    output.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(output / ".imagesmith-build.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        err_console.print(f"waiting: another build is writing to {output} …")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _me() -> str:
@@ -523,6 +565,7 @@ def format_duration_ago(seconds: float) -> str:
 def verify(outdir: Path, key: Path | None) -> None:
     """Check every file SHA256SUMS in OUTDIR names, and its signature (with --key)."""
     from imagesmith import sign
+    from imagesmith.stages import artifacts
 
     report = sign.verify(outdir, key)
     for name in report.checked:
@@ -531,9 +574,15 @@ def verify(outdir: Path, key: Path | None) -> None:
         click.echo(f"ok      {sign.SIG} (signed by {key})")
     for name, why in report.failed:
         click.echo(f"FAILED  {name}: {why}")
-    if report.signature == "not checked":
+    if report.signature != "good":
+        why = (
+            f"{sign.SIG} is there: give the public key with --key to check it"
+            if report.signature == "not checked"
+            else f"there is no {sign.SIG}"
+        )
         err_console.print(
-            f"[yellow]note:[/yellow] {sign.SIG} was not checked: give the public key with --key"
+            f"[yellow]note:[/yellow] no signature was checked ({why}): the files match {artifacts.SUMS}, "
+            f"but nothing proves who wrote {artifacts.SUMS}"
         )
     if not report.ok:
         raise ImagesmithError(

@@ -36,6 +36,7 @@ class Facts:
     subgid: dict[str, list[userns.Range]]
     sysctl: dict[str, int | None]  # name → value (None: this kernel has no such setting)
     newuidmap_setuid: bool
+    binfmt_d: set[str] = field(default_factory=set)  # architectures systemd-binfmt can register
 
 
 @dataclass
@@ -90,6 +91,7 @@ def gather(runner: Runner, user: str, arches: list[str]) -> Facts:
         packages=packages,
         binfmt_mounted=(host.BINFMT / "status").exists(),
         binfmt={arch: host.binfmt_enabled(arch) for arch in arches},
+        binfmt_d={arch for arch in arches if host.systemd_binfmt(arch) is not None},
         subuid=_ranges(Path("/etc/subuid")),
         subgid=_ranges(Path("/etc/subgid")),
         sysctl={name: _read_int(path) for name, path in SYSCTLS.items()},
@@ -156,7 +158,7 @@ def checks(facts: Facts, arches: list[str], purposes: tuple[str, ...] = ("build"
                 f"{arch} programs (binfmt_misc)",
                 enabled,
                 f"{name} is enabled" if enabled else f"binfmt_misc has no enabled {name} entry",
-                [] if enabled else [*fix, ["update-binfmts", "--enable", name]],
+                [] if enabled else [*fix, host.register_command(arch, arch in facts.binfmt_d)],
             )
         )
     if rootless:

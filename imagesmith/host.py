@@ -21,12 +21,31 @@ def binfmt_enabled(arch: str, binfmt_dir: Path = BINFMT) -> bool:
         return False
 
 
+SYSTEMD_BINFMT = Path("/usr/lib/systemd/systemd-binfmt")
+
+
+def systemd_binfmt(arch: str) -> Path | None:
+    """qemu's binfmt.d file for ``arch`` when systemd-binfmt is there to load it (Debian 13's
+    qemu-user-binfmt registers only this way; Debian 12's qemu-user-static both ways)."""
+    conf = Path("/usr/lib/binfmt.d") / f"{QEMU_NAMES.get(arch, f'qemu-{arch}')}.conf"
+    return conf if conf.is_file() and SYSTEMD_BINFMT.is_file() else None
+
+
+def register_command(arch: str, by_systemd: bool) -> list[str]:
+    """The command (as root) that registers qemu-user for ``arch`` with the kernel now."""
+    name = QEMU_NAMES.get(arch, f"qemu-{arch}")
+    if by_systemd:
+        return [str(SYSTEMD_BINFMT), f"/usr/lib/binfmt.d/{name}.conf"]
+    return ["update-binfmts", "--enable", name]
+
+
 def require_arch(arch: str, binfmt_dir: Path = BINFMT) -> None:
     """Fail early, with the command that fixes it, if ``arch`` binaries cannot run here."""
     if arch == native_arch() or binfmt_enabled(arch, binfmt_dir):
         return
     name = QEMU_NAMES.get(arch, f"qemu-{arch}")
-    fix = f"{install_command(['qemu-user-static', 'binfmt-support'])} && sudo update-binfmts --enable {name}"
+    register = " ".join(register_command(arch, systemd_binfmt(arch) is not None))
+    fix = f"{install_command(['qemu-user-static', 'binfmt-support'])} && sudo {register}"
     if not (binfmt_dir / "status").exists():
         fix = f"sudo mount -t binfmt_misc binfmt_misc {binfmt_dir} && {fix}"
     raise ImagesmithError(

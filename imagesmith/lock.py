@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 from pydantic import Field
 
-from imagesmith import mirror
+from imagesmith import mirror, redact
 from imagesmith.config.load import Spec
 from imagesmith.config.model import Strict
 from imagesmith.config.nodes import load_yaml
@@ -123,8 +123,8 @@ def make(spec: Spec, requested: list[str], installed: dict[tuple[str, str, str],
 
     return Lock(
         suite=dist.suite,
-        mirror=dist.mirror,
-        snapshot=mirror.snapshot_of(dist.mirror),
+        mirror=redact.strip_url(dist.mirror),  # credentials stay out of the lock
+        snapshot=mirror.snapshot_of(redact.strip_url(dist.mirror)),
         architecture=spec.device.arch,
         components=components(spec),
         source_date_epoch=epoch,
@@ -197,9 +197,9 @@ def check_spec(lock: Lock, spec: Spec, requested: list[str]) -> list[str]:
         change = ", ".join([*(f"+{n}" for n in added), *(f"-{n}" for n in dropped)])
         raise config_error(f"the config's packages changed since the lock was made: {change}", where, relock)
     notes = []
-    if lock.mirror != dist.mirror:
+    if lock.mirror != redact.strip_url(dist.mirror):
         notes.append(
-            f"the lock was made from {lock.mirror}; building from {dist.mirror} "
+            f"the lock was made from {lock.mirror}; building from {redact.strip_url(dist.mirror)} "
             "(every package is still checked against the lock's versions and sha256)"
         )
     return notes
@@ -239,7 +239,8 @@ def check_available(lock: Lock, spec: Spec) -> None:
             "(e.g. https://snapshot.debian.org/archive/debian/<timestamp>) and lock again"
         )
         raise ImagesmithError(
-            f"{len(problems)} locked package version(s) can no longer be had from {dist.mirror}",
+            f"{len(problems)} locked package version(s) can no longer be had from "
+            + redact.strip_url(dist.mirror),
             details=shown,
             hint=f"re-lock: {relock_command(lock, spec.config_path)}{snapshot}",
         )

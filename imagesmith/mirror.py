@@ -8,14 +8,15 @@ and every downloaded file during the build.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import lzma
 import re
 import urllib.error
-import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 
+from imagesmith import redact
 from imagesmith.errors import ImagesmithError
 
 #: snapshot.debian.org style: <host>/archive/<archive>/<timestamp>
@@ -26,16 +27,6 @@ def snapshot_of(mirror: str) -> str | None:
     """The snapshot timestamp of a snapshot-style mirror URL (None for a live mirror)."""
     match = _SNAPSHOT.match(mirror)
     return match.group("stamp") if match else None
-
-
-def shown(url: str) -> str:
-    """A mirror URL as logs and messages may show it: without a user name or password."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 @dataclass
@@ -55,14 +46,21 @@ class Index:
 
 
 def _get(url: str) -> bytes:
+    """The file at ``url``; credentials in the URL are sent as HTTP basic auth, never shown."""
+    shown = redact.strip_url(url)
+    request = urllib.request.Request(shown)
+    credentials = redact.url_credentials(url)
+    if credentials is not None:
+        token = base64.b64encode(":".join(credentials).encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=60) as response:
             data: bytes = response.read()
             return data
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
+        reason = redact.redact(str(getattr(exc, "reason", exc)))
         raise ImagesmithError(
-            f"cannot read the mirror's index {url}: {reason}",
+            f"cannot read the mirror's index {shown}: {reason}",
             hint="check the network and the distribution's mirror: in the config",
         ) from None
 
@@ -105,6 +103,7 @@ def parse_packages(text: str, provided: set[str] | None = None) -> dict[tuple[st
 
 def fetch(mirror: str, suite: str, components: list[str], arch: str) -> Index:
     base = mirror.rstrip("/")
+    shown = redact.strip_url(base)
     release = _get(f"{base}/dists/{suite}/InRelease").decode("utf-8", errors="replace")
     hashes = release_hashes(release)
     packages: dict[tuple[str, str], dict[str, str]] = {}
@@ -114,12 +113,12 @@ def fetch(mirror: str, suite: str, components: list[str], arch: str) -> Index:
         if rel not in hashes:
             raise ImagesmithError(
                 f"the mirror's {suite} has no {rel}",
-                hint=f"check the suite and components: {base}/dists/{suite}/InRelease lists what it has",
+                hint=f"check the suite and components: {shown}/dists/{suite}/InRelease lists what it has",
             )
         data = _get(f"{base}/dists/{suite}/{rel}")
         if hashlib.sha256(data).hexdigest() != hashes[rel]:
             raise ImagesmithError(
-                f"{base}/dists/{suite}/{rel} does not match its InRelease (the mirror is being updated?)",
+                f"{shown}/dists/{suite}/{rel} does not match its InRelease (the mirror is being updated?)",
                 hint="try again in a few minutes",
             )
         text = lzma.decompress(data).decode("utf-8", errors="replace")

@@ -12,12 +12,11 @@ import hashlib
 import hmac
 import json
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagesmith import __version__, requirements
+from imagesmith import __version__, hashing, overlay, requirements
 from imagesmith.config.load import Spec
 from imagesmith.lock import Lock
 
@@ -41,22 +40,10 @@ def digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def tree_digest(path: Path) -> str:
-    """Content, type, mode and symlink target of a file or every file under a directory."""
-    h = hashlib.sha256()
-    items = [path] if not path.is_dir() else sorted(path.rglob("*"))
-    for item in items:
-        info = item.lstat()
-        rel = item.name if item == path else str(item.relative_to(path))
-        h.update(f"{rel}\0{stat.S_IFMT(info.st_mode)}\0{stat.S_IMODE(info.st_mode)}\0".encode())
-        if stat.S_ISLNK(info.st_mode):
-            h.update(os.readlink(item).encode())
-        elif stat.S_ISREG(info.st_mode):
-            with open(item, "rb") as handle:
-                while chunk := handle.read(1024 * 1024):
-                    h.update(chunk)
-        h.update(b"\0")
-    return h.hexdigest()
+def tree_digest(path: Path, ignore: tuple[str, ...] | list[str] = ()) -> str:
+    """Content, type, mode and symlink target of a file or every file under a directory
+    (but those ``ignore`` leaves out, as the overlay copy does)."""
+    return hashing.tree(path, overlay.walk(path, ignore).files if path.is_dir() else None)
 
 
 def code_digest(stage: str) -> str:
@@ -112,7 +99,9 @@ def stages(
             second[name] = digest(value)
     for index, entry in enumerate(spec.config.files):
         if entry.source is not None:
-            second[f"files[{index}] {portable(entry.source, spec)}"] = tree_digest(Path(entry.source))
+            second[f"files[{index}] {portable(entry.source, spec)}"] = tree_digest(
+                Path(entry.source), entry.ignore
+            )
     for index, script in enumerate(spec.config.scripts):
         second[f"scripts[{index}] {portable(script.run, spec)}"] = tree_digest(Path(script.run))
     second["SOURCE_DATE_EPOCH"] = os.environ.get("SOURCE_DATE_EPOCH", "from the packages")

@@ -142,7 +142,7 @@ def inside(rootfs: Path, path: str | PurePosixPath, *, follow_last: bool = True)
 def read_ids(rootfs: Path, database: str) -> dict[str, int]:
     """name → id from the image's /etc/passwd or /etc/group."""
     ids: dict[str, int] = {}
-    path = rootfs / "etc" / database
+    path = inside(rootfs, f"/etc/{database}")
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
             fields = line.split(":")
@@ -153,7 +153,7 @@ def read_ids(rootfs: Path, database: str) -> dict[str, int]:
 
 def package_version(rootfs: Path, package: str) -> str | None:
     """The installed version of ``package`` in the image, from dpkg's status database."""
-    status = rootfs / "var" / "lib" / "dpkg" / "status"
+    status = inside(rootfs, "/var/lib/dpkg/status")
     if not status.exists():
         return None
     for stanza in status.read_text(encoding="utf-8", errors="replace").split("\n\n"):

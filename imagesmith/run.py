@@ -27,6 +27,7 @@ from rich.text import Text
 from imagesmith.diagnose import Explanation, missing_tool
 from imagesmith.errors import ImagesmithError
 from imagesmith.progress import Progress
+from imagesmith.redact import environment, redact
 
 TAIL_LINES = 25
 #: how much of a failed command's output its ``explain`` function reads
@@ -75,18 +76,19 @@ class Runner:
 
     def log(self, text: str) -> None:
         if self._log is not None:
+            text = redact(text)
             self._log.write(text if text.endswith("\n") else text + "\n")
             self._log.flush()
 
     def info(self, text: str) -> None:
         """A line for people (rich markup allowed); the log gets it without the markup."""
-        self.console.print(text)
+        self.console.print(redact(text))
         self.log(Text.from_markup(text).plain)
 
     def detail(self, text: str) -> None:
         """A line shown only with --verbose (always logged)."""
         if self.verbose:
-            self.console.print(Text(text, style="dim"), highlight=False)  # no markup: tool output
+            self.console.print(Text(redact(text), style="dim"), highlight=False)  # no markup: tool output
         self.log(text)
 
     @contextmanager
@@ -162,10 +164,6 @@ class Runner:
         cmd = [str(a) for a in argv]
         name = name or Path(cmd[0]).name
         self.detail(f"$ {format_command(cmd)}")
-        full_env = None
-        if env is not None:
-            full_env = dict(os.environ)
-            full_env.update(env)
         tail: deque[str] = deque(maxlen=EXPLAIN_LINES)
         captured: list[str] = []
         start = time.monotonic()
@@ -176,7 +174,7 @@ class Runner:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE if capture else subprocess.STDOUT,
                 cwd=cwd,
-                env=full_env,
+                env=environment(env),  # allow-listed: the builder's secrets stay here
                 text=True,
                 errors="replace",
             )
@@ -236,8 +234,8 @@ class Runner:
         """The error for a command that failed: its own lines that say why, and a hint."""
         found = explain(output) if explain is not None else None
         if found is not None:
-            return ImagesmithError(f"{name} failed with exit code {code}", hint=found.hint,
-                                   details="\n".join(found.lines))  # fmt: skip
+            return ImagesmithError(f"{name} failed with exit code {code}", hint=redact(found.hint),
+                                   details=redact("\n".join(found.lines)))  # fmt: skip
         more = (
             f"its whole output and command line are in {self.log_path}"
             if self.log_path is not None
@@ -246,5 +244,5 @@ class Runner:
         return ImagesmithError(
             f"{name} failed with exit code {code}",
             hint=f"{hint}; {more}" if hint else more,
-            details="\n".join(output[-TAIL_LINES:]),
+            details=redact("\n".join(output[-TAIL_LINES:])),
         )

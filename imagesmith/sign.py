@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imagesmith import redact
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 from imagesmith.stages.artifacts import SUMS, output_file, sha256
 
@@ -41,6 +42,8 @@ def load_private_key(path: Path) -> object:
     except OSError as exc:
         raise _key_error(path, f"cannot read the signing key: {exc.strerror}") from None
     passphrase = os.environ.get(PASSPHRASE_ENV)
+    if passphrase:
+        redact.register(passphrase)
     try:
         key = load_pem_private_key(data, passphrase.encode() if passphrase else None)
     except TypeError:
@@ -97,12 +100,14 @@ def verify(outdir: Path, public_key: Path | None) -> Report:
 
     report = Report()
     sums = output_file(outdir, SUMS)
+    named: set[str] = set()
     for number, line in enumerate(sums.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         match = re.fullmatch(r"([0-9a-f]{64}) [ *](\S.*)", line)
         if not match:
             report.failed.append((f"{SUMS}:{number}", "not a checksum line"))
             continue
         expected, name = match.groups()
+        named.add(name)
         path = outdir / name
         if "/" in name or not path.is_file():
             report.failed.append((name, "missing"))
@@ -110,6 +115,15 @@ def verify(outdir: Path, public_key: Path | None) -> Report:
             report.failed.append((name, "checksum differs"))
         else:
             report.checked.append(name)
+    # a list with lines taken out still checks: it must name the image and the manifest
+    images = sorted(p.name for p in outdir.glob("*.img") if p.is_file())
+    if not named:
+        report.failed.append((SUMS, "names no file"))
+    elif not any(name.endswith(".img") for name in named):
+        report.failed.append((SUMS, "names no image"))
+    for name in [*images, *(["manifest.json"] if (outdir / "manifest.json").is_file() else [])]:
+        if name not in named:
+            report.failed.append((name, f"not named in {SUMS}"))
     signature = outdir / SIG
     if public_key is not None:
         key = load_public_key(public_key)

@@ -18,14 +18,20 @@ def test_enabled_binfmt_entry_passes(tmp_path: Path) -> None:
     host.require_arch("arm64", tmp_path)
 
 
-def test_disabled_binfmt_says_how_to_enable_it(tmp_path: Path) -> None:
+def test_disabled_binfmt_says_how_to_enable_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "status").write_text("enabled\n")
     (tmp_path / "qemu-aarch64").write_text("disabled\n")
+    monkeypatch.setattr(host, "systemd_binfmt", lambda arch: None)  # Debian 12 without systemd-binfmt
     with pytest.raises(ImagesmithError) as info:
         host.require_arch("arm64", tmp_path)
     assert "qemu-aarch64" in info.value.message
     assert "update-binfmts --enable qemu-aarch64" in (info.value.hint or "")
     assert "mount -t binfmt_misc" not in (info.value.hint or "")
+    # where qemu ships a binfmt.d file (Debian 13: only that), systemd-binfmt loads it
+    monkeypatch.setattr(host, "systemd_binfmt", lambda arch: Path("/usr/lib/binfmt.d/qemu-aarch64.conf"))
+    with pytest.raises(ImagesmithError) as info:
+        host.require_arch("arm64", tmp_path)
+    assert "/usr/lib/systemd/systemd-binfmt /usr/lib/binfmt.d/qemu-aarch64.conf" in (info.value.hint or "")
 
 
 def test_unmounted_binfmt_says_to_mount_it(tmp_path: Path) -> None:

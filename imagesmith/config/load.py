@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagesmith import redact
 from imagesmith.config import catalog, variables
 from imagesmith.config.layers import LayerRef, check_capabilities, resolve_layers, strip_meta
 from imagesmith.config.merge import merge
@@ -41,6 +42,7 @@ class Spec:
         """The merged config for people and outputs: every secret value replaced by
         ``hide(value)`` (by default <secret>)."""
         data: dict[str, Any] = self.config.model_dump(mode="json", by_alias=True)
+        data["distribution"]["mirror"] = redact.strip_url(data["distribution"]["mirror"])
         for path in self.tree.secrets():
             holder: Any = data
             for part in path[:-1]:
@@ -209,6 +211,9 @@ def load_spec(
         if key != "variables":
             variables.render(child, values, secret_names)
     resolve_sources(merged)
+    mirror = merged.find(("distribution", "mirror"))
+    if mirror is not None and isinstance(mirror.value, str):
+        redact.url_credentials(mirror.value)  # user and password: never shown
     config = validate(ImageConfig, merged, "image config")
     device = _catalog_item("device", Device, merged.get("device"), None)
     layout = _catalog_item("layout", Layout, merged.get("layout"), "simple")
@@ -235,14 +240,4 @@ def parse_key(key: str) -> tuple[str | int, ...]:
 
 
 def find_node(tree: Node, path: tuple[str | int, ...]) -> Node | None:
-    node: Node | None = tree
-    for part in path:
-        if node is None:
-            return None
-        if isinstance(node.value, dict) and isinstance(part, str):
-            node = node.value.get(part)
-        elif isinstance(node.value, list) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-        else:
-            return None
-    return node
+    return tree.find(path)

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from imagesmith.overlay import DEFAULT_IGNORE
+
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 
@@ -30,7 +32,14 @@ PACKAGE_RE = r"^-?[a-z0-9][a-z0-9+.-]+(:[a-z0-9]+)?$"
 NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
 HOSTNAME_RE = r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$"
 USER_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
-UNIT_RE = r"^[A-Za-z0-9@_.:\\-]+$"
+#: a systemd unit name: never an option (no leading "-"), no path
+UNIT_RE = r"^[A-Za-z0-9@_.:\\][A-Za-z0-9@_.:\\-]*$"
+GROUP_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
+COMPONENT_RE = r"^[a-z0-9][a-z0-9-]*$"
+#: one line of a file (cmdline.txt, config.txt): no line break, no NUL
+ONE_LINE_RE = r"^[^\n\r\x00]*$"
+#: a crypt(3) hash as /etc/shadow holds it: $id$..., nothing that ends the field or line
+CRYPT_RE = re.compile(r"\$[0-9a-z]+\$[^\s:\x00]+")
 
 
 class Strict(BaseModel):
@@ -41,15 +50,15 @@ class Distribution(Strict):
     name: Literal["debian"] = "debian"
     suite: str = Field("trixie", pattern=r"^[a-z][a-z0-9-]*$")
     mirror: str = Field("http://deb.debian.org/debian", pattern=r"^(https?|file)://\S+$")
-    components: list[str] = Field(default_factory=lambda: ["main"])
+    components: list[Annotated[str, Field(pattern=COMPONENT_RE)]] = Field(default_factory=lambda: ["main"])
 
 
 class User(Strict):
     name: str = Field(pattern=USER_RE)
     uid: int | None = Field(None, ge=1000, le=59999)
-    groups: list[str] = Field(default_factory=list)
+    groups: list[Annotated[str, Field(pattern=GROUP_RE)]] = Field(default_factory=list)
     sudo: bool = False
-    shell: str = "/bin/bash"
+    shell: str = Field("/bin/bash", pattern=r"^/[^\s:\x00]*$", description="an absolute path, e.g. /bin/sh")
     password_hash: str | None = None
     ssh_authorized_keys: list[str] = Field(default_factory=list)
 
@@ -58,9 +67,10 @@ class User(Strict):
     def _hashed(cls, value: str | None) -> str | None:
         if value == "":
             return None  # e.g. a layer variable left empty: no password
-        if value is not None and not re.match(r"^\$[0-9a-z]+\$\S+$", value):
+        if value is not None and not CRYPT_RE.fullmatch(value):
             raise ValueError(
-                "password_hash must be a crypt(3) hash such as $y$... or $6$..., never a plain-text password"
+                "password_hash must be one crypt(3) hash such as $y$... or $6$... (no ':', space or line "
+                "break), never a plain-text password"
             )
         return value
 
@@ -72,6 +82,11 @@ class FileEntry(Strict):
     owner: str = Field("root:root", pattern=r"^[a-z_][a-z0-9_-]*(:[a-z_][a-z0-9_-]*)?$")
     mode: str | None = Field(
         None, pattern=r"^0?[0-7]{3,4}$", description="octal mode of the files written, e.g. '0600'"
+    )
+    ignore: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_IGNORE),
+        description="names not copied from a `source:` directory (a pattern ending in / matches "
+        "directories); [] copies everything",
     )
 
     @model_validator(mode="after")
@@ -127,8 +142,12 @@ class ImageConfig(Strict):
     files: list[FileEntry] = Field(default_factory=list, description="overlay files and directories")
     scripts: list[Script] = Field(default_factory=list, description="run in order, after files")
     services: Services = Field(default_factory=lambda: Services())
-    cmdline: list[str] = Field(default_factory=list, description="extra kernel command-line arguments")
-    config_txt: list[str] = Field(default_factory=list, description="extra Raspberry Pi config.txt lines")
+    cmdline: list[Annotated[str, Field(pattern=ONE_LINE_RE)]] = Field(
+        default_factory=list, description="extra kernel command-line arguments"
+    )
+    config_txt: list[Annotated[str, Field(pattern=ONE_LINE_RE)]] = Field(
+        default_factory=list, description="extra Raspberry Pi config.txt lines"
+    )
     signing_key: str | None = Field(
         None, description="Ed25519 private key (PEM) that signs SHA256SUMS; relative to this file"
     )

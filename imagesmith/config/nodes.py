@@ -12,6 +12,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning, YAMLError
 
+from imagesmith import redact
 from imagesmith.errors import Location, config_error
 
 Scalar = str | int | float | bool | None
@@ -46,6 +47,20 @@ class Node:
 
     def get(self, key: str) -> Node | None:
         return self.value.get(key) if isinstance(self.value, dict) else None
+
+    def find(self, path: tuple[str | int, ...]) -> Node | None:
+        """The node at ``path``, or None."""
+        node: Node | None = self
+        for part in path:
+            if node is None:
+                return None
+            if isinstance(node.value, dict) and isinstance(part, str):
+                node = node.value.get(part)
+            elif isinstance(node.value, list) and isinstance(part, int) and 0 <= part < len(node.value):
+                node = node.value[part]
+            else:
+                return None
+        return node
 
     def locate(self, path: tuple[str | int, ...]) -> Location:
         """The location of the value at ``path``, or of its nearest existing parent."""
@@ -86,6 +101,7 @@ def _secret(data: TaggedScalar, loc: Location, path: Path) -> Node:
             raise config_error(
                 f"environment variable {name} is not set", loc, f"export {name}=... before running imagesmith"
             )
+        redact.register(os.environ[name])
         return Node(os.environ[name], loc, secret=True)
     if tag == "!file":
         source = user_path(name, loc)
@@ -98,6 +114,7 @@ def _secret(data: TaggedScalar, loc: Location, path: Path) -> Node:
                 loc,
                 "paths are relative to the file that names them",
             ) from None
+        redact.register(text)
         return Node(text.removesuffix("\n"), loc, secret=True)
     raise config_error(f"unknown tag {tag}", loc, "imagesmith knows !env NAME and !file path")
 

@@ -7,6 +7,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from imagesmith import redact
 from imagesmith.config import catalog
 from imagesmith.config.model import LayerFile
 from imagesmith.config.nodes import Node
@@ -90,8 +91,15 @@ def raise_first(model: type[BaseModel], tree: Node, what: str, skip_templates: b
                 f"add `{loc[-1]}:` here",
             ) from None
         msg = err["msg"]
+        node = tree.find(loc)
+        secret = node is not None and bool(node.secrets())
         if kind == "string_pattern_mismatch":
-            msg = f"{err['input']!r} is not a valid value"
+            msg = (
+                "the value (secret, not shown) is not valid"
+                if secret
+                else f"{err['input']!r} is not a valid value"
+            )
+        msg = redact.redact(msg)
         raise config_error(
             f"{_dotted(loc) or what}: {msg}{more}",
             where,

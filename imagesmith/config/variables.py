@@ -21,6 +21,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError, UndefinedError, meta
 from jinja2.sandbox import SandboxedEnvironment
 
+from imagesmith import redact
 from imagesmith.config.model import parse_size
 from imagesmith.config.nodes import Node
 from imagesmith.errors import Location, config_error
@@ -41,8 +42,9 @@ class Variable:
     pattern: str | None = None
     secret: bool = False  # its value is used in the build but shown as <secret>
 
-    def check(self, value: Any, where: Location) -> Any:
-        """``value`` converted to this variable's type, or a located error."""
+    def check(self, value: Any, where: Location, secret: bool = False) -> Any:
+        """``value`` converted to this variable's type, or a located error (which never
+        shows a secret value)."""
         problem = None
         if self.type == "bool":
             if not isinstance(value, bool):
@@ -63,8 +65,9 @@ class Variable:
         elif self.type == "regex" and not re.fullmatch(self.pattern or "", value):
             problem = f"text matching {self.pattern}"
         if problem:
+            shown = "its value (secret, not shown)" if secret or self.secret else repr(value)
             raise config_error(
-                f"variable {self.name} must be {problem}, not {value!r}",
+                f"variable {self.name} must be {problem}, not {shown}",
                 where,
                 self.description or f"declared at {self.location}",
             )
@@ -137,7 +140,7 @@ def resolve(declared: dict[str, Variable], values: Node | None) -> dict[str, Any
                 raise config_error(
                     f"unknown variable {name!r}", node.location, f"declared variables: {known}"
                 )
-            result[name] = declared[name].check(node.plain(), node.location)
+            result[name] = declared[name].check(node.plain(), node.location, bool(node.secrets()))
     for name, var in declared.items():
         if var.required and result[name] is None:
             raise config_error(
@@ -161,18 +164,22 @@ _ENV.filters["wpa_psk"] = wpa_psk
 def render(tree: Node, context: dict[str, Any], secrets: frozenset[str] = frozenset()) -> None:
     """Render every templated string in ``tree`` in place.
 
-    A result is secret when its template names a secret variable (``secrets``)."""
+    A result is secret when its template names a secret variable (``secrets``). A secret
+    value itself is never a template: ``pass{{ 7*7 }}`` from ``!env`` stays as it is."""
     if isinstance(tree.value, dict):
         for child in tree.value.values():
             render(child, context, secrets)
     elif isinstance(tree.value, list):
         for child in tree.value:
             render(child, context, secrets)
-    elif isinstance(tree.value, str) and ("{{" in tree.value or "{%" in tree.value):
+    elif isinstance(tree.value, str) and ("{{" in tree.value or "{%" in tree.value) and not tree.secret:
+        names: set[str] = set()
         try:
             names = meta.find_undeclared_variables(_ENV.parse(tree.value))
             tree.value = _ENV.from_string(tree.value).render(context)
-            tree.secret = tree.secret or bool(names & secrets)
+            tree.secret = bool(names & secrets)
+            if tree.secret:
+                redact.register(tree.value)
         except UndefinedError as exc:
             raise config_error(
                 f"template: {exc.message}",
@@ -182,5 +189,14 @@ def render(tree: Node, context: dict[str, Any], secrets: frozenset[str] = frozen
             ) from None
         except TemplateError as exc:
             raise config_error(
-                f"template error: {exc}", tree.location, "check the {{ }} and {% %} syntax"
+                f"template error: {redact.redact(str(exc))}",
+                tree.location,
+                "check the {{ }} and {% %} syntax",
+            ) from None
+        except Exception as exc:  # a filter or method failed on a value: it may be a secret
+            shown = "details not shown: the template uses a secret" if names & secrets else str(exc)
+            raise config_error(
+                f"template failed: {type(exc).__name__}: {redact.redact(shown)}",
+                tree.location,
+                "check what the template does with its variables",
             ) from None

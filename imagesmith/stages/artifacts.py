@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
+from imagesmith.hashing import file_sha256
 from imagesmith.stages.context import Context
 
 SUMS = "SHA256SUMS"
@@ -21,11 +21,7 @@ def sha256(path: Path) -> str:
     info = path.stat()
     key = (str(path.resolve()), info.st_mtime_ns, info.st_size)
     if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1024 * 1024):
-                digest.update(chunk)
-        _DIGESTS[key] = digest.hexdigest()
+        _DIGESTS[key] = file_sha256(path)
     return _DIGESTS[key]
 
 
@@ -35,12 +31,6 @@ def created() -> datetime:
     if epoch.isdigit():
         return datetime.fromtimestamp(int(epoch), tz=UTC)
     return datetime.now(tz=UTC).replace(microsecond=0)
-
-
-def remember(path: Path, digest: str) -> None:
-    """The sha256 of a file copied from the cache, known without reading it again."""
-    info = path.stat()
-    _DIGESTS[(str(path.resolve()), info.st_mtime_ns, info.st_size)] = digest
 
 
 def bmap(ctx: Context, image: Path, target: Path) -> Path:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import difflib
 import functools
+import os
 import shlex
+import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
-from imagesmith import diagnose, host, lock, mirror, progress
+from imagesmith import diagnose, host, lock, mirror, progress, redact
 from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError, Location, config_error
 from imagesmith.rootfs import ISOLATE
@@ -59,9 +61,17 @@ def components(spec: Spec) -> list[str]:
 
 
 def mmdebstrap(
-    spec: Spec, target: Path, *, arch: str, variant: str, include: list[str], extra: Sequence[str] = ()
+    spec: Spec,
+    target: Path,
+    *,
+    arch: str,
+    variant: str,
+    include: list[str],
+    extra: Sequence[str] = (),
+    auth: Path | None = None,
 ) -> list[str]:
-    """An mmdebstrap command line from the spec's distribution, with imagesmith's options."""
+    """An mmdebstrap command line from the spec's distribution, with imagesmith's options.
+    The mirror's credentials never reach it: ``auth`` (see ``write_auth``) holds them."""
     dist = spec.config.distribution
     return [
         *ISOLATE,  # mmdebstrap's mounts and processes end with it, even if it is killed
@@ -75,10 +85,41 @@ def mmdebstrap(
         *[f"--dpkgopt={opt}" for opt in DPKG_OPTIONS],
         # essential .deb files stay in apt's archive until the end: hashed, and kept in the cache
         "--skip=essential/unlink",
+        *auth_hooks(auth),
         *extra,
         dist.suite,
         str(target),
-        dist.mirror,
+        redact.strip_url(dist.mirror),
+    ]
+
+
+AUTH_FILE = "/etc/apt/auth.conf.d/90imagesmith.conf"
+
+
+def write_auth(spec: Spec, target: Path) -> Path | None:
+    """The mirror's credentials as apt's auth.conf (mode 0600) in ``target``; None when
+    the mirror URL has none."""
+    url = spec.config.distribution.mirror
+    credentials = redact.url_credentials(url)
+    if credentials is None:
+        return None
+    parts = urllib.parse.urlsplit(redact.strip_url(url))
+    machine = f"{parts.netloc}{parts.path}".rstrip("/")
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(f"machine {machine}\nlogin {credentials[0]}\npassword {credentials[1]}\n")
+    return target
+
+
+def auth_hooks(auth: Path | None) -> list[str]:
+    """Hooks that put the credentials where apt reads them during the bootstrap only."""
+    if auth is None:
+        return []
+    rel = AUTH_FILE.lstrip("/")
+    return [
+        f'--setup-hook=mkdir -p "$1/{Path(rel).parent}" && '
+        f'install -m 600 {shlex.quote(str(auth))} "$1/{rel}"',
+        f'--customize-hook=rm -f "$1/{rel}"',
     ]
 
 
@@ -130,6 +171,7 @@ def command(
     debs: Path | None = None,
     hashes: Path | None = None,
     preferences: Path | None = None,
+    auth: Path | None = None,
 ) -> list[str]:
     """The image's bootstrap: the device's, layers' and config's packages."""
     return mmdebstrap(
@@ -138,6 +180,7 @@ def command(
         arch=spec.device.arch,
         variant="apt",
         include=packages(spec),
+        auth=auth,
         extra=[
             f"--components={','.join(components(spec))}",
             f"--essential-hook={deferred.divert_hook()}",
@@ -148,7 +191,7 @@ def command(
     )
 
 
-def tools_command(spec: Spec, target: Path, debs: Path | None = None) -> list[str]:
+def tools_command(spec: Spec, target: Path, debs: Path | None = None, auth: Path | None = None) -> list[str]:
     """The native tools tree (see ``tools.py``): same suite and mirror, the host's arch."""
     return mmdebstrap(
         spec,
@@ -157,6 +200,7 @@ def tools_command(spec: Spec, target: Path, debs: Path | None = None) -> list[st
         variant="essential",
         include=tools.PACKAGES,
         extra=deb_cache(debs),
+        auth=auth,
     )
 
 
@@ -172,7 +216,8 @@ def unknown_packages(spec: Spec, index: mirror.Index) -> None:
     others = f" (and {len(unknown) - 1} more: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
     close = difflib.get_close_matches(name, names, n=3, cutoff=0.7)
     raise config_error(
-        f"no package {name!r} in {dist.suite} ({spec.device.arch}) on {mirror.shown(dist.mirror)}{others}",
+        f"no package {name!r} in {dist.suite} ({spec.device.arch}) on "
+        f"{redact.strip_url(dist.mirror)}{others}",
         _where_named(spec, name),
         f"did you mean {' or '.join(close)}?"
         if close
@@ -207,15 +252,16 @@ def run(ctx: Context) -> None:
     """The rootfs (and tools tree); ``ctx.work/debs.sha256`` lists the .deb files used."""
     ctx.runner.detail(f"packages: {shlex.join(packages(ctx.spec))}")
     dist = ctx.spec.config.distribution
-    explain = functools.partial(diagnose.apt, mirror=mirror.shown(dist.mirror), suite=dist.suite)
+    explain = functools.partial(diagnose.apt, mirror=redact.strip_url(dist.mirror), suite=dist.suite)
     preferences = None
     if ctx.lock is not None:
         preferences = ctx.work / "lock.pref"
         preferences.write_text(lock.preferences(ctx.lock), encoding="utf-8")
     else:  # a lock names exactly what the mirror had
         check_names(ctx)
+    auth = write_auth(ctx.spec, ctx.work / "apt-auth.conf")
     ctx.runner.run(
-        command(ctx.spec, ctx.rootfs, ctx.debs, ctx.work / lock.DEB_HASHES, preferences),
+        command(ctx.spec, ctx.rootfs, ctx.debs, ctx.work / lock.DEB_HASHES, preferences, auth),
         name="mmdebstrap",
         explain=explain,
         progress=progress.Apt(),
@@ -223,7 +269,7 @@ def run(ctx: Context) -> None:
     if tools.needed(ctx.spec):
         tree = ctx.work / "tools"
         ctx.runner.run(
-            tools_command(ctx.spec, tree, ctx.debs),
+            tools_command(ctx.spec, tree, ctx.debs, auth),
             name="mmdebstrap (the native tools tree)",
             explain=explain,
         )

@@ -12,7 +12,9 @@ import shutil
 import stat
 from pathlib import Path
 
-from imagesmith import ids, reproducible
+from rich.markup import escape
+
+from imagesmith import ids, overlay, reproducible
 from imagesmith.config.load import Spec
 from imagesmith.config.model import FileEntry, User
 from imagesmith.errors import ImagesmithError, config_error
@@ -51,9 +53,8 @@ def set_timezone(ctx: Context) -> None:
             ctx.spec.locate("timezone"),
             "use a name from the tz database, e.g. Europe/Zurich or Etc/UTC",
         )
-    localtime = ctx.rootfs / "etc" / "localtime"
-    if localtime.exists() or localtime.is_symlink():
-        localtime.unlink()
+    localtime = inside(ctx.rootfs, "/etc/localtime", follow_last=False)
+    localtime.unlink(missing_ok=True)
     localtime.symlink_to(f"/usr/share/zoneinfo/{tz}")
     write(ctx.rootfs, "/etc/timezone", f"{tz}\n")
 
@@ -117,7 +118,7 @@ def boot_config(ctx: Context) -> None:
 
 def _set_shadow_password(rootfs: Path, name: str, value: str) -> None:
     """Set a user's password field directly: the hash never reaches a command line or log."""
-    shadow = rootfs / "etc" / "shadow"
+    shadow = inside(rootfs, "/etc/shadow")
     lines = shadow.read_text(encoding="utf-8").splitlines()
     for i, line in enumerate(lines):
         fields = line.split(":")
@@ -150,13 +151,17 @@ def add_user(ctx: Context, index: int, user: User) -> None:
     _set_shadow_password(rootfs, user.name, user.password_hash or "*")
     uid = read_ids(rootfs, "passwd")[user.name]
     gid = read_ids(rootfs, "group")[user.name]
-    home = inside(rootfs, f"/home/{user.name}")
     if user.ssh_authorized_keys:
-        ssh = home / ".ssh"
+        ssh = inside(rootfs, f"/home/{user.name}/.ssh")
         ssh.mkdir(mode=0o700, exist_ok=True)
-        keys = ssh / "authorized_keys"
-        keys.write_text("\n".join(user.ssh_authorized_keys) + "\n", encoding="utf-8")
-        os.chmod(keys, 0o600)
+        keys = inside(rootfs, f"/home/{user.name}/.ssh/authorized_keys", follow_last=False)
+        keys.unlink(missing_ok=True)  # a link there would be written through
+        write(
+            rootfs,
+            f"/home/{user.name}/.ssh/authorized_keys",
+            "\n".join(user.ssh_authorized_keys) + "\n",
+            0o600,
+        )
         for path in (ssh, keys):
             os.chown(path, uid, gid)
     if user.sudo and user.password_hash is None:
@@ -207,11 +212,12 @@ def copy_overlay(ctx: Context, index: int, entry: FileEntry) -> None:
     source = Path(entry.source)
     pairs: list[tuple[Path, str]] = []
     if source.is_dir():
-        for dirpath, dirnames, filenames in os.walk(source):
-            dirnames.sort()
-            rel = Path(dirpath).relative_to(source)
-            for name in [*dirnames, *sorted(filenames)]:
-                pairs.append((Path(dirpath) / name, str(Path(entry.target) / rel / name)))
+        found = overlay.walk(source, entry.ignore)
+        pairs = [(path, str(Path(entry.target) / path.relative_to(source))) for path in found.files]
+        if found.skipped:
+            shown = ", ".join(found.skipped[:8]) + (" …" if len(found.skipped) > 8 else "")
+            what = escape(f"files[{index}] ({source.name}/): not copied, as `ignore:` says: {shown}")
+            ctx.runner.info(f"[yellow]note:[/yellow] {what}")
     else:
         target = entry.target + source.name if entry.target.endswith("/") else entry.target
         pairs.append((source, target))
@@ -262,7 +268,7 @@ def services(ctx: Context) -> None:
                     ctx.spec.locate("services", verb, i),
                     "check the name (e.g. ssh.service) and that a package or layer installs it",
                 )
-        chroot(ctx.runner, ctx.rootfs, ["systemctl", verb, *units])
+        chroot(ctx.runner, ctx.rootfs, ["systemctl", verb, "--", *units])  # units are never options
 
 
 def run_scripts(ctx: Context) -> None:
@@ -279,13 +285,22 @@ def run_scripts(ctx: Context) -> None:
             }
             ctx.runner.run(argv, env=env, cwd=path.parent, hint=hint)
         else:
-            staged = ctx.rootfs / "tmp" / f"imagesmith-script-{index}"
-            shutil.copyfile(path, staged)
-            os.chmod(staged, 0o755)
+            staged = stage_script(ctx.rootfs, index, path)
             try:
-                chroot(ctx.runner, ctx.rootfs, [f"/tmp/{staged.name}"], hint=hint)
+                chroot(ctx.runner, ctx.rootfs, [f"/{staged.relative_to(ctx.rootfs)}"], hint=hint)
             finally:
                 staged.unlink(missing_ok=True)
+
+
+def stage_script(rootfs: Path, index: int, source: Path) -> Path:
+    """A copy of ``source`` in the image's /tmp, made as a new file (never through a link)."""
+    staged = inside(rootfs, f"/tmp/imagesmith-script-{index}", follow_last=False)
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.unlink(missing_ok=True)
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o755)
+    with os.fdopen(fd, "wb") as out:
+        out.write(source.read_bytes())
+    return staged
 
 
 def direct_kernel_files(rootfs: Path) -> None:
@@ -293,11 +308,14 @@ def direct_kernel_files(rootfs: Path) -> None:
     versions = deferred.kernel_versions(rootfs)
     if not versions:
         raise ImagesmithError("no kernel was installed", hint="the device's packages must include a kernel")
-    boot = rootfs / "boot"
-    firmware = boot / "firmware"
-    firmware.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(boot / f"vmlinuz-{versions[-1]}", firmware / "vmlinuz")
-    shutil.copyfile(boot / f"initrd.img-{versions[-1]}", firmware / "initrd.img")
+    inside(rootfs, "/boot/firmware").mkdir(parents=True, exist_ok=True)
+    for source, name in (
+        (f"vmlinuz-{versions[-1]}", "vmlinuz"),
+        (f"initrd.img-{versions[-1]}", "initrd.img"),
+    ):
+        target = inside(rootfs, f"/boot/firmware/{name}", follow_last=False)
+        target.unlink(missing_ok=True)
+        shutil.copyfile(inside(rootfs, f"/boot/{source}"), target)
 
 
 PRESET = "/etc/systemd/system-preset/00-imagesmith.preset"
@@ -305,28 +323,25 @@ PRESET = "/etc/systemd/system-preset/00-imagesmith.preset"
 
 def first_boot_hygiene(rootfs: Path) -> None:
     """Nothing that must be unique per device is baked into the image."""
-    for key in (rootfs / "etc" / "ssh").glob("ssh_host_*"):
-        key.unlink()
+    for key in inside(rootfs, "/etc/ssh").glob("ssh_host_*"):
+        key.unlink()  # the entry itself: a link is removed, never followed
     write(rootfs, "/etc/machine-id", "uninitialized\n", 0o444)
     # On its first boot (machine-id "uninitialized") systemd enables every unit that its
     # presets allow, and Debian's presets allow nearly all: networkd would start next to
     # NetworkManager, a disabled service would come back. The image's units stay exactly
     # as the build left them.
     write(rootfs, PRESET, "# written by imagesmith: units are enabled at build time only\ndisable *\n")
-    dbus_id = rootfs / "var" / "lib" / "dbus" / "machine-id"
-    if dbus_id.exists() or dbus_id.is_symlink():
-        dbus_id.unlink()
     for path in [
+        "/var/lib/dbus/machine-id",
         "/var/cache/apt/pkgcache.bin",
         "/var/cache/apt/srcpkgcache.bin",
         *bootstrap.BUILD_ONLY_FILES,
     ]:
-        (rootfs / path.lstrip("/")).unlink(missing_ok=True)
+        inside(rootfs, path, follow_last=False).unlink(missing_ok=True)
 
 
 def run(ctx: Context) -> None:
     spec, rootfs = ctx.spec, ctx.rootfs
-    policy = rootfs / "usr" / "sbin" / "policy-rc.d"
     write(rootfs, "/usr/sbin/policy-rc.d", POLICY_RC_D, 0o755)
     set_hostname(ctx)
     set_timezone(ctx)
@@ -343,7 +358,7 @@ def run(ctx: Context) -> None:
         direct_kernel_files(rootfs)
     first_boot_hygiene(rootfs)
     reproducible.clamp_shadow(rootfs, ctx.epoch)
-    policy.unlink(missing_ok=True)
+    inside(rootfs, "/usr/sbin/policy-rc.d", follow_last=False).unlink(missing_ok=True)
 
 
 def check_spec(spec: Spec) -> None:

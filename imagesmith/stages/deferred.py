@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from imagesmith.progress import Steps
-from imagesmith.rootfs import chroot
+from imagesmith.rootfs import chroot, inside
 from imagesmith.run import Runner
 from imagesmith.stages.tools import Tools
 
@@ -47,7 +47,7 @@ def divert_hook() -> str:
 def restore(runner: Runner, rootfs: Path) -> None:
     """Remove the stubs and the diversions; the packages' own programs return."""
     for stub in DIVERTED:
-        host = rootfs / stub.lstrip("/")
+        host = inside(rootfs, stub, follow_last=False)
         if host.is_file() and STUB_MARK in host.read_text(errors="replace"):
             host.unlink()
     script = " ".join(p for aliases in DIVERTED.values() for p in aliases)
@@ -59,10 +59,10 @@ def restore(runner: Runner, rootfs: Path) -> None:
 
 
 def kernel_versions(rootfs: Path) -> list[str]:
-    modules = rootfs / "usr" / "lib" / "modules"
+    modules = inside(rootfs, "/usr/lib/modules")
     if not modules.is_dir():
         return []
-    found = [p.name for p in modules.iterdir() if (rootfs / "boot" / f"vmlinuz-{p.name}").exists()]
+    found = [p.name for p in modules.iterdir() if inside(rootfs, f"/boot/vmlinuz-{p.name}").exists()]
     # oldest first, by version: 6.12.10 comes after 6.12.9
     return sorted(found, key=lambda v: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)])
 
@@ -88,7 +88,7 @@ def run_kernel_hooks(runner: Runner, rootfs: Path, version: str) -> None:
 def finish(runner: Runner, rootfs: Path, tools: Tools) -> None:
     """Restore the diverted programs and run each deferred job once."""
     restore(runner, rootfs)
-    if (rootfs / "usr" / "bin" / "systemd-hwdb").exists():
+    if inside(rootfs, "/usr/bin/systemd-hwdb").exists():
         tools.hwdb()
     for version in kernel_versions(rootfs):
         tools.depmod(version)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from imagesmith import ids
 from imagesmith.config.model import Partition
@@ -45,6 +45,31 @@ def tree_usage(root: Path) -> tuple[int, int]:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
     return used, count
+
+
+def resolve_links(ctx: Context, part: Partition) -> None:
+    """FAT has no symbolic links and mcopy would follow them on the build host: each link
+    under a FAT partition's mount point becomes a copy of the file it names *in the image*;
+    a link to a directory, or to nothing, is an error."""
+    top = inside(ctx.rootfs, part.mount)
+    if not top.is_dir():
+        return
+    mount = PurePosixPath(part.mount)
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in [*dirnames, *filenames]:
+            link = Path(dirpath) / name
+            if not link.is_symlink():
+                continue
+            where = mount / link.relative_to(top)
+            real = inside(ctx.rootfs, where)
+            if not real.is_file():
+                raise ImagesmithError(
+                    f"{where} is a symbolic link to {os.readlink(link)}, which is not a file in the image: "
+                    f"the {part.fs} partition {part.name!r} cannot hold it",
+                    hint="make it a regular file (a script or an overlay put the link there)",
+                )
+            link.unlink()
+            shutil.copy2(real, link)
 
 
 def take_mountpoint(ctx: Context, part: Partition) -> Path:
@@ -152,6 +177,9 @@ def run(ctx: Context) -> None:
     layout = ctx.spec.layout
     staged: dict[str, Path] = {}
     # every non-root mount point leaves the rootfs first, so root holds only its own files
+    for part in layout.partitions:
+        if part.fs == "vfat":
+            resolve_links(ctx, part)
     for part in layout.partitions:
         if part.mount != "/":
             staged[part.name] = take_mountpoint(ctx, part)

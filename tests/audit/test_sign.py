@@ -82,3 +82,27 @@ def test_keys_must_be_ed25519(tmp_path: Path) -> None:
     (tmp_path / "junk.pem").write_text("not a key")
     with pytest.raises(ImagesmithError, match="not a PEM private key"):
         sign.load_private_key(tmp_path / "junk.pem")
+
+
+def test_an_empty_or_cut_sha256sums_fails_and_says_nothing_was_signed(signed: tuple[Path, Path]) -> None:
+    out, _ = signed
+    (out / sign.SIG).unlink()
+    (out / "SHA256SUMS").write_text("")
+    assert ("SHA256SUMS", "names no file") in sign.verify(out, None).failed
+    result = CliRunner().invoke(main, ["verify", str(out)])
+    assert result.exit_code == 1
+    assert "no signature was checked (there is no SHA256SUMS.sig)" in result.output
+    # the image's line taken out: the rest still matches, but the image is not vouched for
+    checksums([out / "manifest.json"], out / "SHA256SUMS")
+    failed = sign.verify(out, None).failed
+    assert ("SHA256SUMS", "names no image") in failed and ("demo.img", "not named in SHA256SUMS") in failed
+    assert CliRunner().invoke(main, ["verify", str(out)]).exit_code == 1
+
+
+def test_a_good_unsigned_build_passes_with_a_plain_note(signed: tuple[Path, Path]) -> None:
+    out, _ = signed
+    result = CliRunner().invoke(main, ["verify", str(out)])
+    assert result.exit_code == 0
+    assert (
+        "no signature was checked (SHA256SUMS.sig is there: give the public key with --key" in result.output
+    )

@@ -1,0 +1,55 @@
+"""One digest of a file tree: names, types, modes, link targets and contents (and, where
+it matters, owners), in a stable order. Stage keys hash the user's input trees with it;
+the stage cache hashes what an entry holds, to check it before it is used."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from collections.abc import Iterable
+from pathlib import Path
+
+CHUNK = 1024 * 1024
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def everything(root: Path, skip: frozenset[str] = frozenset()) -> list[Path]:
+    """Every path under ``root`` (links not followed), but the top-level names in ``skip``."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if here == root:
+            dirnames[:] = [d for d in dirnames if d not in skip]
+            filenames = [f for f in filenames if f not in skip]
+        found += [here / name for name in [*dirnames, *filenames]]
+    return found
+
+
+def tree(root: Path, items: Iterable[Path] | None = None, *, owners: bool = False) -> str:
+    """The digest of ``root`` (a file, or the ``items`` under a directory: all by default)."""
+    h = hashlib.sha256()
+    paths = [root] if not root.is_dir() else sorted(everything(root) if items is None else items)
+    for item in paths:
+        info = item.lstat()
+        rel = item.name if item == root else str(item.relative_to(root))
+        h.update(f"{rel}\0{stat.S_IFMT(info.st_mode)}\0{stat.S_IMODE(info.st_mode)}\0".encode())
+        if owners:
+            h.update(f"{info.st_uid}:{info.st_gid}\0".encode())
+        if stat.S_ISLNK(info.st_mode):
+            h.update(os.readlink(item).encode())
+        elif stat.S_ISREG(info.st_mode):
+            with open(item, "rb") as handle:
+                while chunk := handle.read(CHUNK):
+                    h.update(chunk)
+        elif stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):
+            h.update(f"{os.major(info.st_rdev)}:{os.minor(info.st_rdev)}".encode())
+        h.update(b"\0")
+    return h.hexdigest()

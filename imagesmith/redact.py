@@ -1,0 +1,81 @@
+"""Secret values, known once, kept out of every text imagesmith writes.
+
+A value becomes secret where it enters: ``!env``/``!file`` in a config, a template that
+uses a secret variable, the credentials of a URL, the signing key's passphrase. Each is
+registered here, and ``redact`` replaces it in any text before it reaches the terminal,
+the build log or an error message. This is the net under the rules that keep secrets out
+in the first place (masked config, no secret in a command line or a lock).
+
+The environment of the commands imagesmith runs is allow-listed (``environment``): a
+script or mmdebstrap never sees the builder's tokens and passphrases.
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Mapping
+
+MASK = "<secret>"
+#: shorter values would garble every text they appear in (and are no secret worth the name)
+MIN_LENGTH = 4
+_known: set[str] = set()
+
+#: what commands may see of imagesmith's own environment
+ALLOWED_ENV = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TERM", "TMPDIR", "TZ",
+    "SOURCE_DATE_EPOCH", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+    "NO_PROXY", "ftp_proxy", "all_proxy", "XDG_RUNTIME_DIR",
+)  # fmt: skip
+ALLOWED_PREFIXES = ("LC_",)
+
+
+def register(value: str) -> None:
+    """From now on, ``value`` is shown as <secret>."""
+    for part in (value, value.strip()):
+        if len(part) >= MIN_LENGTH:
+            _known.add(part)
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret replaced by <secret> (longest first)."""
+    for value in sorted(_known, key=len, reverse=True):
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
+
+
+def is_secret(text: str) -> bool:
+    return any(value in text for value in _known)
+
+
+def url_credentials(url: str) -> tuple[str, str] | None:
+    """(user, password) written into a URL, registered as secrets; None if it has none."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return None
+    user = urllib.parse.unquote(parts.username or "")
+    password = urllib.parse.unquote(parts.password or "")
+    for value in (password, parts.password or "", f"{parts.username}:{parts.password}"):
+        register(value)
+    return user, password
+
+
+def strip_url(url: str) -> str:
+    """A URL as logs, messages, locks and manifests show it: without user name or password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+def environment(
+    extra: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The allow-listed part of ``base`` (default: this process's environment) and ``extra``."""
+    source = os.environ if base is None else base
+    env = {k: v for k, v in source.items() if k in ALLOWED_ENV or k.startswith(ALLOWED_PREFIXES)}
+    env.update(extra or {})
+    return env
