@@ -13,6 +13,7 @@ script or mmdebstrap never sees the builder's tokens and passphrases.
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from collections.abc import Mapping
 
@@ -49,26 +50,27 @@ def is_secret(text: str) -> bool:
     return any(value in text for value in _known)
 
 
+#: scheme://USERINFO@rest: everything up to the last @ counts as user information, so a
+#: malformed URL (a / in a password, say) still loses all of it
+_USERINFO = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>.*)@(?P<rest>.*)$", re.S)
+
+
 def url_credentials(url: str) -> tuple[str, str] | None:
     """(user, password) written into a URL, registered as secrets; None if it has none."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
+    found = _USERINFO.match(url)
+    if found is None:
         return None
-    user = urllib.parse.unquote(parts.username or "")
-    password = urllib.parse.unquote(parts.password or "")
-    for value in (password, parts.password or "", f"{parts.username}:{parts.password}"):
+    userinfo = found.group("userinfo")
+    user, _, password = userinfo.partition(":")
+    for value in (userinfo, password, urllib.parse.unquote(password)):
         register(value)
-    return user, password
+    return urllib.parse.unquote(user), urllib.parse.unquote(password)
 
 
 def strip_url(url: str) -> str:
     """A URL as logs, messages, locks and manifests show it: without user name or password."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    found = _USERINFO.match(url)
+    return url if found is None else found.group("scheme") + found.group("rest")
 
 
 def environment(

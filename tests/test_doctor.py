@@ -146,5 +146,7 @@ def test_doctor_command_for_an_unknown_user_is_a_config_error() -> None:
 
 
 def test_binfmt_is_registered_through_systemd_binfmt_where_qemu_ships_only_that() -> None:
-    check = failing(replace(GOOD, binfmt={"arm64": False}, binfmt_d={"arm64"}))["arm64 programs (binfmt_misc)"]
+    check = failing(replace(GOOD, binfmt={"arm64": False}, binfmt_d={"arm64"}))[
+        "arm64 programs (binfmt_misc)"
+    ]
     assert check.fix == [["/usr/lib/systemd/systemd-binfmt", "/usr/lib/binfmt.d/qemu-aarch64.conf"]]
