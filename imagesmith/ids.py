@@ -24,8 +24,18 @@ def disk_signature(spec: Spec) -> str:
     return f"{value:08x}"
 
 
+def disk_id(spec: Spec) -> str:
+    """The partition table's own identifier: the MBR signature, or the GPT disk GUID."""
+    if spec.layout.table == "gpt":
+        return str(uuid.UUID(bytes=_digest(spec, "gpt-disk")[:16], version=4))
+    return disk_signature(spec)
+
+
 def partuuid(spec: Spec, index: int) -> str:
-    """MBR PARTUUID of partition ``index`` (1-based), as the kernel and blkid show it."""
+    """PARTUUID of partition ``index`` (1-based), as the kernel and blkid show it: the
+    MBR's ``signature-NN``, or the partition's GPT GUID."""
+    if spec.layout.table == "gpt":
+        return str(uuid.UUID(bytes=_digest(spec, f"gpt-part:{index}")[:16], version=4))
     return f"{disk_signature(spec)}-{index:02x}"
 
 
@@ -43,12 +53,10 @@ def ext4_hash_seed(spec: Spec, partition: str) -> str:
 
 def root_device(spec: Spec) -> str:
     """How fstab and the kernel command line name the root filesystem."""
-    for index, part in enumerate(spec.layout.partitions, start=1):
-        if part.mount == "/":
-            if spec.layout.root_by == "label":
-                return f"LABEL={part.label}"
-            return f"PARTUUID={partuuid(spec, index)}"
-    raise AssertionError("layouts are validated to have a root partition")
+    root = spec.layout.root
+    if spec.layout.root_by == "label":
+        return f"LABEL={root.label}"
+    return f"PARTUUID={partuuid(spec, spec.layout.partitions.index(root) + 1)}"
 
 
 def fstab(spec: Spec) -> str:
@@ -57,7 +65,7 @@ def fstab(spec: Spec) -> str:
         device = (
             f"LABEL={part.label}" if spec.layout.root_by == "label" else f"PARTUUID={partuuid(spec, index)}"
         )
-        if part.mount == "/":
+        if part.role == "root":
             lines.append(f"{device} / {part.fs} defaults,noatime 0 1")
         elif part.fs == "vfat":
             lines.append(f"{device} {part.mount} vfat defaults,noatime,umask=0077 0 2")

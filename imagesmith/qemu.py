@@ -21,7 +21,9 @@ import pexpect
 
 from imagesmith import host
 from imagesmith.diagnose import missing_tool
+from imagesmith.disk import table
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
+from imagesmith.redact import environment
 from imagesmith.run import Runner
 
 LOGIN = re.compile(rb"login: ?$|login: ", re.MULTILINE)
@@ -83,7 +85,7 @@ def _arch_of(kernel: Path) -> str:
 
 def extract(runner: Runner, image: Path, into: Path) -> BootFiles:
     """Kernel, initrd and command line from the image's FAT boot partition."""
-    boot = next((p for p in _partitions(runner, image) if str(p.get("type")) in ("c", "b", "e")), None)
+    boot = next((p for p in _partitions(runner, image) if table.holds_fat(str(p.get("type")))), None)
     if boot is None:
         raise ImagesmithError(f"{image} has no FAT boot partition", hint="boot images built by imagesmith")
     spec = f"{image}@@{int(str(boot['start'])) * 512}"
@@ -236,7 +238,7 @@ def _watch(
     transcript = bytearray()
     pending = b""  # the unfinished last line, shown once it ends
     start = time.monotonic()
-    child = pexpect.spawn(argv[0], argv[1:], timeout=None)
+    child = pexpect.spawn(argv[0], argv[1:], timeout=None, env=environment())
     outcome = "timeout"
     # the console log is written as it comes, so `tail -f` shows a boot in progress
     sink = log.open("wb") if log is not None else None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from imagesmith.disk import table as tables
 from imagesmith.run import Runner
 
 SECTOR = 512
@@ -169,7 +170,7 @@ def explain(runner: Runner, a: Path, b: Path) -> str:
         if at is None:
             continue
         where = f"partition {part.number} (first at byte {at} of it)"
-        if part.type in ("c", "b", "e", "ef"):
+        if tables.holds_fat(part.type):
             files = vfat_paths(runner, a, b, part)
         else:
             files = ext4_paths(runner, a, b, part)

@@ -94,10 +94,11 @@ def raise_first(model: type[BaseModel], tree: Node, what: str, skip_templates: b
         node = tree.find(loc)
         secret = node is not None and bool(node.secrets())
         if kind == "string_pattern_mismatch":
+            value = err["input"]
+            if isinstance(value, str):  # masked before repr() escapes what a secret holds
+                value = redact.redact(redact.strip_url(value))
             msg = (
-                "the value (secret, not shown) is not valid"
-                if secret
-                else f"{err['input']!r} is not a valid value"
+                "the value (secret, not shown) is not valid" if secret else f"{value!r} is not a valid value"
             )
         msg = redact.redact(msg)
         raise config_error(

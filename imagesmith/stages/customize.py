@@ -90,7 +90,7 @@ def boot_config(ctx: Context) -> None:
     root = ids.root_device(spec)
     # initramfs-tools cannot probe the root device at build time; without its type the
     # initramfs would carry no fsck and the root filesystem would never be checked
-    root_fs = next(p.fs for p in spec.layout.partitions if p.mount == "/")
+    root_fs = spec.layout.root.fs
     write(rootfs, "/etc/initramfs-tools/conf.d/imagesmith-root", f"FSTYPE={root_fs}\n")
     extra = " ".join(spec.config.cmdline)
     if spec.device.boot == "raspi-firmware":

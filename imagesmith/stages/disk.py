@@ -12,32 +12,33 @@ import os
 from pathlib import Path
 
 from imagesmith import ids
+from imagesmith.disk import table
 from imagesmith.stages.context import Context, PartitionImage
 from imagesmith.stages.filesystems import align
 
-SECTOR = 512
 CHUNK = 8 * 1024 * 1024
 BLOCK = 4096
 ZERO = bytes(BLOCK)
 
 
 def table_script(ctx: Context, offsets: list[int]) -> str:
-    lines = ["label: dos", f"label-id: 0x{ids.disk_signature(ctx.spec)}", "unit: sectors", ""]
-    for part, offset in zip(ctx.partitions, offsets, strict=True):
-        fields = [f"start={offset // SECTOR}", f"size={part.size // SECTOR}", f"type={part.type}"]
-        if part.bootable:
-            fields.append("bootable")
-        lines.append(", ".join(fields))
-    return "\n".join(lines) + "\n"
+    spec = ctx.spec
+    entries = [
+        table.Entry(offset, part.size, part.type, ids.partuuid(spec, index), part.label, part.bootable)
+        for index, (part, offset) in enumerate(zip(ctx.partitions, offsets, strict=True), start=1)
+    ]
+    return table.script(spec.layout.table, ids.disk_id(spec), entries)
 
 
-def layout_offsets(first: int, parts: list[PartitionImage]) -> tuple[list[int], int]:
+def layout_offsets(first: int, parts: list[PartitionImage], tail: int = 0) -> tuple[list[int], int]:
+    """Each partition's offset (aligned), and the image's size with ``tail`` bytes after
+    the last partition (the backup GPT)."""
     offsets, position = [], first
     for part in parts:
         position = align(position)
         offsets.append(position)
         position += part.size
-    return offsets, align(position)
+    return offsets, align(position + tail)
 
 
 def copy_data(src: Path, dst: int, offset: int) -> None:
@@ -83,7 +84,8 @@ def _write_nonzero(dst: int, chunk: bytes, at: int) -> None:
 
 
 def run(ctx: Context, target: Path) -> None:
-    offsets, total = layout_offsets(ctx.spec.layout.first_offset, ctx.partitions)
+    layout = ctx.spec.layout
+    offsets, total = layout_offsets(layout.first_offset, ctx.partitions, table.tail_room(layout.table))
     with open(target, "wb") as handle:
         handle.truncate(total)
     ctx.runner.run(

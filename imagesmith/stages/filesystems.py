@@ -149,7 +149,7 @@ def make_ext4(ctx: Context, part: Partition, content: Path, target: Path) -> int
         env=fixed_time_env(ctx.epoch),
         hint=f"partition {part.name!r} may be too small for its files ({used // MiB} MiB)",
     )
-    nodes = device_nodes(content) if part.mount == "/" else []
+    nodes = device_nodes(content) if part.role == "root" else []
     fix_ext4_change_times(r, target, content, ctx.epoch, first=nodes)
     r.run(["e2fsck", "-fn", str(target)], hint=f"the {part.name} filesystem failed its check")
     return size
@@ -181,13 +181,13 @@ def run(ctx: Context) -> None:
         if part.fs == "vfat":
             resolve_links(ctx, part)
     for part in layout.partitions:
-        if part.mount != "/":
+        if part.role != "root":
             staged[part.name] = take_mountpoint(ctx, part)
     for tree in [ctx.rootfs, *staged.values()]:
         clamp_times(tree, ctx.epoch)  # no time of this build reaches the filesystems
     for part in layout.partitions:
-        content = ctx.rootfs if part.mount == "/" else staged[part.name]
+        content = ctx.rootfs if part.role == "root" else staged[part.name]
         target = ctx.work / f"{part.name}.{part.fs}"
         maker = make_vfat if part.fs == "vfat" else make_ext4
         size = maker(ctx, part, content, target)
-        ctx.partitions.append(PartitionImage(part.name, target, size, part.type, part.label, part.bootable))
+        ctx.partitions.append(PartitionImage(part.name, target, size, part.kind, part.label, part.bootable))

@@ -1,0 +1,1 @@
+"""Disk layouts: partition tables (dos, gpt) and what each partition type means."""
