@@ -19,6 +19,7 @@ from pathlib import Path
 
 from imagesmith import host, inventory, lock, manifest, plan, reproducible, requirements, sbom, sign
 from imagesmith.cache import Cache, Entry
+from imagesmith.config import facts
 from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError
 from imagesmith.rootfs import inside, remove_tree
@@ -209,21 +210,26 @@ def copy_file(source: Path, target: Path) -> None:
         disk.copy_data(source, handle.fileno(), 0)
 
 
-def build(
-    spec: Spec,
-    output: Path,
-    runner: Runner,
-    signing_key: Path | None = None,
-    cache: Cache | None = None,
-    rebuild_from: str | None = None,
-    config_id: str = "",
-    lock_file: Path | None = None,
-    update_lock: bool = False,
-) -> Result:
-    """Build ``spec`` into ``output``; with ``lock_file``, from the locked packages
-    (``update_lock``: lock again first)."""
-    if not output.is_absolute():  # hooks and scripts run in other working directories
-        raise AssertionError(f"the output directory must be absolute by now: {output}")
+@dataclass(frozen=True)
+class BuildOptions:
+    """What the command line says about one build (every path absolute)."""
+
+    output: Path
+    signing_key: Path | None = None  # over the config's signing_key
+    rebuild_from: str | None = None  # run this stage and every later one
+    config_id: str = ""  # which config the cache's build record belongs to
+    lock_file: Path | None = None  # CONFIG.lock: used when it exists
+    update_lock: bool = False  # lock again first
+
+    def __post_init__(self) -> None:
+        if not self.output.is_absolute():  # hooks and scripts run in other working directories
+            raise AssertionError(f"the output directory must be absolute by now: {self.output}")
+
+
+def build(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache | None = None) -> Result:
+    """Build ``spec`` into ``options.output``; with a lock file, from the locked packages."""
+    output, signing_key, rebuild_from = options.output, options.signing_key, options.rebuild_from
+    config_id, lock_file, update_lock = options.config_id, options.lock_file, options.update_lock
     customize.check_spec(spec)
     check_host(spec)
     key = signing_key or (Path(spec.config.signing_key) if spec.config.signing_key else None)
@@ -353,7 +359,7 @@ def partitions(ctx: Context, stages: Stages) -> Inventory:
 def use_lock(spec: Spec, runner: Runner, lock_file: Path) -> lock.Lock:
     """The lock, checked against the config; its SOURCE_DATE_EPOCH for every program run."""
     found = lock.read(lock_file)
-    for note in lock.check_spec(found, spec, bootstrap.packages(spec)):
+    for note in lock.check_spec(found, spec, facts.packages(spec)):
         runner.info(f"[yellow]note:[/yellow] {note}")
     given = os.environ.get("SOURCE_DATE_EPOCH")
     if given and given != str(found.source_date_epoch):
@@ -371,7 +377,7 @@ def relock(ctx: Context, cache: Cache | None, tools: dict[str, str], lock_file: 
     plans = plan.stages(spec, cache.salt if cache else b"", tools)
     rootfs(ctx, Stages(ctx, cache, plans, "bootstrap"))
     epoch = reproducible.source_date_epoch(ctx.rootfs)
-    made = lock.make(spec, bootstrap.packages(spec), installed_debs(ctx), epoch)
+    made = lock.make(spec, facts.packages(spec), installed_debs(ctx), epoch)
     try:
         old = lock.read(lock_file) if lock_file.exists() else None
     except ImagesmithError:  # a damaged lock is what a re-lock is for

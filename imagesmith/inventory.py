@@ -19,6 +19,7 @@ from typing import Any
 from debian.deb822 import Deb822, PkgRelation
 
 from imagesmith import licenses
+from imagesmith.config.facts import packages as requested
 from imagesmith.config.load import Spec
 from imagesmith.rootfs import inside
 
@@ -161,7 +162,6 @@ def collect(spec: Spec, rootfs: Path, kept: Path | None = None) -> tuple[list[Pa
     """Everything the SBOMs and the manifest say about the image's packages, and the
     packages the spec names with who named each."""
     packages = read_status(rootfs)
-    from imagesmith.stages.bootstrap import packages as requested
 
     origin = roots(spec, [n for n in requested(spec) if not n.endswith("-")])
     attribute(packages, origin)

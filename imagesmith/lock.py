@@ -17,6 +17,7 @@ from urllib.parse import unquote
 from pydantic import Field
 
 from imagesmith import mirror, redact
+from imagesmith.config.facts import components
 from imagesmith.config.load import Spec
 from imagesmith.config.model import Strict
 from imagesmith.config.nodes import load_yaml
@@ -119,7 +120,6 @@ def make(spec: Spec, requested: list[str], installed: dict[tuple[str, str, str],
             f"no downloaded .deb for {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}",
             hint="the bootstrap kept no archive file for these packages; report this as a bug",
         )
-    from imagesmith.stages.bootstrap import components
 
     return Lock(
         suite=dist.suite,
@@ -180,7 +180,6 @@ def check_spec(lock: Lock, spec: Spec, requested: list[str]) -> list[str]:
     where = Location(lock.path)
     relock = f"make it again: {relock_command(lock, spec.config_path)}"
     dist = spec.config.distribution
-    from imagesmith.stages.bootstrap import components
 
     for what, locked, now in [
         ("suite", lock.suite, dist.suite),

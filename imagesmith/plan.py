@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from imagesmith import __version__, hashing, overlay, requirements
+from imagesmith.config import facts
 from imagesmith.config.load import Spec
 from imagesmith.lock import Lock
 
@@ -85,8 +86,8 @@ def stages(
         return found
 
     first = common("bootstrap")
-    first["packages"] = digest(boot.packages(spec))
-    first["distribution"] = digest([config["distribution"], boot.components(spec)])
+    first["packages"] = digest(facts.packages(spec))
+    first["distribution"] = digest([config["distribution"], facts.components(spec)])
     first["architecture"] = digest([spec.device.arch, tools.needed(spec), tools.PACKAGES])
     if locked is not None:
         first["lock"] = digest(locked.digest_input())

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from imagesmith import diagnose, host, lock, mirror, progress, redact
+from imagesmith.config.facts import components, packages
 from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError, Location, config_error
 from imagesmith.rootfs import ISOLATE
@@ -32,32 +33,7 @@ APT_OPTIONS = ['Acquire::Languages "none"', "#clear DPkg::Pre-Install-Pkgs;"]
 DPKG_OPTIONS = ["force-unsafe-io"]
 #: What mmdebstrap leaves of those options in the rootfs.
 BUILD_ONLY_FILES = ["/etc/apt/apt.conf.d/99mmdebstrap", "/etc/dpkg/dpkg.cfg.d/99mmdebstrap"]
-
-
-def packages(spec: Spec) -> list[str]:
-    """Every package to install, sorted; ``name-`` asks apt to keep ``name`` out."""
-    wanted: set[str] = set(spec.device.packages)
-    removed: set[str] = set()
-    for name in spec.config.packages:
-        if name.startswith("-"):
-            removed.add(name[1:])
-        else:
-            wanted.add(name)
-    if any(user.sudo for user in spec.config.users):
-        wanted.add("sudo")
-    if spec.config.locale != "C.UTF-8":
-        wanted.add("locales")
-    wanted -= removed
-    # a removal that matched nothing in any layer still keeps the package out
-    return sorted(wanted) + sorted(f"{name}-" for name in removed - set(spec.device.packages))
-
-
-def components(spec: Spec) -> list[str]:
-    seen: list[str] = []
-    for comp in [*spec.config.distribution.components, *spec.device.components]:
-        if comp not in seen:
-            seen.append(comp)
-    return seen
+__all__ = ["components", "packages"]  # spec facts, from config.facts (where they live)
 
 
 def mmdebstrap(

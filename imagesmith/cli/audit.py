@@ -1,0 +1,126 @@
+"""`verify`, `packages` and `diff`: what a build's outputs say."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from imagesmith.cli.app import (
+    err_console,
+    format_size,
+    handled,
+    main,
+)
+from imagesmith.errors import ImagesmithError
+
+
+@main.command()
+@click.argument("outdir", type=click.Path(path_type=Path, resolve_path=True, file_okay=False))
+@click.option(
+    "--key",
+    type=click.Path(path_type=Path, resolve_path=True, dir_okay=False),
+    help="Ed25519 public key (PEM) that SHA256SUMS.sig must be a signature by.",
+)
+@handled
+def verify(outdir: Path, key: Path | None) -> None:
+    """Check every file SHA256SUMS in OUTDIR names, and its signature (with --key)."""
+    from imagesmith import sign
+    from imagesmith.stages import artifacts
+
+    report = sign.verify(outdir, key)
+    for name in report.checked:
+        click.echo(f"ok      {name}")
+    if report.signature == "good":
+        click.echo(f"ok      {sign.SIG} (signed by {key})")
+    for name, why in report.failed:
+        click.echo(f"FAILED  {name}: {why}")
+    if report.signature != "good":
+        why = (
+            f"{sign.SIG} is there: give the public key with --key to check it"
+            if report.signature == "not checked"
+            else f"there is no {sign.SIG}"
+        )
+        err_console.print(
+            f"[yellow]note:[/yellow] no signature was checked ({why}): the files match {artifacts.SUMS}, "
+            f"but nothing proves who wrote {artifacts.SUMS}"
+        )
+    if not report.ok:
+        raise ImagesmithError(
+            f"{len(report.failed)} of the outputs in {outdir} failed verification: "
+            + ", ".join(name for name, _ in report.failed),
+            hint="do not flash these files; rebuild, or fetch them again",
+        )
+
+
+@main.command()
+@click.argument("outdir", type=click.Path(path_type=Path, resolve_path=True, file_okay=False))
+@click.option(
+    "--trim", "trim_size", metavar="SIZE", help="Suggest what to remove to save SIZE (e.g. 100MiB)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@handled
+def packages(outdir: Path, trim_size: str | None, as_json: bool) -> None:
+    """List the packages in a build (OUTDIR), largest first, with what brought each in."""
+    from imagesmith import manifest, report
+    from imagesmith.config.model import parse_size
+
+    data = manifest.read(outdir)
+    rows = sorted(report.packages_of(data), key=lambda p: (-p.installed_size, p.name))
+    if trim_size is not None:
+        try:
+            target = parse_size(trim_size)
+        except ValueError as exc:
+            raise ImagesmithError(str(exc), hint="e.g. --trim 100MiB", exit_code=2) from None
+        chosen, saved = report.trim(data, target)
+        if as_json:
+            click.echo(
+                json.dumps({"target": target, "saves": saved, "suggestions": [vars(c) for c in chosen]})
+            )
+            return
+        table = Table("remove", "saves", "packages that go with it", title=f"to save {format_size(target)}")
+        for item in chosen:
+            table.add_row(item.what, format_size(item.saves), ", ".join(item.removes))
+        Console(soft_wrap=True).print(table)
+        verdict = "enough" if saved >= target else "all that can go without the device's or base packages"
+        click.echo(f"together: {format_size(saved)} ({verdict})")
+        return
+    if as_json:
+        click.echo(json.dumps([p.to_json() for p in rows], indent=2))
+        return
+    table = Table("package", "version", "size", "brought in by")
+    for p in rows:
+        table.add_row(p.name, p.version, format_size(p.installed_size), p.brought_by)
+    Console(soft_wrap=True).print(table)
+    click.echo(f"{len(rows)} packages, {format_size(sum(p.installed_size for p in rows))} installed")
+
+
+@main.command("diff")
+@click.argument("old", type=click.Path(path_type=Path, resolve_path=True, file_okay=False))
+@click.argument("new", type=click.Path(path_type=Path, resolve_path=True, file_okay=False))
+@handled
+def diff_command(old: Path, new: Path) -> None:
+    """What changed from build OLD to build NEW: packages and partition sizes."""
+    from imagesmith import manifest, report
+
+    change = report.diff(manifest.read(old), manifest.read(new))
+    for name, version in change.added:
+        click.echo(f"+ {name} {version}")
+    for name, version in change.removed:
+        click.echo(f"- {name} {version}")
+    for name, before, after in change.changed:
+        click.echo(f"~ {name} {before} → {after}")
+    if not (change.added or change.removed or change.changed):
+        click.echo("same packages, same versions")
+    click.echo(
+        f"installed size: {'+' if change.size_change >= 0 else '-'}{format_size(abs(change.size_change))}"
+    )
+    for part, size_before, size_after in change.partitions:
+        delta = size_after - size_before
+        click.echo(
+            f"partition {part}: {format_size(size_before)} → {format_size(size_after)} "
+            f"({'+' if delta >= 0 else '-'}{format_size(abs(delta))})"
+        )

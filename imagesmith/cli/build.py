@@ -1,0 +1,215 @@
+"""`build`, `lock` and `plan`: the commands that make (or foresee) a build."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from imagesmith import plan
+from imagesmith.build import BuildOptions
+from imagesmith.build import build as run_build
+from imagesmith.cache import Cache
+from imagesmith.cli.app import (
+    cache_option,
+    config_argument,
+    err_console,
+    handled,
+    load,
+    main,
+    open_cache,
+    spec_options,
+    verbose_option,
+)
+from imagesmith.config.load import Spec
+from imagesmith.errors import ImagesmithError
+from imagesmith.run import Runner, format_duration
+
+
+@main.command()
+@click.argument("config", required=False, type=click.Path(path_type=Path, resolve_path=True, dir_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, resolve_path=True, file_okay=False),
+    help="Directory for the outputs (default: out/<name>/).",
+)
+@click.option(
+    "--signing-key",
+    type=click.Path(path_type=Path, resolve_path=True, dir_okay=False),
+    help="Ed25519 private key (PEM) that signs SHA256SUMS (overrides the config's signing_key).",
+)
+@click.option("--no-cache", is_flag=True, help="Run every stage; read and write no cache.")
+@click.option(
+    "--rebuild-from",
+    type=click.Choice(plan.STAGES),
+    help="Run this stage and every later one even if the cache has them.",
+)
+@click.option(
+    "--update-lock", is_flag=True, help="Resolve the packages afresh and rewrite CONFIG.lock, then build."
+)
+@click.option(
+    "--check-reproducible",
+    is_flag=True,
+    help="Build twice, each with its own empty stage cache, and report the first difference.",
+)
+@click.option(
+    "--shared-debs", type=click.Path(path_type=Path, resolve_path=True, file_okay=False), hidden=True
+)
+@cache_option
+@spec_options
+@verbose_option
+@handled
+def build(
+    config: Path | None,
+    output: Path | None,
+    signing_key: Path | None,
+    no_cache: bool,
+    rebuild_from: str | None,
+    update_lock: bool,
+    check_reproducible: bool,
+    shared_debs: Path | None,
+    cache_dir: Path | None,
+    layers: tuple[Path, ...],
+    sets: tuple[str, ...],
+    variant: str | None,
+    verbose: bool,
+) -> None:
+    """Build the image described by CONFIG (default: the built-in examples/minimal.yaml).
+
+    When CONFIG.lock exists (see `imagesmith lock`), the build installs exactly its
+    package versions."""
+    from imagesmith import lock
+
+    spec = load(config, layers, sets, variant)
+    out = output or Path.cwd() / "out" / spec.config.name  # every path is absolute from here on
+    lock_file = lock.path_for(spec.config_path, variant)
+    if check_reproducible:
+        from imagesmith import check
+        from imagesmith.build import lock_only
+
+        runner = Runner(verbose=verbose)
+        shared = open_cache(cache_dir)
+        if update_lock:
+            lock_only(spec, runner, None if no_cache else shared, lock_file)
+        args = [*([str(config)] if config else []), *(f"--layers={d}" for d in layers)]
+        args += [*(f"--set={s}" for s in sets), *([f"--variant={variant}"] if variant else [])]
+        args += [f"--signing-key={signing_key}"] if signing_key else []
+        check.run(runner, args, out, shared)
+        return
+    config_id = plan.config_id(spec, variant, list(sets))
+    options = BuildOptions(out, signing_key, rebuild_from, config_id, lock_file, update_lock)
+    with exclusive(out):
+        run_one_build(spec, options, None if no_cache else open_cache(cache_dir, shared_debs), verbose)
+
+
+def run_one_build(spec: Spec, options: BuildOptions, store: Cache | None, verbose: bool) -> None:
+    """One build, logged to build.log in its output directory."""
+    runner = Runner(verbose=verbose, log_path=options.output / "build.log")
+    try:
+        runner.info(
+            f"building [bold]{spec.config.name}[/bold] for {spec.device.device} "
+            f"({spec.device.arch}), layout {spec.layout.layout}, from {spec.config_path}"
+        )
+        runner.log(f"layers: {', '.join(ref.name for ref in spec.layers)}")
+        result = run_build(spec, options, runner, store)
+        total = sum(t for _, t in runner.timings)
+        runner.info(f"[green]done[/green] in {format_duration(total)}: {result.image}")
+        for path in result.outputs:
+            runner.info(f"  {path}")
+    except ImagesmithError as exc:
+        runner.log(f"error: {exc}\n{exc.details or ''}\nhint: {exc.hint or ''}")
+        raise
+    finally:
+        runner.close()
+
+
+@main.command("lock")
+@config_argument
+@click.option("--no-cache", is_flag=True, help="Keep no bootstrap in the stage cache.")
+@cache_option
+@spec_options
+@verbose_option
+@handled
+def lock_command(
+    config: Path,
+    no_cache: bool,
+    cache_dir: Path | None,
+    layers: tuple[Path, ...],
+    sets: tuple[str, ...],
+    variant: str | None,
+    verbose: bool,
+) -> None:
+    """Resolve CONFIG's packages on its mirror now and write CONFIG.lock.
+
+    The lock holds every package's exact version and .deb sha256, the suite, the mirror
+    (and snapshot timestamp) and SOURCE_DATE_EPOCH. It runs a fresh bootstrap, which is
+    kept in the cache: the next build starts from it."""
+    from imagesmith import lock
+    from imagesmith.build import lock_only
+
+    spec = load(config, layers, sets, variant)
+    runner = Runner(verbose=verbose)
+    store = None if no_cache else open_cache(cache_dir)
+    lock_only(spec, runner, store, lock.path_for(spec.config_path, variant))
+
+
+@contextmanager
+def exclusive(output: Path) -> Iterator[None]:
+    """One build at a time writes into ``output``: a second one waits for the first (and
+    says so), so outputs and build.log are never a mix of two builds."""
+    from filelock import FileLock, Timeout
+
+    output.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(output / ".imagesmith-build.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        err_console.print(f"waiting: another build is writing to {output} …")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@main.command("plan")
+@click.argument("config", required=False, type=click.Path(path_type=Path, resolve_path=True, dir_okay=False))
+@cache_option
+@spec_options
+@handled
+def plan_command(
+    config: Path | None,
+    cache_dir: Path | None,
+    layers: tuple[Path, ...],
+    sets: tuple[str, ...],
+    variant: str | None,
+) -> None:
+    """Show each stage of a build of CONFIG: from the cache, or run, and why."""
+    from imagesmith import lock, manifest
+    from imagesmith.build import use_lock
+
+    spec = load(config, layers, sets, variant)
+    store = open_cache(cache_dir)
+    last = store.last_build(plan.config_id(spec, variant, list(sets)))
+    table = Table("stage", "key", "will", "because")
+    running = False
+    lock_file = lock.path_for(spec.config_path, variant)
+    locked = use_lock(spec, Runner(), lock_file) if lock_file.exists() else None
+    for stage in plan.stages(spec, store.salt, manifest.host_tools(), locked):
+        cached = store.lookup(stage.name, stage.key) is not None and not running
+        running = running or not cached
+        if cached:
+            why = ""
+        else:
+            before = last.get(stage.name, {}).get("inputs", {})
+            changed = plan.changed_inputs(stage.inputs, before)
+            why = "changed: " + ", ".join(changed) if changed and before else (changed[0] if changed else "")
+            if not changed:
+                why = "not in the cache (pruned, or built with --no-cache)"
+        table.add_row(stage.name, stage.key[:12], "come from the cache" if cached else "run", why)
+    Console(soft_wrap=True).print(table)
