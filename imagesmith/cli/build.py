@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -161,20 +163,19 @@ def lock_command(
 @contextmanager
 def exclusive(output: Path) -> Iterator[None]:
     """One build at a time writes into ``output``: a second one waits for the first (and
-    says so), so outputs and build.log are never a mix of two builds."""
-    from filelock import FileLock, Timeout
-
+    says so), so outputs and build.log are never a mix of two builds. The lock is on the
+    directory itself (flock), so it leaves no file among the outputs."""
     output.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(output / ".imagesmith-build.lock"))
+    fd = os.open(output, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        err_console.print(f"waiting: another build is writing to {output} …")
-        lock.acquire()
-    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            err_console.print(f"waiting: another build is writing to {output} …")
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        lock.release()
+        os.close(fd)  # and with it the lock
 
 
 @main.command("plan")
