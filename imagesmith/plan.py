@@ -28,9 +28,9 @@ CODE = {
     "bootstrap": ["stages/bootstrap.py", "stages/deferred.py", "stages/tools.py", "rootfs.py", "host.py",
                   "lock.py"],
     "customize": ["stages/customize.py", "stages/deferred.py", "stages/tools.py", "rootfs.py", "ids.py",
-                  "inventory.py", "licenses.py", "reproducible.py"],
+                  "inventory.py", "licenses.py", "reproducible.py", "overlay.py"],
     "filesystems": ["stages/filesystems.py", "ids.py", "reproducible.py"],
-    "disk": ["stages/disk.py", "ids.py"],
+    "disk": ["stages/disk.py", "ids.py", "disk/table.py"],
 }  # fmt: skip
 #: config keys that only the bootstrap reads, and those no image stage reads at all
 BOOTSTRAP_KEYS = ("distribution", "packages")

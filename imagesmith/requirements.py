@@ -111,7 +111,9 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement(
         "qemu-system-x86", ("qemu-system-x86_64",), "boots amd64 images", ("boot",), arches=("amd64",)
     ),
-    Requirement("openssl", ("openssl",), "makes signing keys for the tests", ("test",)),
+    Requirement(
+        "openssl", ("openssl",), "makes signing keys (the README's commands, the tests)", ("build", "test")
+    ),
 )
 #: architectures ``boot`` can start
 BOOT_ARCHES = ("arm64", "amd64")
