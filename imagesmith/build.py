@@ -17,13 +17,16 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from imagesmith import host, inventory, lock, manifest, plan, reproducible, requirements, sbom, sign
-from imagesmith.cache import Cache, Entry
+from imagesmith.cache import Cache, Entry, plan
 from imagesmith.config import facts
 from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError
-from imagesmith.rootfs import inside, remove_tree
-from imagesmith.run import Runner
+from imagesmith.host import binfmt as host
+from imagesmith.host import requirements
+from imagesmith.host.rootfs import inside, remove_tree
+from imagesmith.host.run import Runner
+from imagesmith.outputs import inventory, manifest, sbom, sign
+from imagesmith.repro import lock, reproducible
 from imagesmith.stages import artifacts, bootstrap, customize, disk, filesystems
 from imagesmith.stages.context import Context, PartitionImage
 

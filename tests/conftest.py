@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from imagesmith.run import Runner
+from imagesmith.host.run import Runner
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_KEY = (REPO / "examples" / "keys" / "admin.pub").read_text().strip()

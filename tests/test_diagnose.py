@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imagesmith import diagnose
+from imagesmith.host import diagnose
 
 DATA = Path(__file__).parent / "data" / "diagnose"
 

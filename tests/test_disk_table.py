@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from imagesmith import ids
 from imagesmith.config.load import load_spec
-from imagesmith.disk import table
+from imagesmith.disk import ids, table
 from imagesmith.errors import ImagesmithError
 
 Write = Callable[[str, str], Path]

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner
 
-from imagesmith import doctor, requirements
 from imagesmith.cli import main
-from imagesmith.userns import Range
+from imagesmith.host import doctor, requirements
+from imagesmith.host.userns import Range
 
 ALL = {req.package: "9" for req in requirements.REQUIREMENTS}
 GOOD = doctor.Facts(

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from imagesmith import host
 from imagesmith.errors import ImagesmithError
+from imagesmith.host import binfmt as host
 
 
 def test_native_arch_needs_no_binfmt(tmp_path: Path) -> None:

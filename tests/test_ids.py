@@ -4,8 +4,8 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from imagesmith import ids
 from imagesmith.config.load import load_spec
+from imagesmith.disk import ids
 
 Write = Callable[[str, str], Path]
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from imagesmith import lock, manifest, mirror, plan
+from imagesmith.cache import plan
 from imagesmith.config.load import load_spec
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
+from imagesmith.outputs import manifest
+from imagesmith.repro import lock, mirror
 from imagesmith.stages import bootstrap
 
 Write = Callable[[str, str], Path]

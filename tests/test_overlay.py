@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imagesmith import overlay, plan
+from imagesmith.cache import plan
+from imagesmith.config import overlay
 
 
 def tree(root: Path) -> Path:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imagesmith import plan
+from imagesmith.cache import plan
 from imagesmith.config.load import load_spec
 
 Write = Callable[[str, str], Path]

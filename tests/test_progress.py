@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from imagesmith import progress, run
-from imagesmith.run import Runner
+from imagesmith.host import progress, run
+from imagesmith.host.run import Runner
 
 MMDEBSTRAP = (Path(__file__).parent / "data" / "progress" / "mmdebstrap-verbose.txt").read_text().splitlines()
 

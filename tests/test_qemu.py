@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from imagesmith.boot.qemu import LOGIN, PANIC, _config_txt, _watch, guest_cmdline
 from imagesmith.errors import ImagesmithError
-from imagesmith.qemu import LOGIN, PANIC, _config_txt, _watch, guest_cmdline
-from imagesmith.run import Runner
+from imagesmith.host.run import Runner
 
 
 def test_guest_cmdline_replaces_consoles() -> None:
@@ -73,7 +73,7 @@ def test_watch_waits_for_expected_text_past_the_login_prompt(tmp_path: Path) -> 
 
 
 def test_kvm_only_for_the_host_architecture(monkeypatch: pytest.MonkeyPatch) -> None:
-    from imagesmith import qemu
+    from imagesmith.boot import qemu
 
     monkeypatch.setattr(qemu.host, "native_arch", lambda: "amd64")
     monkeypatch.setattr(qemu.os, "access", lambda path, mode: True)
@@ -85,7 +85,7 @@ def test_kvm_only_for_the_host_architecture(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_a_kvm_failure_is_told_apart(tmp_path: Path) -> None:
-    from imagesmith.qemu import KvmFailed
+    from imagesmith.boot.qemu import KvmFailed
 
     script = "echo 'KVM internal error. Suberror: 1'\necho 'emulation failure'\nsleep 30\n"
     with pytest.raises(KvmFailed, match="KVM stopped"):
@@ -93,7 +93,7 @@ def test_a_kvm_failure_is_told_apart(tmp_path: Path) -> None:
 
 
 def test_kernel_architecture_from_its_header(tmp_path: Path) -> None:
-    from imagesmith.qemu import _arch_of
+    from imagesmith.boot.qemu import _arch_of
 
     arm = tmp_path / "arm"
     arm.write_bytes(b"MZ" + b"\0" * 0x36 + b"ARM\x64" + b"\0" * 0x400)
@@ -110,7 +110,7 @@ def test_kvm_that_cannot_start_a_guest_falls_back_to_tcg_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The nested-virtualisation form seen on a real host: qemu aborts before the guest runs."""
-    from imagesmith import qemu
+    from imagesmith.boot import qemu
 
     monkeypatch.setattr(qemu, "_kvm_broken", False)
     calls = tmp_path / "calls"
@@ -139,7 +139,7 @@ def test_kvm_that_cannot_start_a_guest_falls_back_to_tcg_once(
 def test_a_guest_that_started_under_kvm_and_failed_is_not_retried(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from imagesmith import qemu
+    from imagesmith.boot import qemu
 
     monkeypatch.setattr(qemu, "_kvm_broken", False)
     argv = _fake_console(tmp_path, "echo 'Linux version 6.12.48'\necho 'oops'\nexit 1\n")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imagesmith import redact
-from imagesmith.run import Runner
+from imagesmith.host.run import Runner
 
 
 def test_credentials_in_a_url_are_stripped_and_never_shown() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from imagesmith import reproducible
+from imagesmith.repro import reproducible
 
 EPOCH = 1_700_000_000
 

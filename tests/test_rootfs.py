@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from imagesmith.errors import ImagesmithError
-from imagesmith.rootfs import inside, read_ids
+from imagesmith.host.rootfs import inside, read_ids
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_read_ids(root: Path) -> None:
 
 
 def test_remove_tree_never_deletes_through_a_mount(tmp_path: Path) -> None:
-    from imagesmith.rootfs import mounts_under, remove_tree
+    from imagesmith.host.rootfs import mounts_under, remove_tree
 
     assert "/proc" in mounts_under(Path("/proc"))
     with pytest.raises(ImagesmithError, match="still mounted"):

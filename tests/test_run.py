@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from imagesmith import diagnose
 from imagesmith.errors import ImagesmithError
-from imagesmith.run import Runner, format_duration
+from imagesmith.host import diagnose
+from imagesmith.host.run import Runner, format_duration
 
 
 def test_failure_names_the_command_and_keeps_the_last_lines(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from imagesmith import userns
 from imagesmith.errors import ImagesmithError
+from imagesmith.host import userns
 
 
 def test_subordinate_ranges_by_name_or_number(tmp_path: Path) -> None:

@@ -137,7 +137,7 @@ AS_ROOT = {"build", "lock", "prune", "clear"}
 
 def as_root_of_a_user_namespace(command: str | None) -> None:
     """Run this command line again in a user namespace, when it is one that needs it."""
-    from imagesmith import userns
+    from imagesmith.host import userns
 
     wants_help = any(arg in ("-h", "--help") for arg in sys.argv[1:])
     if command in AS_ROOT and os.geteuid() != 0 and not userns.inside() and not wants_help:

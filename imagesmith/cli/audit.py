@@ -28,7 +28,7 @@ from imagesmith.errors import ImagesmithError
 @handled
 def verify(outdir: Path, key: Path | None) -> None:
     """Check every file SHA256SUMS in OUTDIR names, and its signature (with --key)."""
-    from imagesmith import sign
+    from imagesmith.outputs import sign
     from imagesmith.stages import artifacts
 
     report = sign.verify(outdir, key)
@@ -65,8 +65,8 @@ def verify(outdir: Path, key: Path | None) -> None:
 @handled
 def packages(outdir: Path, trim_size: str | None, as_json: bool) -> None:
     """List the packages in a build (OUTDIR), largest first, with what brought each in."""
-    from imagesmith import manifest, report
     from imagesmith.config.model import parse_size
+    from imagesmith.outputs import manifest, report
 
     data = manifest.read(outdir)
     rows = sorted(report.packages_of(data), key=lambda p: (-p.installed_size, p.name))
@@ -104,7 +104,7 @@ def packages(outdir: Path, trim_size: str | None, as_json: bool) -> None:
 @handled
 def diff_command(old: Path, new: Path) -> None:
     """What changed from build OLD to build NEW: packages and partition sizes."""
-    from imagesmith import manifest, report
+    from imagesmith.outputs import manifest, report
 
     change = report.diff(manifest.read(old), manifest.read(new))
     for name, version in change.added:

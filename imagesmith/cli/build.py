@@ -12,10 +12,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from imagesmith import plan
 from imagesmith.build import BuildOptions
 from imagesmith.build import build as run_build
-from imagesmith.cache import Cache
+from imagesmith.cache import Cache, plan
 from imagesmith.cli.app import (
     cache_option,
     config_argument,
@@ -29,7 +28,7 @@ from imagesmith.cli.app import (
 )
 from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError
-from imagesmith.run import Runner, format_duration
+from imagesmith.host.run import Runner, format_duration
 
 
 @main.command()
@@ -85,14 +84,14 @@ def build(
 
     When CONFIG.lock exists (see `imagesmith lock`), the build installs exactly its
     package versions."""
-    from imagesmith import lock
+    from imagesmith.repro import lock
 
     spec = load(config, layers, sets, variant)
     out = output or Path.cwd() / "out" / spec.config.name  # every path is absolute from here on
     lock_file = lock.path_for(spec.config_path, variant)
     if check_reproducible:
-        from imagesmith import check
         from imagesmith.build import lock_only
+        from imagesmith.repro import check
 
         runner = Runner(verbose=verbose)
         shared = open_cache(cache_dir)
@@ -151,8 +150,8 @@ def lock_command(
     The lock holds every package's exact version and .deb sha256, the suite, the mirror
     (and snapshot timestamp) and SOURCE_DATE_EPOCH. It runs a fresh bootstrap, which is
     kept in the cache: the next build starts from it."""
-    from imagesmith import lock
     from imagesmith.build import lock_only
+    from imagesmith.repro import lock
 
     spec = load(config, layers, sets, variant)
     runner = Runner(verbose=verbose)
@@ -191,8 +190,9 @@ def plan_command(
     variant: str | None,
 ) -> None:
     """Show each stage of a build of CONFIG: from the cache, or run, and why."""
-    from imagesmith import lock, manifest
     from imagesmith.build import use_lock
+    from imagesmith.outputs import manifest
+    from imagesmith.repro import lock
 
     spec = load(config, layers, sets, variant)
     store = open_cache(cache_dir)

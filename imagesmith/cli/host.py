@@ -17,7 +17,7 @@ from imagesmith.cli.app import (
     verbose_option,
 )
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
-from imagesmith.run import Runner
+from imagesmith.host.run import Runner
 
 
 @main.command()
@@ -50,8 +50,8 @@ def doctor(
     """Check that this host can build (and boot) images; name the exact fix for each missing piece."""
     import pwd
 
-    from imagesmith import doctor as checkup
-    from imagesmith import userns
+    from imagesmith.host import doctor as checkup
+    from imagesmith.host import userns
 
     name = checkup.builder(user)
     try:
@@ -117,7 +117,7 @@ def boot(image: Path, timeout: float, console_log: Path | None, expect: str | No
     """Boot IMAGE in qemu-system and wait for a login prompt on its serial console.
 
     Uses KVM when the image is for this machine's architecture and /dev/kvm is usable."""
-    from imagesmith import qemu
+    from imagesmith.boot import qemu
 
     runner = Runner(verbose=verbose)
     goal = "a login prompt" if expect is None else repr(expect)

@@ -6,8 +6,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from imagesmith.cache.hashing import file_sha256
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
-from imagesmith.hashing import file_sha256
 from imagesmith.stages.context import Context
 
 SUMS = "SHA256SUMS"

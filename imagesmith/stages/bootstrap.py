@@ -15,11 +15,14 @@ import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
-from imagesmith import diagnose, host, lock, mirror, progress, redact
+from imagesmith import redact
 from imagesmith.config.facts import components, packages
 from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError, Location, config_error
-from imagesmith.rootfs import ISOLATE
+from imagesmith.host import binfmt as host
+from imagesmith.host import diagnose, progress
+from imagesmith.host.rootfs import ISOLATE
+from imagesmith.repro import lock, mirror
 from imagesmith.stages import deferred, tools
 from imagesmith.stages.context import Context
 

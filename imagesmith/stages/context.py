@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagesmith.config.load import Spec
-from imagesmith.lock import Lock
-from imagesmith.run import Runner
+from imagesmith.host.run import Runner
+from imagesmith.repro.lock import Lock
 from imagesmith.stages.tools import Tools
 
 

@@ -14,11 +14,13 @@ from pathlib import Path
 
 from rich.markup import escape
 
-from imagesmith import ids, overlay, reproducible
+from imagesmith.config import overlay
 from imagesmith.config.load import Spec
 from imagesmith.config.model import FileEntry, User
+from imagesmith.disk import ids
 from imagesmith.errors import ImagesmithError, config_error
-from imagesmith.rootfs import chroot, inside, read_ids
+from imagesmith.host.rootfs import chroot, inside, read_ids
+from imagesmith.repro import reproducible
 from imagesmith.stages import bootstrap, deferred
 from imagesmith.stages.context import Context
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from imagesmith.progress import Steps
-from imagesmith.rootfs import chroot, inside
-from imagesmith.run import Runner
+from imagesmith.host.progress import Steps
+from imagesmith.host.rootfs import chroot, inside
+from imagesmith.host.run import Runner
 from imagesmith.stages.tools import Tools
 
 SUFFIX = ".imagesmith-deferred"

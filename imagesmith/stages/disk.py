@@ -11,8 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from imagesmith import ids
-from imagesmith.disk import table
+from imagesmith.disk import ids, table
 from imagesmith.stages.context import Context, PartitionImage
 from imagesmith.stages.filesystems import align
 

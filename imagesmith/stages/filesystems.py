@@ -11,11 +11,11 @@ import os
 import shutil
 from pathlib import Path, PurePosixPath
 
-from imagesmith import ids
 from imagesmith.config.model import Partition
+from imagesmith.disk import ids
 from imagesmith.errors import ImagesmithError
-from imagesmith.reproducible import clamp_times, fix_ext4_change_times, fixed_time_env
-from imagesmith.rootfs import inside
+from imagesmith.host.rootfs import inside
+from imagesmith.repro.reproducible import clamp_times, fix_ext4_change_times, fixed_time_env
 from imagesmith.stages.context import Context, PartitionImage
 
 MiB = 1024 * 1024

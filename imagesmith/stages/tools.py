@@ -16,10 +16,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagesmith import host
 from imagesmith.config.load import Spec
-from imagesmith.rootfs import CHROOT_ENV, ISOLATE, chroot, package_version
-from imagesmith.run import Runner
+from imagesmith.host import binfmt as host
+from imagesmith.host.rootfs import CHROOT_ENV, ISOLATE, chroot, package_version
+from imagesmith.host.run import Runner
 
 PACKAGES = ["kmod", "udev", "locales"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imagesmith.licenses import NOASSERTION, expression, from_copyright, spdx
+from imagesmith.outputs.licenses import NOASSERTION, expression, from_copyright, spdx
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ from typing import Any
 
 from click.testing import CliRunner
 
-from imagesmith import report
 from imagesmith.cli import main
-from imagesmith.inventory import BOOTSTRAP, Package, attribute, read_status, removable
+from imagesmith.outputs import report
+from imagesmith.outputs.inventory import BOOTSTRAP, Package, attribute, read_status, removable
 
 STATUS = """\
 Package: libc6

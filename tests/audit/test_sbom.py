@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from imagesmith import sbom
 from imagesmith.errors import ImagesmithError
-from imagesmith.inventory import Package
+from imagesmith.outputs import sbom
+from imagesmith.outputs.inventory import Package
 
 SUBJECT = sbom.Subject("demo", "demo.img", "ab" * 32, "arm64", "debian-13", datetime(2026, 1, 2, tzinfo=UTC))
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from imagesmith import sign
 from imagesmith.cli import main
 from imagesmith.errors import ImagesmithError
+from imagesmith.outputs import sign
 from imagesmith.stages.artifacts import checksums
 
 

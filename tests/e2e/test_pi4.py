@@ -73,7 +73,7 @@ def test_two_locked_builds_from_empty_caches_are_identical(locked: tuple[Built, 
 
 
 def test_the_lock_holds_exactly_the_installed_packages(locked: tuple[Built, Built, Path]) -> None:
-    from imagesmith import lock
+    from imagesmith.repro import lock
 
     first, _, lock_file = locked
     found = lock.read(lock_file)
@@ -212,7 +212,7 @@ def test_arch_independent_jobs_ran_natively_once(pi4: Built) -> None:
 
 
 def test_sboms_of_the_pi_image(pi4: Built) -> None:
-    from imagesmith import sbom
+    from imagesmith.outputs import sbom
 
     assert sbom.check_spdx_file(pi4.output / "minimal.spdx.json") == []
     cdx = (pi4.output / "minimal.cdx.json").read_text()

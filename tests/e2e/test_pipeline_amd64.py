@@ -128,7 +128,7 @@ def test_failed_build_leaves_nothing_that_looks_finished(project: Path, vm: Buil
 
 
 def test_sboms_validate_and_list_exactly_the_installed_packages(vm: Built) -> None:
-    from imagesmith import sbom
+    from imagesmith.outputs import sbom
 
     spdx_path, cdx_path = vm.output / "pipeline.spdx.json", vm.output / "pipeline.cdx.json"
     assert sbom.check_spdx_file(spdx_path) == []
@@ -152,7 +152,7 @@ def test_sboms_validate_and_list_exactly_the_installed_packages(vm: Built) -> No
 
 
 def test_licences_come_from_the_images_copyright_files(vm: Built, tmp_path: Path) -> None:
-    from imagesmith.licenses import NOASSERTION, from_copyright
+    from imagesmith.outputs.licenses import NOASSERTION, from_copyright
 
     subprocess.run(
         ["debugfs", "-R", f"rdump /usr/share/doc {tmp_path}", vm.root()], check=True, capture_output=True

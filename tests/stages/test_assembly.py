@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from imagesmith import ids
 from imagesmith.config.load import load_spec
+from imagesmith.disk import ids
 from imagesmith.errors import ImagesmithError
-from imagesmith.run import Runner
+from imagesmith.host.run import Runner
 from imagesmith.stages import customize, disk, filesystems
 from imagesmith.stages.context import Context
 

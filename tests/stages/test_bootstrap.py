@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imagesmith.config.load import load_spec
-from imagesmith.run import Runner
+from imagesmith.host.run import Runner
 from imagesmith.stages import bootstrap
 from imagesmith.stages.context import Context
 
@@ -92,7 +92,7 @@ def test_kernel_versions_sort_by_version(tmp_path: Path) -> None:
 
 def test_a_package_the_suite_does_not_have_is_found_at_its_config_line(write: Write) -> None:
     from imagesmith.errors import ImagesmithError
-    from imagesmith.mirror import Index
+    from imagesmith.repro.mirror import Index
 
     config = write(
         "img.yaml",

@@ -12,8 +12,8 @@ import pytest
 
 from imagesmith.config.load import load_spec
 from imagesmith.errors import ImagesmithError
-from imagesmith.rootfs import inside, read_ids
-from imagesmith.run import Runner
+from imagesmith.host.rootfs import inside, read_ids
+from imagesmith.host.run import Runner
 from imagesmith.stages import customize, filesystems
 from imagesmith.stages.context import Context
 

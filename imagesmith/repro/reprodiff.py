@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from imagesmith.disk import table as tables
-from imagesmith.run import Runner
+from imagesmith.host.run import Runner
 
 SECTOR = 512
 CHUNK = 1024 * 1024

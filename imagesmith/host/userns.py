@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from imagesmith.errors import ImagesmithError
-from imagesmith.run import Runner
+from imagesmith.host.run import Runner
 
 CLONE_NEWUSER = 0x10000000
 #: set in the re-executed command: it is already inside

@@ -9,7 +9,7 @@ and the manifest (the versions that made the image).
 This module uses the standard library only: ``./dev`` runs it with the system's python3
 before imagesmith's own environment exists::
 
-    python3 -m imagesmith.requirements --for build --for boot --arch arm64
+    python3 -m imagesmith.host.requirements --for build --for boot --arch arm64
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def install_command(names: Iterable[str]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python3 -m imagesmith.requirements",
+        prog="python3 -m imagesmith.host.requirements",
         description="Print the Debian packages the build host needs, one per line.",
     )
     parser.add_argument("--for", dest="purposes", action="append", choices=PURPOSES, default=[])

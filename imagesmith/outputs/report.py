@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from imagesmith.inventory import BOOTSTRAP, Package, removable
+from imagesmith.outputs.inventory import BOOTSTRAP, Package, removable
 
 
 def packages_of(manifest: dict[str, Any]) -> list[Package]:

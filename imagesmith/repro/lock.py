@@ -16,13 +16,14 @@ from urllib.parse import unquote
 
 from pydantic import Field
 
-from imagesmith import mirror, redact
+from imagesmith import redact
 from imagesmith.config.facts import components
 from imagesmith.config.load import Spec
 from imagesmith.config.model import Strict
 from imagesmith.config.nodes import load_yaml
 from imagesmith.config.validate import validate
 from imagesmith.errors import ImagesmithError, Location, config_error
+from imagesmith.repro import mirror
 
 FORMAT = 1
 #: apt preferences written into the rootfs during the bootstrap only

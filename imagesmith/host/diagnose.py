@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from imagesmith import requirements
+from imagesmith.host import requirements
 
 MAX_LINES = 12
 

@@ -13,11 +13,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from imagesmith import reprodiff
 from imagesmith.cache import Cache
 from imagesmith.errors import ImagesmithError
-from imagesmith.rootfs import remove_tree
-from imagesmith.run import Runner
+from imagesmith.host.rootfs import remove_tree
+from imagesmith.host.run import Runner
+from imagesmith.repro import reprodiff
 from imagesmith.stages import artifacts
 
 SECOND = "check-reproducible"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from imagesmith.errors import ImagesmithError
-from imagesmith.requirements import install_command, native_arch
+from imagesmith.host.requirements import install_command, native_arch
 
 BINFMT = Path("/proc/sys/fs/binfmt_misc")
 QEMU_NAMES = {"arm64": "qemu-aarch64", "amd64": "qemu-x86_64"}

@@ -15,8 +15,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from imagesmith.rootfs import inside
-from imagesmith.run import Runner
+from imagesmith.host.rootfs import inside
+from imagesmith.host.run import Runner
 
 
 def source_date_epoch(rootfs: Path) -> int:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from debian.debian_support import Version
 
-from imagesmith import host, requirements, userns
-from imagesmith.run import Runner
+from imagesmith.host import binfmt as host
+from imagesmith.host import requirements, userns
+from imagesmith.host.run import Runner
 
 TARBALL_INPUT = "1.47.1"  # mke2fs -d reads a tarball from this version on
 SYSCTL_FILE = "/etc/sysctl.d/60-imagesmith-userns.conf"

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from imagesmith import __version__, licenses
+from imagesmith import __version__
 from imagesmith.errors import ImagesmithError
-from imagesmith.inventory import Package
+from imagesmith.outputs import licenses
+from imagesmith.outputs.inventory import Package
 
 NAMESPACE = "https://imagesmith.dev/spdx/"
 _UUID_NS = uuid.UUID("4a5f2a0e-8d3c-5b7e-9f1a-2c6d8e0b4a71")

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from imagesmith.errors import ImagesmithError
-from imagesmith.progress import Progress
-from imagesmith.run import Runner
+from imagesmith.host.progress import Progress
+from imagesmith.host.run import Runner
 
 CHROOT_ENV = {
     "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",

@@ -14,10 +14,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from imagesmith import __version__, requirements
+from imagesmith import __version__
 from imagesmith.config.load import Spec
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
-from imagesmith.inventory import Package
+from imagesmith.host import requirements
+from imagesmith.outputs.inventory import Package
 from imagesmith.stages.artifacts import output_file, sha256
 
 NAME = "manifest.json"
@@ -71,7 +72,7 @@ def _portable_config(spec: Spec) -> dict[str, Any]:
 
 
 def partitions(spec: Spec, table: dict[str, Any], fs_ids: dict[str, str]) -> list[dict[str, Any]]:
-    from imagesmith import ids
+    from imagesmith.disk import ids
 
     rows = []
     sector = int(table.get("sectorsize", 512))
@@ -103,7 +104,7 @@ def build_manifest(
     created: str,
     tools: dict[str, str],
 ) -> dict[str, Any]:
-    from imagesmith import ids
+    from imagesmith.disk import ids
 
     fs_ids = {
         p.name: (ids.vfat_volume_id(spec, p.name) if p.fs == "vfat" else ids.fs_uuid(spec, p.name))

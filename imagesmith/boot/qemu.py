@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pexpect
 
-from imagesmith import host
-from imagesmith.diagnose import missing_tool
 from imagesmith.disk import table
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
+from imagesmith.host import binfmt as host
+from imagesmith.host.diagnose import missing_tool
+from imagesmith.host.run import Runner
 from imagesmith.redact import environment
-from imagesmith.run import Runner
 
 LOGIN = re.compile(rb"login: ?$|login: ", re.MULTILINE)
 PANIC = re.compile(rb"Kernel panic - not syncing[^\r\n]*")

@@ -16,21 +16,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagesmith import __version__, hashing, overlay, requirements
-from imagesmith.config import facts
+from imagesmith import __version__
+from imagesmith.cache import hashing
+from imagesmith.config import facts, overlay
 from imagesmith.config.load import Spec
-from imagesmith.lock import Lock
+from imagesmith.host import requirements
+from imagesmith.repro.lock import Lock
 
 STAGES = ("bootstrap", "customize", "filesystems", "disk")
-_PACKAGE = Path(__file__).resolve().parent
+_PACKAGE = Path(__file__).resolve().parent.parent  # the imagesmith package
 #: imagesmith's own code that each stage runs (a change to it changes the stage's key)
 CODE = {
-    "bootstrap": ["stages/bootstrap.py", "stages/deferred.py", "stages/tools.py", "rootfs.py", "host.py",
-                  "lock.py"],
-    "customize": ["stages/customize.py", "stages/deferred.py", "stages/tools.py", "rootfs.py", "ids.py",
-                  "inventory.py", "licenses.py", "reproducible.py", "overlay.py"],
-    "filesystems": ["stages/filesystems.py", "ids.py", "reproducible.py"],
-    "disk": ["stages/disk.py", "ids.py", "disk/table.py"],
+    "bootstrap": ["stages/bootstrap.py", "stages/deferred.py", "stages/tools.py", "host/rootfs.py",
+                  "host/binfmt.py", "repro/lock.py"],
+    "customize": ["stages/customize.py", "stages/deferred.py", "stages/tools.py", "host/rootfs.py",
+                  "disk/ids.py", "outputs/inventory.py", "outputs/licenses.py", "repro/reproducible.py",
+                  "config/overlay.py"],
+    "filesystems": ["stages/filesystems.py", "disk/ids.py", "repro/reproducible.py"],
+    "disk": ["stages/disk.py", "disk/ids.py", "disk/table.py"],
 }  # fmt: skip
 #: config keys that only the bootstrap reads, and those no image stage reads at all
 BOOTSTRAP_KEYS = ("distribution", "packages")
@@ -67,7 +70,7 @@ def stages(
     spec: Spec, salt: bytes, tool_versions: dict[str, str], locked: Lock | None = None
 ) -> list[StagePlan]:
     """The stages with their inputs and keys (cache state is filled in by the caller)."""
-    from imagesmith.manifest import portable
+    from imagesmith.outputs.manifest import portable
     from imagesmith.stages import bootstrap as boot
     from imagesmith.stages import deferred, tools
 

@@ -25,9 +25,9 @@ from typing import Any
 
 from filelock import FileLock
 
-from imagesmith import hashing
+from imagesmith.cache import hashing
 from imagesmith.errors import ImagesmithError
-from imagesmith.rootfs import remove_tree
+from imagesmith.host.rootfs import remove_tree
 
 META = "meta.json"
 #: the metadata key of the digest of what an entry holds (names, modes, links, contents)

@@ -24,9 +24,9 @@ from rich.markup import escape
 from rich.status import Status
 from rich.text import Text
 
-from imagesmith.diagnose import Explanation, missing_tool
 from imagesmith.errors import ImagesmithError
-from imagesmith.progress import Progress
+from imagesmith.host.diagnose import Explanation, missing_tool
+from imagesmith.host.progress import Progress
 from imagesmith.redact import environment, redact
 
 TAIL_LINES = 25

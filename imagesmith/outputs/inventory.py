@@ -18,10 +18,10 @@ from typing import Any
 
 from debian.deb822 import Deb822, PkgRelation
 
-from imagesmith import licenses
 from imagesmith.config.facts import packages as requested
 from imagesmith.config.load import Spec
-from imagesmith.rootfs import inside
+from imagesmith.host.rootfs import inside
+from imagesmith.outputs import licenses
 
 STATUS = "/var/lib/dpkg/status"
 #: Relations that make apt install a package (apt installs Recommends by default).

@@ -1,0 +1,1 @@
+"""Booting a built image in qemu and watching its console."""

@@ -1,0 +1,1 @@
+"""What ships with an image: inventory, licences, SBOMs, manifest, signatures, reports."""
