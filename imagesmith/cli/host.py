@@ -37,10 +37,10 @@ from imagesmith.host.run import Runner
     "--for",
     "purposes",
     multiple=True,
-    type=click.Choice(["build", "boot", "test"]),
+    type=click.Choice(["build", "boot", "signing", "test"]),
     default=("build",),
     show_default=True,
-    help="What to check for: building, booting images with `imagesmith boot`, the test suite (repeatable).",
+    help="What to check for: building, booting images, making signing keys, the test suite (repeatable).",
 )
 @verbose_option
 @handled

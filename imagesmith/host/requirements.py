@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 #: What a package can be needed for. ``foreign``: a build for an architecture the host
 #: cannot run natively; ``rootless``: a build by an ordinary user; ``boot``: `imagesmith
-#: boot` (per architecture, see ``BOOT``); ``test``: the test suite.
-PURPOSES = ("build", "foreign", "rootless", "boot", "test")
+#: boot` (per architecture, see ``BOOT``); ``signing``: making signing keys as the README
+#: shows; ``test``: the test suite (everything).
+PURPOSES = ("build", "foreign", "rootless", "boot", "signing", "test")
 NATIVE = {"x86_64": "amd64", "aarch64": "arm64"}
 
 
@@ -112,7 +113,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         "qemu-system-x86", ("qemu-system-x86_64",), "boots amd64 images", ("boot",), arches=("amd64",)
     ),
     Requirement(
-        "openssl", ("openssl",), "makes signing keys (the README's commands, the tests)", ("build", "test")
+        "openssl", ("openssl",), "makes signing keys (the README's commands, the tests)", ("signing",)
     ),
 )
 #: architectures ``boot`` can start
