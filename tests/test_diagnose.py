@@ -61,3 +61,11 @@ def test_a_script_s_missing_command_names_its_package() -> None:
     found = diagnose.shell(["+ mkfs.vfat -n BOOT x", "sh: 1: mkfs.vfat: not found"])
     assert found is not None and "the Debian package dosfstools" in found.hint
     assert diagnose.shell(["all fine"]) is None
+
+
+def test_a_tool_the_wrapper_cannot_start_names_its_package() -> None:
+    found = diagnose.apt(["unshare: failed to execute mmdebstrap: No such file or directory"])
+    assert found is not None and found.lines == [
+        "unshare: failed to execute mmdebstrap: No such file or directory"
+    ]
+    assert "mmdebstrap is in the Debian package mmdebstrap" in found.hint

@@ -42,6 +42,7 @@ _MISSING_TOOL = (
     re.compile(r"^E: install (?P<tool>[\w.+-]+) for "),  # mmdebstrap: arch-test
     re.compile(r"^E: cannot find (?P<tool>[\w.+/-]+)$"),  # mmdebstrap: dpkg, tar, qemu-*-static …
     re.compile(r"(?P<tool>[\w.+/-]+): (?:command )?not found$"),  # sh
+    re.compile(r"^\w+: failed to execute (?P<tool>[\w.+/-]+): No such file or directory$"),  # unshare, chroot
 )
 _UNKNOWN_PACKAGE = re.compile(r"^E: (?:Unable to locate package |Package '?)(?P<name>[^\s']+)")
 _UNREACHABLE = re.compile(
@@ -54,6 +55,9 @@ _SIGNATURE = re.compile(r"NO_PUBKEY|signatures couldn't be verified|is not signe
 
 def apt(lines: Sequence[str], mirror: str = "", suite: str = "") -> Explanation | None:
     """mmdebstrap's and apt's failures."""
+    for line in lines:  # a wrapper (unshare) that could not start the tool at all
+        if found := _MISSING_TOOL[3].match(line.strip()):
+            return missing_tool(found.group("tool"), [line.strip()])
     errors = [line.strip() for line in lines if line.strip().startswith(("E: ", "W: "))]
     for line in errors:
         for pattern in _MISSING_TOOL[:2]:
