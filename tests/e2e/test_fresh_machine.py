@@ -145,7 +145,8 @@ CAPABILITIES = {
     ),
     # the set-up itself installs newuidmap (doctor --fix would install it too, and hide a gap)
     "an ordinary user enters a user namespace (uidmap)": (
-        f"command -v newuidmap && useradd -m builder && {CHECKOUT}/.venv/bin/imagesmith doctor --fix --user builder >/dev/null "
+        "command -v newuidmap && useradd -m builder && "
+        f"{CHECKOUT}/.venv/bin/imagesmith doctor --fix --user builder >/dev/null "
         f"&& runuser -u builder -- {CHECKOUT}/.venv/bin/imagesmith cache clear"
     ),
     "an arm64 virtual machine starts (qemu-system-arm)": (
