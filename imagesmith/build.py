@@ -180,7 +180,8 @@ class Stages:
 
     def commit(self, stage: str, make: Callable[[Path], None], **meta: str) -> None:
         if self.cache is not None:
-            info = {"inputs": self.plans[stage].inputs, **meta}
+            # the config that made it counts as its first user (`cache list`, pruning)
+            info = {"inputs": self.plans[stage].inputs, "configs": [str(self.ctx.spec.config_path)], **meta}
             self.cache.commit(stage, self.plans[stage].key, make, info)
 
     def discard(self, stage: str) -> None:

@@ -3,6 +3,7 @@ entries, two builds into one output, editor and VCS files in overlays."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -118,7 +119,13 @@ def test_editor_and_vcs_files_stay_out_of_overlays(first: tuple[Built, str]) -> 
 
 def test_a_damaged_cache_entry_is_discarded_and_rebuilt(first: tuple[Built, str], project: Path) -> None:
     cache = Path(os.environ["XDG_CACHE_HOME"]) / "imagesmith" / "entries"
-    entry = next(p for p in cache.iterdir() if p.name.startswith("filesystems-") and any(p.glob("*.ext4")))
+    config = str(project / "image.yaml")  # this build's entry, among the other modules' ones
+    entry = next(
+        p
+        for p in cache.iterdir()
+        if p.name.startswith("filesystems-")
+        and config in json.loads((p / "meta.json").read_text())["configs"]
+    )
     target = next(entry.glob("*.ext4"))
     with open(target, "r+b") as handle:  # a flipped byte in the cached root partition
         handle.seek(1024 + 100)
