@@ -239,17 +239,22 @@ def run(ctx: Context) -> None:
     else:  # a lock names exactly what the mirror had
         check_names(ctx)
     auth = write_auth(ctx.spec, ctx.work / "apt-auth.conf")
-    ctx.runner.run(
-        command(ctx.spec, ctx.rootfs, ctx.debs, ctx.work / lock.DEB_HASHES, preferences, auth),
-        name="mmdebstrap",
-        explain=explain,
-        progress=progress.Apt(),
-    )
-    if tools.needed(ctx.spec):
-        tree = ctx.work / "tools"
+    try:
         ctx.runner.run(
-            tools_command(ctx.spec, tree, ctx.debs, auth),
-            name="mmdebstrap (the native tools tree)",
+            command(ctx.spec, ctx.rootfs, ctx.debs, ctx.work / lock.DEB_HASHES, preferences, auth),
+            name="mmdebstrap",
             explain=explain,
+            progress=progress.Apt(),
         )
-        ctx.tools_tree = tree
+        if tools.needed(ctx.spec):
+            tree = ctx.work / "tools"
+            ctx.runner.run(
+                tools_command(ctx.spec, tree, ctx.debs, auth),
+                name="mmdebstrap (the native tools tree)",
+                explain=explain,
+                progress=progress.Apt(),
+            )
+            ctx.tools_tree = tree
+    finally:  # the credentials exist only while apt needs them
+        if auth is not None:
+            auth.unlink(missing_ok=True)
