@@ -185,8 +185,7 @@ class Stages:
             self.cache.commit(stage, self.plans[stage].key, make, info)
 
     def discard(self, stage: str) -> None:
-        entry = self.cache.lookup(stage, self.plans[stage].key) if self.cache is not None else None
-        if self.cache is not None and entry is not None:
+        if self.cache is not None and (entry := self.cache.lookup(stage, self.plans[stage].key)) is not None:
             self.cache.remove(entry)
 
     def used(self, entry: Entry) -> None:
@@ -232,11 +231,10 @@ class BuildOptions:
 
 def build(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache | None = None) -> Result:
     """Build ``spec`` into ``options.output``; with a lock file, from the locked packages."""
-    output, signing_key, rebuild_from = options.output, options.signing_key, options.rebuild_from
-    config_id, lock_file, update_lock = options.config_id, options.lock_file, options.update_lock
+    output, lock_file = options.output, options.lock_file
     customize.check_spec(spec)
     check_host(spec)
-    key = signing_key or (Path(spec.config.signing_key) if spec.config.signing_key else None)
+    key = options.signing_key or (Path(spec.config.signing_key) if spec.config.signing_key else None)
     if key is not None:
         sign.load_private_key(key)  # a bad key fails now, not after a long build
     output.mkdir(parents=True, exist_ok=True)
@@ -246,12 +244,12 @@ def build(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache | None
     tools = manifest.host_tools()
     try:
         ctx = Context(spec=spec, runner=runner, work=work, debs=cache.debs if cache else None)
-        if lock_file is not None and update_lock:
+        if lock_file is not None and options.update_lock:
             ctx.lock = relock(ctx, cache, tools, lock_file)
         elif lock_file is not None and lock_file.exists():
             ctx.lock = use_lock(spec, runner, lock_file)
         plans = plan.stages(spec, cache.salt if cache else b"", tools, ctx.lock)
-        stages = Stages(ctx, cache, plans, rebuild_from)
+        stages = Stages(ctx, cache, plans, options.rebuild_from)
         if ctx.rootfs.is_dir() and stages.cached("bootstrap") is None:  # made by the re-lock
             stages.commit("bootstrap", lambda entry: keep_bootstrap(ctx, entry))
         image = work / f"{name}.img"
@@ -261,7 +259,7 @@ def build(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache | None
             *files, sums = audit(ctx, image, table, found, made, key, tools)
             outputs = publish(files, sums, output)
         if cache is not None:
-            cache.record_build(config_id, {p.name: {"key": p.key, "inputs": p.inputs} for p in plans})
+            cache.record_build(options.config_id, {p.name: {"key": p.key, "inputs": p.inputs} for p in plans})
         return Result(output / image.name, outputs, table)
     finally:
         remove_tree(work)

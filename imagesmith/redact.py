@@ -20,7 +20,7 @@ from collections.abc import Mapping
 MASK = "<secret>"
 #: shorter values would garble every text they appear in (and are no secret worth the name)
 MIN_LENGTH = 4
-_known: set[str] = set()
+_known: list[str] = []  # longest first, so a secret that contains another is masked whole
 
 #: what commands may see of imagesmith's own environment
 ALLOWED_ENV = (
@@ -34,20 +34,17 @@ ALLOWED_PREFIXES = ("LC_",)
 def register(value: str) -> None:
     """From now on, ``value`` is shown as <secret>."""
     for part in (value, value.strip()):
-        if len(part) >= MIN_LENGTH:
-            _known.add(part)
+        if len(part) >= MIN_LENGTH and part not in _known:
+            _known.append(part)
+            _known.sort(key=len, reverse=True)
 
 
 def redact(text: str) -> str:
     """``text`` with every registered secret replaced by <secret> (longest first)."""
-    for value in sorted(_known, key=len, reverse=True):
+    for value in _known:  # every log line passes here: no sorting per call
         if value in text:
             text = text.replace(value, MASK)
     return text
-
-
-def is_secret(text: str) -> bool:
-    return any(value in text for value in _known)
 
 
 #: scheme://USERINFO@rest: everything up to the last @ counts as user information, so a

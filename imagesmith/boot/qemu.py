@@ -290,8 +290,7 @@ def _watch(
     }[outcome]
     tail = [ln for ln in text.splitlines() if ln.strip()][-TAIL:]
     kvm_failed = outcome == "kvm" or (kvm and outcome == "exited" and not GUEST_STARTED.search(transcript))
-    if kvm_failed:
-        tail = [ln for ln in tail if ln.strip()]  # qemu's own error lines first
+    if kvm_failed:  # qemu's own error lines first: the one-line note shows the first
         tail.sort(key=lambda ln: "qemu" not in ln.lower() and "kvm" not in ln.lower())
     raise (KvmFailed if kvm_failed else ImagesmithError)(
         f"boot failed: {what}",

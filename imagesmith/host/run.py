@@ -221,7 +221,7 @@ class Runner:
         else a line every ``PROGRESS_EVERY`` seconds."""
         on_terminal = self._status is not None
         while not done.wait(1.0 if on_terminal else PROGRESS_EVERY):
-            text = f"{progress.summary()} [{format_duration(time.monotonic() - start)}]"
+            text = redact(f"{progress.summary()} [{format_duration(time.monotonic() - start)}]")
             if self._status is not None:
                 self._status.update(f"[bold]{escape(self._label)}[/bold] · {escape(text)}")
             elif not on_terminal:

@@ -159,3 +159,16 @@ def test_two_builds_into_one_output_never_mix(first: tuple[Built, str], project:
     log = (project / "out" / "build.log").read_text()
     assert log.count("building hardened for") == 1  # one build's log, not two interleaved
     assert run("verify", str(project / "out")).returncode == 0
+
+
+def test_a_misspelt_package_is_found_in_the_mirror_s_index_before_the_bootstrap(project: Path) -> None:
+    """Against the real mirror (through the credentials in its URL): no bootstrap runs. (A
+    variant of its own: the first build's lock file would refuse the changed packages.)"""
+    out = project / "typo"
+    args = ["--variant", "typo", "--set", "packages=[openssh-servr]"]
+    proc = run("build", str(project / "image.yaml"), "-o", str(out), *args, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "no package 'openssh-servr' in trixie (amd64) on http://deb.debian.org/debian" in proc.stderr
+    assert "did you mean openssh-server" in proc.stderr
+    assert "mmdebstrap --mode" not in (out / "build.log").read_text()  # caught before mmdebstrap ran
+    assert MIRROR_PASSWORD not in proc.stderr
