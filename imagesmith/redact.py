@@ -25,7 +25,7 @@ _known: list[str] = []  # longest first, so a secret that contains another is ma
 #: what commands may see of imagesmith's own environment
 ALLOWED_ENV = (
     "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TERM", "TMPDIR", "TZ",
-    "SOURCE_DATE_EPOCH", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+    "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY",
     "NO_PROXY", "ftp_proxy", "all_proxy", "XDG_RUNTIME_DIR",
 )  # fmt: skip
 ALLOWED_PREFIXES = ("LC_",)

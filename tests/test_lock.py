@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from imagesmith.cache import plan
 from imagesmith.config.load import load_spec
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 from imagesmith.outputs import manifest
 from imagesmith.repro import lock, mirror
-from imagesmith.stages import bootstrap
+from imagesmith.stages import bootstrap, plan
 
 Write = Callable[[str, str], Path]
 SHA = "a" * 64

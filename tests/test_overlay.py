@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imagesmith.cache import plan
 from imagesmith.config import overlay
+from imagesmith.stages import plan
 
 
 def tree(root: Path) -> Path:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from imagesmith.cache import plan
 from imagesmith.config.load import load_spec
+from imagesmith.stages import plan
 
 Write = Callable[[str, str], Path]
 TOOLS = {"mmdebstrap": "1.5", "e2fsprogs": "1.47", "dosfstools": "4.2", "mtools": "4", "fdisk": "2.38"}
@@ -26,7 +26,7 @@ def project(write: Write) -> Path:
 
 
 def differs(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    return [stage for stage in plan.STAGES if before[stage] != after[stage]]
+    return [stage for stage in plan.NAMES if before[stage] != after[stage]]
 
 
 def test_same_inputs_same_keys(project: Path) -> None:
@@ -61,7 +61,7 @@ def test_each_input_changes_its_stages(project: Path, line: str, changed: list[s
 def test_tool_versions_change_the_stages_that_call_them(project: Path) -> None:
     before = keys(project)
     assert differs(before, keys(project, {**TOOLS, "e2fsprogs": "1.48"})) == ["filesystems", "disk"]
-    assert differs(before, keys(project, {**TOOLS, "mmdebstrap": "1.6"})) == list(plan.STAGES)
+    assert differs(before, keys(project, {**TOOLS, "mmdebstrap": "1.6"})) == list(plan.NAMES)
     assert differs(before, keys(project, {**TOOLS, "fdisk": "2.40"})) == ["disk"]
 
 

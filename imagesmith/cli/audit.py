@@ -28,8 +28,8 @@ from imagesmith.errors import ImagesmithError
 @handled
 def verify(outdir: Path, key: Path | None) -> None:
     """Check every file SHA256SUMS in OUTDIR names, and its signature (with --key)."""
+    from imagesmith.outputs import files as artifacts
     from imagesmith.outputs import sign
-    from imagesmith.stages import artifacts
 
     report = sign.verify(outdir, key)
     for name in report.checked:

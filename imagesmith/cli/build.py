@@ -14,7 +14,7 @@ from rich.table import Table
 
 from imagesmith.build import BuildOptions
 from imagesmith.build import build as run_build
-from imagesmith.cache import Cache, plan
+from imagesmith.cache import Cache
 from imagesmith.cli.app import (
     cache_option,
     config_argument,
@@ -27,8 +27,10 @@ from imagesmith.cli.app import (
     verbose_option,
 )
 from imagesmith.config.load import Spec
-from imagesmith.errors import ImagesmithError
+from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 from imagesmith.host.run import Runner, format_duration
+from imagesmith.stages import plan
+from imagesmith.stages.pipeline import NAMES
 
 
 @main.command()
@@ -47,7 +49,7 @@ from imagesmith.host.run import Runner, format_duration
 @click.option("--no-cache", is_flag=True, help="Run every stage; read and write no cache.")
 @click.option(
     "--rebuild-from",
-    type=click.Choice(plan.STAGES),
+    type=click.Choice(NAMES),
     help="Run this stage and every later one even if the cache has them.",
 )
 @click.option(
@@ -90,8 +92,7 @@ def build(
     out = output or Path.cwd() / "out" / spec.config.name  # every path is absolute from here on
     lock_file = lock.path_for(spec.config_path, variant)
     if check_reproducible:
-        from imagesmith.build import lock_only
-        from imagesmith.repro import check
+        from imagesmith.build import check, lock_only
 
         runner = Runner(verbose=verbose)
         shared = open_cache(cache_dir)
@@ -103,9 +104,23 @@ def build(
         check.run(runner, args, out, shared)
         return
     config_id = plan.config_id(spec, variant, list(sets))
-    options = BuildOptions(out, signing_key, rebuild_from, config_id, lock_file, update_lock)
+    options = BuildOptions(out, signing_key, rebuild_from, config_id, lock_file, update_lock, given_epoch())
     with exclusive(out):
         run_one_build(spec, options, None if no_cache else open_cache(cache_dir, shared_debs), verbose)
+
+
+def given_epoch() -> int | None:
+    """SOURCE_DATE_EPOCH from the environment: read here once, then carried by the build."""
+    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise ImagesmithError(
+            f"SOURCE_DATE_EPOCH={value[:40]!r} is not a time in seconds since 1970",
+            hint="set it to a whole number (e.g. `date +%s`), or unset it",
+            exit_code=EXIT_CONFIG,
+        )
+    return int(value)
 
 
 def run_one_build(spec: Spec, options: BuildOptions, store: Cache | None, verbose: bool) -> None:
@@ -190,7 +205,7 @@ def plan_command(
     variant: str | None,
 ) -> None:
     """Show each stage of a build of CONFIG: from the cache, or run, and why."""
-    from imagesmith.build import use_lock
+    from imagesmith.build import read_lock
     from imagesmith.outputs import manifest
     from imagesmith.repro import lock
 
@@ -198,19 +213,20 @@ def plan_command(
     store = open_cache(cache_dir)
     last = store.last_build(plan.config_id(spec, variant, list(sets)))
     table = Table("stage", "key", "will", "because")
-    running = False
     lock_file = lock.path_for(spec.config_path, variant)
-    locked = use_lock(spec, Runner(), lock_file) if lock_file.exists() else None
-    for stage in plan.stages(spec, store.salt, manifest.host_tools(), locked):
-        cached = store.lookup(stage.name, stage.key) is not None and not running
-        running = running or not cached
-        if cached:
+    locked = read_lock(spec, Runner(), lock_file) if lock_file.exists() else None
+    plans = plan.stages(spec, store.salt, manifest.host_tools(), locked, given_epoch())
+    restored = plan.restore_point(plans, lambda p: store.lookup(p.name, p.key) is not None)
+    for index, stage in enumerate(plans):
+        before = last.get(stage.name, {}).get("inputs", {})
+        changed = plan.changed_inputs(stage.inputs, before)
+        if index <= restored:
             why = ""
+        elif store.lookup(stage.name, stage.key) is not None:
+            why = "in the cache, but its entry alone does not restore the stages after it"
+        elif changed and before:
+            why = "changed: " + ", ".join(changed)
         else:
-            before = last.get(stage.name, {}).get("inputs", {})
-            changed = plan.changed_inputs(stage.inputs, before)
-            why = "changed: " + ", ".join(changed) if changed and before else (changed[0] if changed else "")
-            if not changed:
-                why = "not in the cache (pruned, or built with --no-cache)"
-        table.add_row(stage.name, stage.key[:12], "come from the cache" if cached else "run", why)
+            why = changed[0] if changed else "not in the cache (pruned, or built with --no-cache)"
+        table.add_row(stage.name, stage.key[:12], "come from the cache" if index <= restored else "run", why)
     Console(soft_wrap=True).print(table)

@@ -38,6 +38,18 @@ class Spec:
     def locate(self, *path: str | int) -> Location:
         return self.tree.locate(tuple(path))
 
+    def portable(self, path: str) -> str:
+        """A path as outputs and keys show it: built-in files as ``imagesmith:…``, the
+        project's relative to the config's directory, so no directory of the build host shows."""
+        resolved = Path(path)
+        for base, prefix in (
+            (catalog.builtin_dir("layers").parent, "imagesmith:"),
+            (self.config_path.parent, ""),
+        ):
+            if resolved.is_relative_to(base):
+                return prefix + str(resolved.relative_to(base))
+        return path
+
     def masked(self, hide: Callable[[Any], Any] = lambda _value: SECRET) -> dict[str, Any]:
         """The merged config for people and outputs: every secret value replaced by
         ``hide(value)`` (by default <secret>)."""

@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 SECTOR = 512
+MiB = 1024 * 1024
+#: partitions (and filesystem sizes) start and end on this boundary
+ALIGN = 4 * MiB
 #: room after the last partition for the backup GPT (33 sectors; 1 MiB keeps alignment)
 GPT_BACKUP = 1024 * 1024
 
@@ -28,6 +31,10 @@ DOS_FAT = {"1", "4", "6", "b", "c", "e", "ef"}
 GPT_FAT = {GPT_TYPES["esp"], GPT_TYPES["basic-data"]}
 _GUID = re.compile(r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$")
 _HEX = re.compile(r"^[0-9a-fA-F]{1,2}$")
+
+
+def align(size: int, to: int = ALIGN) -> int:
+    return (size + to - 1) // to * to
 
 
 def default_type(table: str, fs: str) -> str:

@@ -56,9 +56,7 @@ def chroot(
     progress: Progress | None = None,
 ) -> str:
     """Run ``argv`` inside ``rootfs`` (foreign binaries run through qemu-user binfmt)."""
-    epoch = (
-        {"SOURCE_DATE_EPOCH": os.environ["SOURCE_DATE_EPOCH"]} if "SOURCE_DATE_EPOCH" in os.environ else {}
-    )
+    epoch = {"SOURCE_DATE_EPOCH": str(runner.epoch)} if runner.epoch is not None else {}
     assignments = [f"{k}={v}" for k, v in {**CHROOT_ENV, **epoch, **(env or {})}.items()]
     return runner.run(
         [

@@ -68,6 +68,13 @@ class Runner:
         self.timings: list[tuple[str, float]] = []
         self._status: Status | None = None  # the spinner of the running stage, on a terminal
         self._label = ""
+        #: SOURCE_DATE_EPOCH of the build, once known: every program it runs sees it
+        self.epoch: int | None = None
+
+    def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """What a command sees: the allow-listed environment, the epoch, ``extra``."""
+        epoch = {"SOURCE_DATE_EPOCH": str(self.epoch)} if self.epoch is not None else {}
+        return environment({**epoch, **(extra or {})})
 
     def close(self) -> None:
         if self._log is not None:
@@ -174,7 +181,7 @@ class Runner:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE if capture else subprocess.STDOUT,
                 cwd=cwd,
-                env=environment(env),  # allow-listed: the builder's secrets stay here
+                env=self.environment(env),  # allow-listed: the builder's secrets stay here
                 text=True,
                 errors="replace",
             )

@@ -9,6 +9,7 @@ after the bootstrap, so a script that strips /usr/share/doc costs no licence dat
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections import deque
@@ -189,3 +190,22 @@ def removable(packages: list[Package], origin: dict[str, str], drop: set[str]) -
     everything = reach([*origin, *bootstrap])
     kept = reach([*(n for n in origin if n not in drop), *bootstrap])
     return everything - kept
+
+
+@dataclass
+class Inventory:
+    """The installed packages (with licences and what brought each in), for the SBOMs and
+    the manifest: taken after customize, before any filesystem is made."""
+
+    packages: list[Package]
+    roots: dict[str, str]
+    distro: str
+
+    def save(self, target: Path) -> None:
+        data = {"packages": [asdict(p) for p in self.packages], "roots": self.roots, "distro": self.distro}
+        target.write_text(json.dumps(data), encoding="utf-8")
+
+    @classmethod
+    def load(cls, source: Path) -> Inventory:
+        data = json.loads(source.read_text(encoding="utf-8"))
+        return cls([Package(**p) for p in data["packages"]], data["roots"], data["distro"])

@@ -18,8 +18,9 @@ from imagesmith import __version__
 from imagesmith.config.load import Spec
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 from imagesmith.host import requirements
+from imagesmith.outputs.base import Output, Release
+from imagesmith.outputs.files import output_file, sha256
 from imagesmith.outputs.inventory import Package
-from imagesmith.stages.artifacts import output_file, sha256
 
 NAME = "manifest.json"
 FORMAT = 1
@@ -44,18 +45,7 @@ def host_tools() -> dict[str, str]:
 
 
 def portable(path: str, spec: Spec) -> str:
-    """A path as the manifest shows it: built-in files as ``imagesmith:…``, the project's
-    relative to the config's directory, so the manifest names no directory of the build host."""
-    from imagesmith.config import catalog
-
-    resolved = Path(path)
-    for base, prefix in (
-        (catalog.builtin_dir("layers").parent, "imagesmith:"),
-        (spec.config_path.parent, ""),
-    ):
-        if resolved.is_relative_to(base):
-            return prefix + str(resolved.relative_to(base))
-    return path
+    return spec.portable(path)
 
 
 def _portable_config(spec: Spec) -> dict[str, Any]:
@@ -158,3 +148,21 @@ def read(outdir: Path) -> dict[str, Any]:
             exit_code=EXIT_CONFIG,
         )
     return data
+
+
+class Manifest(Output):
+    name = "manifest"
+
+    def make(self, release: Release) -> list[Path]:
+        found = release.inventory
+        data = build_manifest(
+            release.spec, found.packages, release.table, list(release.files), found.roots,
+            release.created.isoformat(), release.tools,
+        )  # fmt: skip
+        target = release.work / NAME
+        write(data, target)
+        release.runner.detail(f"{len(found.packages)} packages in the SBOMs and the manifest")
+        return [target]
+
+
+OUTPUT = Manifest()

@@ -20,6 +20,8 @@ from pathlib import Path
 from imagesmith import __version__
 from imagesmith.errors import ImagesmithError
 from imagesmith.outputs import licenses
+from imagesmith.outputs.base import Output, Release
+from imagesmith.outputs.files import sha256
 from imagesmith.outputs.inventory import Package
 
 NAMESPACE = "https://imagesmith.dev/spdx/"
@@ -266,3 +268,39 @@ def check_spdx_file(path: Path) -> list[str]:
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         return [f"{type(exc).__name__}: {exc}"]
     return [m.validation_message for m in validate_full_spdx_document(document)]
+
+
+def subject(release: Release) -> Subject:
+    image, found = release.image, release.inventory
+    return Subject(
+        release.spec.config.name,
+        image.name,
+        sha256(image),
+        release.spec.device.arch,
+        found.distro,
+        release.created,
+    )
+
+
+class Spdx(Output):
+    name = "spdx"
+    phase = "image"
+
+    def make(self, release: Release) -> list[Path]:
+        target = release.work / f"{release.spec.config.name}.spdx.json"
+        write_spdx(subject(release), release.inventory.packages, target)
+        return [target]
+
+
+class CycloneDx(Output):
+    name = "cyclonedx"
+    phase = "image"
+
+    def make(self, release: Release) -> list[Path]:
+        target = release.work / f"{release.spec.config.name}.cdx.json"
+        write_cyclonedx(subject(release), release.inventory.packages, target)
+        return [target]
+
+
+SPDX = Spdx()
+CYCLONEDX = CycloneDx()

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagesmith import redact
+from imagesmith.config.load import Spec
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
-from imagesmith.stages.artifacts import SUMS, output_file, sha256
+from imagesmith.outputs.base import Output, Release
+from imagesmith.outputs.files import SUMS, output_file, sha256
 
 SIG = "SHA256SUMS.sig"
 PASSPHRASE_ENV = "IMAGESMITH_SIGNING_KEY_PASSPHRASE"
@@ -139,3 +141,23 @@ def verify(outdir: Path, public_key: Path | None) -> Report:
     elif signature.is_file():
         report.signature = "not checked"
     return report
+
+
+class Signature(Output):
+    name = "signature"
+    vouches = True
+
+    def wanted(self, release: Release) -> bool:
+        return release.signing_key is not None
+
+    def make(self, release: Release) -> list[Path]:
+        assert release.signing_key is not None
+        target = release.work / SIG
+        sign(release.work / SUMS, release.signing_key, target)
+        return [target]
+
+    def names(self, spec: Spec) -> list[str]:
+        return [SIG]
+
+
+OUTPUT = Signature()

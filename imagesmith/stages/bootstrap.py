@@ -11,20 +11,25 @@ import difflib
 import functools
 import os
 import shlex
+import shutil
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
 from imagesmith import redact
+from imagesmith.cache.store import Entry
 from imagesmith.config.facts import components, packages
 from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError, Location, config_error
 from imagesmith.host import binfmt as host
 from imagesmith.host import diagnose, progress
 from imagesmith.host.rootfs import ISOLATE
+from imagesmith.host.run import Runner
+from imagesmith.outputs import inventory
 from imagesmith.repro import lock, mirror
 from imagesmith.stages import deferred, tools
-from imagesmith.stages.context import Context
+from imagesmith.stages.base import KeyInputs, Stage, digest
+from imagesmith.stages.context import COPYRIGHTS, Context
 
 #: Build-time apt settings (mmdebstrap writes them to 99mmdebstrap; customize removes it).
 #: debconf's preconfiguration runs apt-extracttemplates and a perl frontend over every
@@ -258,3 +263,78 @@ def run(ctx: Context) -> None:
     finally:  # the credentials exist only while apt needs them
         if auth is not None:
             auth.unlink(missing_ok=True)
+
+
+def installed_debs(ctx: Context) -> dict[tuple[str, str, str], str]:
+    """(name, version, arch) → sha256 of the .deb, for every package dpkg installed."""
+    hashes = lock.read_deb_hashes(ctx.work / lock.DEB_HASHES)
+    found = {}
+    for package in inventory.read_status(ctx.rootfs):
+        key = (package.name, package.version, package.arch)
+        found[key] = hashes.get(key, "")
+    return found
+
+
+def copy_tree(runner: Runner, source: Path, target: Path) -> None:
+    """A rootfs copied with owners, modes, links, device nodes and extended attributes."""
+    runner.run(["cp", "-a", "--reflink=auto", str(source), str(target)])
+
+
+class Bootstrap(Stage):
+    """The rootfs of the config's packages, their copyright files, the sha256 of each .deb
+    used, and the native tools tree of a foreign target."""
+
+    name = "bootstrap"
+    code = ("stages/bootstrap.py", "stages/deferred.py", "stages/tools.py", "host/rootfs.py",
+            "host/binfmt.py", "repro/lock.py")  # fmt: skip
+
+    def inputs(self, given: KeyInputs) -> dict[str, str]:
+        spec = given.spec
+        found = {
+            "packages": digest(packages(spec)),
+            "distribution": digest([given.config["distribution"], components(spec)]),
+            "architecture": digest([spec.device.arch, tools.needed(spec), tools.PACKAGES]),
+        }
+        if given.lock is not None:
+            found["lock"] = digest(given.lock.digest_input())
+        found["mmdebstrap options"] = digest([APT_OPTIONS, DPKG_OPTIONS, deferred.divert_hook()])
+        return found
+
+    def check(self, ctx: Context) -> None:
+        if ctx.lock is not None:
+            with ctx.runner.stage(
+                "lock", f"the mirror still has the {len(ctx.lock.packages)} locked versions"
+            ):
+                lock.check_available(ctx.lock, ctx.spec)
+
+    def title(self, ctx: Context) -> str:
+        dist = ctx.spec.config.distribution
+        return f"{dist.name} {dist.suite} {ctx.spec.device.arch} with mmdebstrap"
+
+    def run(self, ctx: Context) -> None:
+        run(ctx)
+        if ctx.lock is not None:
+            lock.check_installed(ctx.lock, installed_debs(ctx), ctx.spec.config_path)
+        # kept now: a script that strips /usr/share/doc must not cost the SBOM its licences
+        inventory.keep_copyrights(ctx.rootfs, ctx.copyrights)
+
+    def save(self, ctx: Context, entry: Path) -> dict[str, str]:
+        copy_tree(ctx.runner, ctx.rootfs, entry / "rootfs")
+        copy_tree(ctx.runner, ctx.copyrights, entry / COPYRIGHTS)
+        shutil.copyfile(ctx.work / lock.DEB_HASHES, entry / lock.DEB_HASHES)
+        if ctx.tools_tree is not None:
+            copy_tree(ctx.runner, ctx.tools_tree, entry / "tools")
+        return {}
+
+    def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
+        entry = entries[self.name].path
+        copy_tree(ctx.runner, entry / "rootfs", ctx.rootfs)
+        copy_tree(ctx.runner, entry / COPYRIGHTS, ctx.copyrights)
+        shutil.copyfile(entry / lock.DEB_HASHES, ctx.work / lock.DEB_HASHES)
+        if (entry / "tools").is_dir():
+            copy_tree(ctx.runner, entry / "tools", ctx.work / "tools")
+            ctx.tools_tree = ctx.work / "tools"
+        return True
+
+
+STAGE = Bootstrap()

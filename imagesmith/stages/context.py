@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from imagesmith.config.load import Spec
 from imagesmith.host.run import Runner
 from imagesmith.repro.lock import Lock
 from imagesmith.stages.tools import Tools
+
+COPYRIGHTS = "copyrights"
 
 
 @dataclass
@@ -33,11 +36,34 @@ class Context:
     tools_tree: Path | None = None  # native tools of the image's versions (foreign targets)
     debs: Path | None = None  # downloaded .deb files shared between builds (the cache's)
     lock: Lock | None = None  # the lock file's pins, when the build uses one
-    epoch: int = 1  # SOURCE_DATE_EPOCH: no later time reaches the image (see reproducible.py)
+    #: SOURCE_DATE_EPOCH: given, the lock's, or (after the bootstrap) the packages' newest
+    #: changelog; no later time reaches the image (see reproducible.py)
+    epoch: int | None = None
+    #: stages whose result this build already holds (the bootstrap, after a re-lock)
+    done: set[str] = field(default_factory=set)
+    #: what a stage hands to later ones and to the outputs, by name (the customize stage's
+    #: inventory, the disk stage's image facts)
+    products: dict[str, Any] = field(default_factory=dict)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch for the rest of the build: every program run from now on sees it."""
+        self.epoch = epoch
+        self.runner.epoch = epoch
+
+    @property
+    def known_epoch(self) -> int:
+        if self.epoch is None:
+            raise AssertionError("the epoch is known from the customize stage on")
+        return self.epoch
 
     @property
     def rootfs(self) -> Path:
         return self.work / "rootfs"
+
+    @property
+    def copyrights(self) -> Path:
+        """The packages' copyright files, kept before any script can strip them."""
+        return self.work / COPYRIGHTS
 
     @property
     def tools(self) -> Tools:

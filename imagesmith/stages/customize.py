@@ -14,14 +14,18 @@ from pathlib import Path
 
 from rich.markup import escape
 
+from imagesmith.cache.store import Entry
 from imagesmith.config import overlay
 from imagesmith.config.load import Spec
 from imagesmith.config.model import FileEntry, User
 from imagesmith.disk import ids
 from imagesmith.errors import ImagesmithError, config_error
 from imagesmith.host.rootfs import chroot, inside, read_ids
+from imagesmith.outputs import inventory
+from imagesmith.outputs.sbom import distro_of
 from imagesmith.repro import reproducible
 from imagesmith.stages import bootstrap, deferred
+from imagesmith.stages.base import KeyInputs, Stage, digest, tree_digest
 from imagesmith.stages.context import Context
 
 POLICY_RC_D = "#!/bin/sh\n# imagesmith: no services start while the image is built\nexit 101\n"
@@ -359,7 +363,7 @@ def run(ctx: Context) -> None:
     if spec.device.boot == "direct-kernel":
         direct_kernel_files(rootfs)
     first_boot_hygiene(rootfs)
-    reproducible.clamp_shadow(rootfs, ctx.epoch)
+    reproducible.clamp_shadow(rootfs, ctx.known_epoch)
     inside(rootfs, "/usr/sbin/policy-rc.d", follow_last=False).unlink(missing_ok=True)
 
 
@@ -395,3 +399,63 @@ def check_spec(spec: Spec) -> None:
                 spec.locate("locale"),
                 "use a name from /usr/share/i18n/SUPPORTED, e.g. en_GB.UTF-8 or de_CH.UTF-8",
             )
+
+
+#: config keys that no image stage reads (the bootstrap's own are in its inputs)
+NOT_IN_IMAGE = ("includes", "layer_paths", "layers", "variables", "signing_key", "packages", "distribution")
+
+
+def take_inventory(ctx: Context) -> inventory.Inventory:
+    packages, roots = inventory.collect(ctx.spec, ctx.rootfs, ctx.copyrights)
+    os_release = inside(ctx.rootfs, "/etc/os-release")
+    text = os_release.read_text() if os_release.is_file() else ""
+    return inventory.Inventory(packages, roots, distro_of(text, ctx.spec.config.distribution.suite))
+
+
+INVENTORY = "inventory.json"
+
+
+class Customize(Stage):
+    """The bootstrapped rootfs made into this image; its inventory is this stage's cache
+    entry (the customized rootfs itself is kept only as the filesystems made from it)."""
+
+    name = "customize"
+    code = ("stages/customize.py", "stages/deferred.py", "stages/tools.py", "host/rootfs.py",
+            "disk/ids.py", "outputs/inventory.py", "outputs/licenses.py", "repro/reproducible.py",
+            "config/overlay.py")  # fmt: skip
+    resumable = False  # a later stage restores it with its own entry
+
+    def inputs(self, given: KeyInputs) -> dict[str, str]:
+        spec = given.spec
+        found = {name: digest(value) for name, value in given.config.items() if name not in NOT_IN_IMAGE}
+        for index, entry in enumerate(spec.config.files):
+            if entry.source is not None:
+                found[f"files[{index}] {spec.portable(entry.source)}"] = tree_digest(
+                    Path(entry.source), entry.ignore
+                )
+        for index, script in enumerate(spec.config.scripts):
+            found[f"scripts[{index}] {spec.portable(script.run)}"] = tree_digest(Path(script.run))
+        found["SOURCE_DATE_EPOCH"] = "from the packages" if given.epoch is None else str(given.epoch)
+        found["device"] = digest(spec.device.model_dump(mode="json"))
+        found["layout"] = digest(spec.layout.model_dump(mode="json"))
+        return found
+
+    def title(self, ctx: Context) -> str:
+        return "settings, users, files, services, scripts, initramfs"
+
+    def run(self, ctx: Context) -> None:
+        if ctx.epoch is None:  # neither given nor locked: the packages' newest changelog
+            ctx.set_epoch(reproducible.source_date_epoch(ctx.rootfs))
+        run(ctx)
+        ctx.products[INVENTORY] = take_inventory(ctx)
+
+    def save(self, ctx: Context, entry: Path) -> dict[str, str]:
+        ctx.products[INVENTORY].save(entry / INVENTORY)
+        return {}
+
+    def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
+        ctx.products[INVENTORY] = inventory.Inventory.load(entries[self.name].path / INVENTORY)
+        return True
+
+
+STAGE = Customize()

@@ -7,17 +7,22 @@ only what is written).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
+import sys
 from pathlib import Path
 
+from imagesmith.cache.store import Entry
 from imagesmith.disk import ids, table
+from imagesmith.disk.sparse import copy_data
+from imagesmith.disk.table import align
+from imagesmith.outputs import files, handlers
+from imagesmith.outputs.base import Release
+from imagesmith.stages import customize, filesystems
+from imagesmith.stages.base import KeyInputs, Stage, digest
 from imagesmith.stages.context import Context, PartitionImage
-from imagesmith.stages.filesystems import align
-
-CHUNK = 8 * 1024 * 1024
-BLOCK = 4096
-ZERO = bytes(BLOCK)
 
 
 def table_script(ctx: Context, offsets: list[int]) -> str:
@@ -38,48 +43,6 @@ def layout_offsets(first: int, parts: list[PartitionImage], tail: int = 0) -> tu
         offsets.append(position)
         position += part.size
     return offsets, align(position + tail)
-
-
-def copy_data(src: Path, dst: int, offset: int) -> None:
-    """Copy ``src`` into the open file ``dst`` at ``offset``, leaving holes for every
-    all-zero block.
-
-    Which blocks a file holds as data depends on how it was written (mke2fs, the build
-    host's filesystem): only zero-or-not depends on the bytes. So the image's holes, and
-    the block map made from them, are the same in every build of the same image."""
-    with open(src, "rb") as handle:
-        fd = handle.fileno()
-        end = os.fstat(fd).st_size
-        pos = 0
-        while pos < end:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:  # ENXIO: only a hole is left
-                break
-            start -= start % BLOCK
-            stop = os.lseek(fd, start, os.SEEK_HOLE)
-            while start < stop:
-                chunk = os.pread(fd, min(CHUNK, stop - start), start)
-                if not chunk:
-                    raise OSError(f"short read from {src}")
-                _write_nonzero(dst, chunk, offset + start)
-                start += len(chunk)
-            pos = stop
-
-
-def _write_nonzero(dst: int, chunk: bytes, at: int) -> None:
-    """Write the runs of ``chunk`` that are not all-zero blocks."""
-    view = memoryview(chunk)
-    run_start = None
-    for i in range(0, len(chunk), BLOCK):
-        zero = view[i : i + BLOCK] == ZERO[: len(view[i : i + BLOCK])]
-        if not zero and run_start is None:
-            run_start = i
-        elif zero and run_start is not None:
-            os.pwrite(dst, view[run_start:i], at + run_start)
-            run_start = None
-    if run_start is not None:
-        os.pwrite(dst, view[run_start:], at + run_start)
 
 
 def run(ctx: Context, target: Path) -> None:
@@ -105,3 +68,85 @@ def read_table(ctx: Context, image: Path) -> dict[str, object]:
     out = ctx.runner.run(["sfdisk", "--json", str(image)], capture=True)
     table: dict[str, object] = json.loads(out)["partitiontable"]
     return table
+
+
+def source_digest(handler: object) -> str:
+    module = sys.modules[type(handler).__module__]
+    return hashlib.sha256(Path(str(module.__file__)).read_bytes()).hexdigest()
+
+
+def image_path(ctx: Context) -> Path:
+    return ctx.work / f"{ctx.spec.config.name}.img"
+
+
+def release(ctx: Context) -> Release:
+    """What the outputs describe: the image, its inventory, the epoch's time."""
+    return Release(
+        ctx.spec, ctx.runner, ctx.work, image_path(ctx), ctx.products[customize.INVENTORY],
+        files.created(ctx.known_epoch),
+    )  # fmt: skip
+
+
+class Disk(Stage):
+    """The image file, and the outputs that depend only on it and its inventory (block map,
+    SBOMs). The cache keeps no image: it is put together again from the filesystems'
+    entry (sfdisk and the copy are deterministic) and must match the sha256 recorded."""
+
+    name = "disk"
+    code = ("stages/disk.py", "disk/ids.py", "disk/table.py", "disk/sparse.py")
+    restore_with = ("filesystems", "customize")
+
+    def inputs(self, given: KeyInputs) -> dict[str, str]:
+        spec = given.spec
+        return {
+            "layout": digest(spec.layout.model_dump(mode="json")),
+            "identity": digest([spec.config.name, spec.device.device]),  # the disk signature
+            # the outputs this stage keeps, by their code
+            "outputs": digest([(h.name, source_digest(h)) for h in handlers.of_phase("image")]),
+        }
+
+    def title(self, ctx: Context) -> str:
+        return f"{ctx.spec.layout.table} partition table → {image_path(ctx).name}"
+
+    def run(self, ctx: Context) -> None:
+        run(ctx, image_path(ctx))
+        made, kept = release(ctx), {}
+        for handler in handlers.of_phase("image"):
+            if handler.wanted(made):
+                kept[handler.name] = handler.make(made)
+                made.files += kept[handler.name]
+        ctx.products[OUTPUTS] = kept
+
+    def save(self, ctx: Context, entry: Path) -> dict[str, str]:
+        kept: dict[str, list[str]] = {}
+        for name, paths in ctx.products[OUTPUTS].items():
+            for path in paths:
+                shutil.copyfile(path, entry / path.name)
+            kept[name] = [path.name for path in paths]
+        (entry / OUTPUTS).write_text(json.dumps(kept), encoding="utf-8")
+        return {"sha256": files.sha256(image_path(ctx)), "epoch": str(ctx.known_epoch)}
+
+    def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
+        entry = entries[self.name]
+        ctx.partitions[:] = filesystems.cached_partitions(entries["filesystems"].path, None)
+        image = image_path(ctx)
+        run(ctx, image)
+        if files.sha256(image) != entry.meta.get("sha256"):
+            ctx.partitions.clear()
+            image.unlink()
+            return False
+        customize.STAGE.restore(ctx, entries)
+        ctx.set_epoch(int(entry.meta["epoch"]))
+        kept: dict[str, list[Path]] = {}
+        for name, paths in json.loads((entry.path / OUTPUTS).read_text(encoding="utf-8")).items():
+            for path in paths:
+                shutil.copyfile(entry.path / path, ctx.work / path)
+            kept[name] = [ctx.work / path for path in paths]
+        ctx.products[OUTPUTS] = kept
+        return True
+
+
+#: the files the image phase of the outputs made (the disk stage's cache entry keeps them)
+OUTPUTS = "outputs.json"
+
+STAGE = Disk()

@@ -7,24 +7,24 @@ image is checked with its fsck before it is used.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path, PurePosixPath
 
+from imagesmith.cache.store import Entry
 from imagesmith.config.model import Partition
 from imagesmith.disk import ids
+from imagesmith.disk.sparse import copy_file
+from imagesmith.disk.table import MiB, align
 from imagesmith.errors import ImagesmithError
 from imagesmith.host.rootfs import inside
 from imagesmith.repro.reproducible import clamp_times, fix_ext4_change_times, fixed_time_env
+from imagesmith.stages import customize
+from imagesmith.stages.base import KeyInputs, Stage, digest
 from imagesmith.stages.context import Context, PartitionImage
 
-MiB = 1024 * 1024
-ALIGN = 4 * MiB
 FAT32_MIN = 64 * MiB
-
-
-def align(size: int, to: int = ALIGN) -> int:
-    return (size + to - 1) // to * to
 
 
 def tree_usage(root: Path) -> tuple[int, int]:
@@ -115,7 +115,10 @@ def make_vfat(ctx: Context, part: Partition, content: Path, target: Path) -> int
     )
     entries = sorted(str(p) for p in content.iterdir())
     if entries:
-        r.run(["mcopy", "-s", "-p", "-m", "-i", str(target), *entries, "::/"], env=fixed_time_env(ctx.epoch))
+        r.run(
+            ["mcopy", "-s", "-p", "-m", "-i", str(target), *entries, "::/"],
+            env=fixed_time_env(ctx.known_epoch),
+        )
     r.run(["fsck.vfat", "-n", str(target)], hint=f"the {part.name} filesystem failed its check")
     return size
 
@@ -146,11 +149,11 @@ def make_ext4(ctx: Context, part: Partition, content: Path, target: Path) -> int
             str(target),
             f"{size // 1024}k",
         ],
-        env=fixed_time_env(ctx.epoch),
+        env=fixed_time_env(ctx.known_epoch),
         hint=f"partition {part.name!r} may be too small for its files ({used // MiB} MiB)",
     )
     nodes = device_nodes(content) if part.role == "root" else []
-    fix_ext4_change_times(r, target, content, ctx.epoch, first=nodes)
+    fix_ext4_change_times(r, target, content, ctx.known_epoch, first=nodes)
     r.run(["e2fsck", "-fn", str(target)], hint=f"the {part.name} filesystem failed its check")
     return size
 
@@ -184,10 +187,63 @@ def run(ctx: Context) -> None:
         if part.role != "root":
             staged[part.name] = take_mountpoint(ctx, part)
     for tree in [ctx.rootfs, *staged.values()]:
-        clamp_times(tree, ctx.epoch)  # no time of this build reaches the filesystems
+        clamp_times(tree, ctx.known_epoch)  # no time of this build reaches the filesystems
     for part in layout.partitions:
         content = ctx.rootfs if part.role == "root" else staged[part.name]
         target = ctx.work / f"{part.name}.{part.fs}"
         maker = make_vfat if part.fs == "vfat" else make_ext4
         size = maker(ctx, part, content, target)
         ctx.partitions.append(PartitionImage(part.name, target, size, part.kind, part.label, part.bootable))
+
+
+PARTITIONS = "partitions.json"
+
+
+def cached_partitions(entry: Path, into: Path | None) -> list[PartitionImage]:
+    """The partition images of a filesystems entry: copied into ``into``, or (None) read
+    where they are."""
+    found = []
+    for item in json.loads((entry / PARTITIONS).read_text(encoding="utf-8")):
+        source = entry / item.pop("file")
+        if into is not None:
+            copy_file(source, into / source.name)
+            source = into / source.name
+        found.append(PartitionImage(path=source, **item))
+    return found
+
+
+class Filesystems(Stage):
+    """One checked filesystem image per partition of the layout."""
+
+    name = "filesystems"
+    code = ("stages/filesystems.py", "disk/ids.py", "repro/reproducible.py")
+    restore_with = ("customize",)  # the inventory of what they hold
+
+    def inputs(self, given: KeyInputs) -> dict[str, str]:
+        spec = given.spec
+        return {
+            "layout": digest(spec.layout.model_dump(mode="json")),
+            "identity": digest([spec.config.name, spec.device.device]),  # UUIDs and volume ids
+        }
+
+    def title(self, ctx: Context) -> str:
+        return ", ".join(f"{p.name} ({p.fs})" for p in ctx.spec.layout.partitions)
+
+    def run(self, ctx: Context) -> None:
+        run(ctx)
+
+    def save(self, ctx: Context, entry: Path) -> dict[str, str]:
+        rows = []
+        for part in ctx.partitions:
+            copy_file(part.path, entry / part.path.name)
+            row = {"name": part.name, "file": part.path.name, "size": part.size, "type": part.type}
+            rows.append({**row, "label": part.label, "bootable": part.bootable})
+        (entry / PARTITIONS).write_text(json.dumps(rows), encoding="utf-8")
+        return {}
+
+    def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
+        ctx.partitions[:] = cached_partitions(entries[self.name].path, ctx.work)
+        return customize.STAGE.restore(ctx, entries)
+
+
+STAGE = Filesystems()

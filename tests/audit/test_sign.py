@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from imagesmith.cli import main
 from imagesmith.errors import ImagesmithError
 from imagesmith.outputs import sign
-from imagesmith.stages.artifacts import checksums
+from imagesmith.outputs.files import checksums
 
 
 def keypair(directory: Path, name: str) -> tuple[Path, Path]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from imagesmith.stages.artifacts import sha256
+from imagesmith.outputs.files import sha256
 
 from ..conftest import EXAMPLE_KEY
 from .conftest import REPO, Built, built, deb_purl, imagesmith, installed

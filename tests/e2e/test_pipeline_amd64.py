@@ -142,7 +142,7 @@ def test_sboms_validate_and_list_exactly_the_installed_packages(vm: Built) -> No
     cdx = json.loads(cdx_path.read_text())
     assert {c["purl"] for c in cdx["components"]} == expected
     image = next(p for p in spdx["packages"] if p["SPDXID"] == "SPDXRef-Image")
-    from imagesmith.stages.artifacts import sha256
+    from imagesmith.outputs.files import sha256
 
     assert (
         image["checksums"][0]["checksumValue"]
@@ -194,7 +194,7 @@ def test_manifest(vm: Built, project: Path) -> None:
         (t["start"] * 512, t["size"] * 512) for t in table
     ]
     assert data["partitions"][1]["partuuid"] == f"{str(vm.table['id']).removeprefix('0x')}-02"
-    from imagesmith.stages.artifacts import sha256
+    from imagesmith.outputs.files import sha256
 
     outputs = {o["file"]: o for o in data["outputs"]}
     assert sorted(outputs) == ["pipeline.cdx.json", "pipeline.img", "pipeline.img.bmap", "pipeline.spdx.json"]

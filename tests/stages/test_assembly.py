@@ -36,6 +36,7 @@ def ctx(write: Write, tmp_path: Path) -> Context:
         write("img.yaml", "name: t\ndevice: qemu-amd64\nfiles: [{source: overlay/, owner: 'app:app'}]\n")
     )
     context = Context(spec=spec, runner=Runner(), work=tmp_path / "work")
+    context.set_epoch(1)  # as the customize stage sets it
     root = context.rootfs
     for d in ("etc", "usr/lib", "boot/firmware", "usr/bin"):
         (root / d).mkdir(parents=True)
@@ -103,7 +104,7 @@ def test_partitions_and_disk(ctx: Context) -> None:
 
 
 def test_copies_leave_holes_for_zero_blocks_however_the_source_was_written(tmp_path: Path) -> None:
-    from imagesmith.stages.disk import copy_data
+    from imagesmith.disk.sparse import copy_data
 
     written = tmp_path / "written"  # zeros written out: data on disk
     with open(written, "wb") as out:

@@ -1,14 +1,12 @@
-"""artifacts: the block map, SBOMs, manifest, checksums and signature that ship with the image."""
+"""Helpers for the files a build publishes: their sha256, SHA256SUMS, the build's time."""
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 from imagesmith.cache.hashing import file_sha256
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
-from imagesmith.stages.context import Context
 
 SUMS = "SHA256SUMS"
 
@@ -25,17 +23,9 @@ def sha256(path: Path) -> str:
     return _DIGESTS[key]
 
 
-def created() -> datetime:
-    """The build's timestamp: SOURCE_DATE_EPOCH when set (reproducible builds), else now."""
-    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if epoch.isdigit():
-        return datetime.fromtimestamp(int(epoch), tz=UTC)
-    return datetime.now(tz=UTC).replace(microsecond=0)
-
-
-def bmap(ctx: Context, image: Path, target: Path) -> Path:
-    ctx.runner.run(["bmaptool", "create", "-o", str(target), str(image)])
-    return target
+def created(epoch: int) -> datetime:
+    """The build's timestamp as the outputs show it: the epoch (SOURCE_DATE_EPOCH)."""
+    return datetime.fromtimestamp(epoch, tz=UTC)
 
 
 def checksums(files: list[Path], target: Path) -> None:

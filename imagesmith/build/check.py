@@ -17,8 +17,8 @@ from imagesmith.cache import Cache
 from imagesmith.errors import ImagesmithError
 from imagesmith.host.rootfs import remove_tree
 from imagesmith.host.run import Runner
+from imagesmith.outputs import files as artifacts
 from imagesmith.repro import reprodiff
-from imagesmith.stages import artifacts
 
 SECOND = "check-reproducible"
 NOT_COMPARED = {"build.log"}

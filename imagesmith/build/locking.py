@@ -1,0 +1,80 @@
+"""Lock files in a build: using one, and making one (`imagesmith lock`, `--update-lock`)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from imagesmith.build.stages import Stages
+from imagesmith.cache import Cache
+from imagesmith.config import facts
+from imagesmith.config.load import Spec
+from imagesmith.errors import ImagesmithError
+from imagesmith.host.rootfs import remove_tree
+from imagesmith.host.run import Runner
+from imagesmith.outputs import manifest
+from imagesmith.repro import lock, reproducible
+from imagesmith.stages import bootstrap, customize, plan
+from imagesmith.stages.context import Context
+
+
+def use_lock(ctx: Context, lock_file: Path) -> lock.Lock:
+    """The lock, checked against the config; its SOURCE_DATE_EPOCH unless one is given."""
+    found = read_lock(ctx.spec, ctx.runner, lock_file)
+    if ctx.epoch is not None and ctx.epoch != found.source_date_epoch:
+        ctx.runner.info(f"[yellow]note:[/yellow] SOURCE_DATE_EPOCH={ctx.epoch} as given, not the lock's")
+    elif ctx.epoch is None:
+        ctx.set_epoch(found.source_date_epoch)
+    ctx.runner.info(f"using {lock_file.name}: {len(found.packages)} locked packages")
+    return found
+
+
+def read_lock(spec: Spec, runner: Runner, lock_file: Path) -> lock.Lock:
+    """The lock file, with a note for each way the config has moved from it."""
+    found = lock.read(lock_file)
+    for note in lock.check_spec(found, spec, facts.packages(spec)):
+        runner.info(f"[yellow]note:[/yellow] {note}")
+    return found
+
+
+def relock(ctx: Context, cache: Cache | None, tools: dict[str, str], lock_file: Path) -> lock.Lock:
+    """Bootstrap afresh (never from the cache: a lock says what the mirror gives now) and
+    write the lock of what was installed. The rootfs stays in the work directory, and in
+    the cache under the new lock's key."""
+    spec = ctx.spec
+    plans = plan.stages(spec, cache.salt if cache else b"", tools, epoch=ctx.epoch)
+    Stages(ctx, cache, plans, "bootstrap").run((bootstrap.STAGE,))
+    epoch = reproducible.source_date_epoch(ctx.rootfs)
+    made = lock.make(spec, facts.packages(spec), bootstrap.installed_debs(ctx), epoch)
+    try:
+        old = lock.read(lock_file) if lock_file.exists() else None
+    except ImagesmithError:  # a damaged lock is what a re-lock is for
+        old = None
+    lock.write(made, lock_file)
+    made.path = lock_file
+    changes = "unchanged" if old is not None and old.digest_input() == made.digest_input() else "written"
+    ctx.runner.info(f"{lock_file}: {len(made.packages)} packages, SOURCE_DATE_EPOCH {epoch} ({changes})")
+    if ctx.epoch is None:
+        ctx.set_epoch(epoch)
+    if cache is not None:  # kept under the locked key: the next locked build starts from it
+        locked = Stages(ctx, cache, plan.stages(spec, cache.salt, tools, made, ctx.epoch), None)
+        if locked.cached(bootstrap.STAGE.name) is None:
+            locked.commit(bootstrap.STAGE)
+    ctx.done.add(bootstrap.STAGE.name)
+    return made
+
+
+def lock_only(spec: Spec, runner: Runner, cache: Cache | None, lock_file: Path) -> lock.Lock:
+    """`imagesmith lock`: the bootstrap, the lock file, and the bootstrap kept in the
+    cache under the locked key (so the next locked build starts from it)."""
+    customize.check_spec(spec)
+    from imagesmith.build.pipeline import check_host
+
+    check_host(spec)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-lock-", dir=cache.root / "tmp" if cache else None))
+    try:
+        ctx = Context(spec=spec, runner=runner, work=scratch, debs=cache.debs if cache else None)
+        return relock(ctx, cache, manifest.host_tools(), lock_file)
+    finally:
+        remove_tree(scratch)

@@ -1,0 +1,153 @@
+"""Run the pipeline for one spec and publish its outputs atomically.
+
+Everything is made in a private work directory inside the output directory; only a
+complete build moves its files into place, and SHA256SUMS, which vouches for them, is
+removed first and written last. A failed or interrupted build leaves the previous
+outputs (if any) and its own build.log, never a half-written image.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagesmith.build import locking
+from imagesmith.build.stages import Stages
+from imagesmith.cache import Cache
+from imagesmith.config.load import Spec
+from imagesmith.errors import ImagesmithError
+from imagesmith.host import binfmt as host
+from imagesmith.host import requirements
+from imagesmith.host.rootfs import remove_tree
+from imagesmith.host.run import Runner
+from imagesmith.outputs import handlers, manifest, sign
+from imagesmith.outputs.base import Output, Release
+from imagesmith.stages import customize, disk, plan
+from imagesmith.stages.context import Context
+
+WORK_PREFIX = ".imagesmith-work-"
+
+
+@dataclass
+class Result:
+    image: Path
+    outputs: list[Path]
+    table: dict[str, object]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What the command line says about one build (every path absolute)."""
+
+    output: Path
+    signing_key: Path | None = None  # over the config's signing_key
+    rebuild_from: str | None = None  # run this stage and every later one
+    config_id: str = ""  # which config the cache's build record belongs to
+    lock_file: Path | None = None  # CONFIG.lock: used when it exists
+    update_lock: bool = False  # lock again first
+    source_date_epoch: int | None = None  # given: over the lock's and the packages'
+
+    def __post_init__(self) -> None:
+        if not self.output.is_absolute():  # hooks and scripts run in other working directories
+            raise AssertionError(f"the output directory must be absolute by now: {self.output}")
+
+
+def check_host(spec: Spec) -> None:
+    """The host can run this build: every command a build of this architecture calls is
+    installed (``requirements``), and binfmt runs the target's programs."""
+    wanted = requirements.needed(["build"], [spec.device.arch])
+    missing = [req for req in wanted if any(shutil.which(tool) is None for tool in req.tools)]
+    if missing:
+        raise ImagesmithError(
+            "missing host tools: "
+            + ", ".join(f"{'/'.join(req.tools)} ({req.package}: {req.why})" for req in missing),
+            hint=f"{requirements.install_command(req.package for req in missing)}   "
+            f"(`imagesmith doctor --arch {spec.device.arch}` checks everything a build needs)",
+        )
+    if os.geteuid() != 0:  # the command line runs builds of ordinary users in a user namespace
+        raise ImagesmithError(
+            "a build runs as root or as root of a user namespace",
+            hint="run it through the imagesmith command, which enters a user namespace by itself",
+        )
+    host.require_arch(spec.device.arch)
+
+
+def remove_stale_work(output: Path) -> None:
+    """Work directories of builds that were killed: their process is gone."""
+    for path in output.glob(f"{WORK_PREFIX}*"):
+        pid = path.name.removeprefix(WORK_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            remove_tree(path)
+
+
+def publish(made: list[tuple[Output, list[Path]]], spec: Spec, output: Path) -> list[Path]:
+    """Move the outputs into place: the old files that vouch for the others (SHA256SUMS and
+    its signature) go first; the new ones come last, SHA256SUMS the very last."""
+    vouching = [handler for handler in handlers.HANDLERS if handler.vouches]
+    for handler in vouching:
+        for name in handler.names(spec):
+            (output / name).unlink(missing_ok=True)
+    order = [item for item in made if not item[0].vouches] + [
+        item for item in reversed(made) if item[0].vouches
+    ]
+    placed = []
+    for _handler, paths in order:
+        for path in paths:
+            final = output / path.name
+            os.replace(path, final)
+            placed.append(final)
+    return placed
+
+
+def make_outputs(release: Release, kept: dict[str, list[Path]]) -> list[tuple[Output, list[Path]]]:
+    """Every output, in handler order: those of the image phase as the disk stage made (or
+    restored) them, the rest made now; each handler sees the files made before it."""
+    made = []
+    for handler in handlers.HANDLERS:
+        if handler.name in kept:
+            paths = kept[handler.name]
+        elif handler.phase == "release" and handler.wanted(release):
+            paths = handler.make(release)
+        else:
+            continue
+        release.files += paths
+        made.append((handler, paths))
+    return made
+
+
+def build(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache | None = None) -> Result:
+    """Build ``spec`` into ``options.output``; with a lock file, from the locked packages."""
+    output, lock_file = options.output, options.lock_file
+    customize.check_spec(spec)
+    check_host(spec)
+    key = options.signing_key or (Path(spec.config.signing_key) if spec.config.signing_key else None)
+    if key is not None:
+        sign.load_private_key(key)  # a bad key fails now, not after a long build
+    output.mkdir(parents=True, exist_ok=True)
+    remove_stale_work(output)
+    work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=output))
+    tools = manifest.host_tools()
+    try:
+        ctx = Context(spec=spec, runner=runner, work=work, debs=cache.debs if cache else None)
+        if options.source_date_epoch is not None:
+            ctx.set_epoch(options.source_date_epoch)
+        if lock_file is not None and options.update_lock:
+            ctx.lock = locking.relock(ctx, cache, tools, lock_file)
+        elif lock_file is not None and lock_file.exists():
+            ctx.lock = locking.use_lock(ctx, lock_file)
+        plans = plan.stages(spec, cache.salt if cache else b"", tools, ctx.lock, ctx.epoch)
+        stages = Stages(ctx, cache, plans, options.rebuild_from)
+        stages.run()
+        release = disk.release(ctx)
+        release.signing_key, release.tools = key, tools
+        release.table = disk.read_table(ctx, release.image)
+        with runner.stage("artifacts", "manifest, checksums" + (", signature" if key else "")):
+            outputs = publish(make_outputs(release, ctx.products[disk.OUTPUTS]), spec, output)
+        if cache is not None:
+            cache.record_build(options.config_id, {p.name: {"key": p.key, "inputs": p.inputs} for p in plans})
+        return Result(output / release.image.name, outputs, release.table)
+    finally:
+        remove_tree(work)

@@ -1,0 +1,99 @@
+"""The stage loop: restore the last stage the cache holds, run every later one.
+
+Each stage's lock (one per cache key) is taken from the last stage down until a cached
+one is found, and each is let go once its stage has run and been saved: a second build
+of the same config waits for the first and then takes its result from the cache, and
+two builds that share only a bootstrap share it.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, ExitStack, nullcontext
+from pathlib import Path
+
+from imagesmith.cache import Cache, Entry
+from imagesmith.stages.base import Stage
+from imagesmith.stages.context import Context
+from imagesmith.stages.pipeline import NAMES, STAGES
+from imagesmith.stages.plan import StagePlan
+
+
+class Stages:
+    """Runs each stage, or takes its result from the cache when its key is there."""
+
+    def __init__(self, ctx: Context, cache: Cache | None, plans: list[StagePlan], rebuild_from: str | None):
+        self.ctx, self.cache = ctx, cache
+        self.plans = {p.name: p for p in plans}
+        first_forced = NAMES.index(rebuild_from) if rebuild_from else len(NAMES)
+        self.forced = set(NAMES[first_forced:])
+
+    def cached(self, stage: str) -> Entry | None:
+        """The stage's cache entry, checked against the digest it was made with."""
+        if self.cache is None or stage in self.forced:
+            return None
+        return self.cache.checked(stage, self.plans[stage].key, self.warn)
+
+    def warn(self, text: str) -> None:
+        self.ctx.runner.info(f"[yellow]note:[/yellow] {text}")
+
+    def commit(self, stage: Stage) -> None:
+        if self.cache is None:
+            return
+        # the config that made it counts as its first user (`cache list`, pruning)
+        plan, config = self.plans[stage.name], str(self.ctx.spec.config_path)
+        info: dict[str, object] = {"inputs": plan.inputs, "configs": [config]}
+
+        def make(entry_dir: Path) -> None:
+            info.update(stage.save(self.ctx, entry_dir))
+
+        self.cache.commit(stage.name, self.plans[stage.name].key, make, info)
+
+    def run(self, stages: tuple[Stage, ...] = STAGES) -> None:
+        """Every stage's result in ``ctx``: the latest cached one restored, the rest run.
+        Stages in ``ctx.done`` (the bootstrap of a re-lock) are neither restored nor run."""
+        ctx, runner = self.ctx, self.ctx.runner
+        done = max((i for i, s in enumerate(stages) if s.name in ctx.done), default=-1)
+        locks = {stage.name: ExitStack() for stage in stages}
+        try:
+            start = done + 1
+            for index in range(len(stages) - 1, done, -1):
+                stage = stages[index]
+                locks[stage.name].enter_context(self._lock(stage.name))
+                if stage.resumable and self._restore(stage):
+                    locks[stage.name].close()
+                    start = index + 1
+                    break
+            for stage in stages[start:]:
+                stage.check(ctx)
+                with runner.stage(stage.name, stage.title(ctx)):
+                    stage.run(ctx)
+                    self.commit(stage)
+                locks[stage.name].close()
+        finally:
+            for held in locks.values():
+                held.close()
+
+    def _restore(self, stage: Stage) -> bool:
+        """``stage`` taken from the cache, with the entries it restores with."""
+        names = (stage.name, *stage.restore_with)
+        entries = {name: self.cached(name) for name in names}
+        found = {name: entry for name, entry in entries.items() if entry is not None}
+        if len(found) != len(names):
+            return False
+        with self.ctx.runner.stage(stage.name, "from the cache"):
+            if not stage.restore(self.ctx, found):
+                # the outputs must describe the bytes written, not what the cache said
+                self.warn(f"the {stage.name} stage put together from the cache is not the one its entry "
+                          "recorded: the entry is discarded and the stage runs again")  # fmt: skip
+                assert self.cache is not None
+                self.cache.remove(found[stage.name])
+                return False
+            if self.cache is not None:
+                for entry in found.values():
+                    self.cache.touch(entry, str(self.ctx.spec.config_path))
+        return True
+
+    def _lock(self, stage: str) -> AbstractContextManager[object]:
+        if self.cache is None:
+            return nullcontext()
+        return self.cache.lock(stage, self.plans[stage].key)

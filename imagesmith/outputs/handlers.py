@@ -1,0 +1,20 @@
+"""The outputs of a build, in the order they are made (each sees the files made before it)."""
+
+from __future__ import annotations
+
+from imagesmith.outputs import bmap, checksums, image, manifest, sbom, sign
+from imagesmith.outputs.base import Output
+
+HANDLERS: tuple[Output, ...] = (
+    image.OUTPUT,
+    bmap.OUTPUT,
+    sbom.SPDX,
+    sbom.CYCLONEDX,
+    manifest.OUTPUT,
+    checksums.OUTPUT,
+    sign.OUTPUT,
+)
+
+
+def of_phase(phase: str) -> list[Output]:
+    return [handler for handler in HANDLERS if handler.phase == phase]

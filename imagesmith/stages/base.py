@@ -1,0 +1,84 @@
+"""What a stage is: one object that names its inputs, runs, and saves and restores its result.
+
+``build/stages.py`` runs the list of stages in ``stages/pipeline.py`` (restoring the last one the
+cache holds, running the rest) and ``stages/plan.py`` keys the same list, so a new stage is
+one module with one ``Stage`` and one line in that list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imagesmith.cache import hashing
+from imagesmith.cache.store import Entry
+from imagesmith.config import overlay
+from imagesmith.config.load import Spec
+from imagesmith.repro.lock import Lock
+from imagesmith.stages.context import Context
+
+
+def digest(value: Any) -> str:
+    """The sha256 of a JSON-able value (keys sorted)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def tree_digest(path: Path, ignore: tuple[str, ...] | list[str] = ()) -> str:
+    """Content, type, mode and symlink target of a file or every file under a directory
+    (but those ``ignore`` leaves out, as the overlay copy does)."""
+    return hashing.tree(path, overlay.walk(path, ignore).files if path.is_dir() else None)
+
+
+@dataclass(frozen=True)
+class KeyInputs:
+    """What every stage's inputs are read from: the spec, its config with secrets masked
+    (``spec.masked``), the lock when the build uses one, and the epoch when it is known
+    before the build (given, or the lock's)."""
+
+    spec: Spec
+    config: dict[str, Any]
+    lock: Lock | None
+    epoch: int | None
+
+
+class Stage:
+    """One step of the pipeline. Subclasses set the class attributes and override ``run``,
+    ``save`` and, when a later build may start after it, ``restore``."""
+
+    #: how the build log, the cache and ``--rebuild-from`` name it
+    name: str = ""
+    #: imagesmith's own modules (relative to the package) that it runs: their text is in its key
+    code: tuple[str, ...] = ()
+    #: earlier stages whose cache entries its ``restore`` reads too
+    restore_with: tuple[str, ...] = ()
+    #: a build may start after this stage with its cache entry (False: its entry only
+    #: serves a later stage's restore)
+    resumable: bool = True
+
+    def inputs(self, given: KeyInputs) -> dict[str, str]:
+        """What this stage reads besides the code, tools and the stage before: name → digest."""
+        raise NotImplementedError
+
+    def check(self, ctx: Context) -> None:
+        """Checks before the stage runs (not when it comes from the cache)."""
+
+    def title(self, ctx: Context) -> str:
+        """The line the build log shows when the stage runs."""
+        return ""
+
+    def run(self, ctx: Context) -> None:
+        raise NotImplementedError
+
+    def save(self, ctx: Context, entry: Path) -> dict[str, str]:
+        """Write what a later build restores into the new cache entry ``entry``; return
+        facts to record with it."""
+        raise NotImplementedError
+
+    def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
+        """Put the cached result into ``ctx`` from ``entries`` (this stage's and those of
+        ``restore_with``, by stage name). False: the entry does not give what it recorded;
+        the stage runs instead."""
+        raise NotImplementedError
