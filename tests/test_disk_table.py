@@ -34,15 +34,19 @@ def test_existing_layouts_keep_their_meaning(write: Write) -> None:
 def test_gpt_layout_gets_guids_types_and_a_root(write: Write) -> None:
     spec = load_spec(write("a.yaml", "name: a\ndevice: qemu-arm64\nlayout: simple-gpt\n"))
     boot, root = spec.layout.partitions
+    identity = spec.identity
     assert boot.type == table.GPT_TYPES["basic-data"] and root.type == table.GPT_TYPES["linux"]
-    assert re.fullmatch(GUID, ids.disk_id(spec)) and re.fullmatch(GUID, ids.partuuid(spec, 2))
-    assert ids.partuuid(spec, 1) != ids.partuuid(spec, 2)
-    assert ids.root_device(spec) == f"PARTUUID={ids.partuuid(spec, 2)}"
-    assert f"PARTUUID={ids.partuuid(spec, 2)} / ext4 defaults,noatime 0 1" in ids.fstab(spec).splitlines()
+    assert re.fullmatch(GUID, ids.disk_id(identity)) and re.fullmatch(GUID, ids.partuuid(identity, 2))
+    assert ids.partuuid(identity, 1) != ids.partuuid(identity, 2)
+    assert ids.root_device(identity) == f"PARTUUID={ids.partuuid(identity, 2)}"
+    assert (
+        f"PARTUUID={ids.partuuid(identity, 2)} / ext4 defaults,noatime 0 1"
+        in ids.fstab(identity).splitlines()
+    )
     # the same config gives the same GUIDs; another name others
     again = load_spec(write("b.yaml", "name: a\ndevice: qemu-arm64\nlayout: simple-gpt\n"))
     other = load_spec(write("c.yaml", "name: b\ndevice: qemu-arm64\nlayout: simple-gpt\n"))
-    assert ids.partuuid(again, 2) == ids.partuuid(spec, 2) != ids.partuuid(other, 2)
+    assert ids.partuuid(again.identity, 2) == ids.partuuid(identity, 2) != ids.partuuid(other.identity, 2)
 
 
 def test_sfdisk_writes_the_gpt_script_as_given(tmp_path: Path) -> None:
@@ -86,3 +90,39 @@ def test_a_type_the_table_does_not_take_is_a_config_error(write: Write, tmp_path
             "layout: bad\ndescription: x\npartitions:\n  - {name: a, fs: ext4, label: a, mount: /srv}\n",
         )
         validate(Layout, load_yaml(bad), "layout bad")
+
+
+def test_a_layout_next_to_the_config_is_found_and_checked(write: Write) -> None:
+    from imagesmith.disk import fs
+
+    write(
+        "layouts/mine.yaml",
+        """
+        layout: mine
+        description: three partitions, data kept apart
+        table: gpt
+        partitions:
+          - {name: boot, fs: vfat, label: BOOT, mount: /boot/firmware, size: 128MiB}
+          - {name: root, fs: ext4, label: root, mount: /}
+          - {name: data, fs: ext4, label: data, mount: /data, size: 64MiB}
+        """,
+    )
+    spec = load_spec(write("a.yaml", "name: a\ndevice: qemu-arm64\nlayout: mine\n"))
+    assert [p.role for p in spec.layout.partitions] == ["boot", "root", "data"]
+    assert "/data ext4 defaults,noatime 0 2" in ids.fstab(spec.identity)
+    write(
+        "layouts/bad.yaml",
+        """
+        layout: bad
+        description: x
+        partitions:
+          - {name: root, fs: btrfs, label: root, mount: /}
+        """,
+    )
+    with pytest.raises(ImagesmithError) as caught:
+        load_spec(write("b.yaml", "name: a\ndevice: qemu-arm64\nlayout: bad\n"))
+    assert "bad.yaml:4" in str(caught.value.location) and caught.value.exit_code == 2
+    assert f"unknown filesystem 'btrfs': one of {', '.join(fs.NAMES)}" in str(caught.value)
+    with pytest.raises(ImagesmithError, match="unknown layout 'mien'") as unknown:
+        load_spec(write("c.yaml", "name: a\ndevice: qemu-arm64\nlayout: mien\n"))
+    assert "mine" in (unknown.value.hint or "")

@@ -4,8 +4,9 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from imagesmith.config.load import load_spec
+from imagesmith.config.load import Spec, load_spec
 from imagesmith.disk import ids
+from imagesmith.disk.fs import ext4
 
 Write = Callable[[str, str], Path]
 
@@ -14,16 +15,17 @@ def test_identifiers_are_stable_and_depend_on_the_config(write: Write) -> None:
     a1 = load_spec(write("a.yaml", "name: a\ndevice: pi4\n"))
     a2 = load_spec(write("a2.yaml", "name: a\ndevice: pi4\nhostname: other\n"))
     b = load_spec(write("b.yaml", "name: b\ndevice: pi4\n"))
+    a1, a2, b = a1.identity, a2.identity, b.identity
     assert ids.disk_signature(a1) == ids.disk_signature(a2)
     assert ids.disk_signature(a1) != ids.disk_signature(b)
-    assert ids.fs_uuid(a1, "root") != ids.fs_uuid(a1, "boot")
+    assert ids.fs_id(a1, "root") != ids.fs_id(a1, "boot")
     assert re.fullmatch(r"[0-9a-f]{8}", ids.disk_signature(a1))
-    assert re.fullmatch(r"[0-9a-f]{8}", ids.vfat_volume_id(a1, "boot"))
+    assert re.fullmatch(r"[0-9a-f]{8}", ids.fs_id(a1, "boot"))  # a FAT volume id
     assert ids.partuuid(a1, 2) == f"{ids.disk_signature(a1)}-02"
 
 
 def test_fstab_and_root_device(write: Write) -> None:
-    spec = load_spec(write("a.yaml", "name: a\ndevice: pi4\n"))
+    spec = load_spec(write("a.yaml", "name: a\ndevice: pi4\n")).identity
     sig = ids.disk_signature(spec)
     assert ids.root_device(spec) == f"PARTUUID={sig}-02"
     lines = ids.fstab(spec).splitlines()
@@ -32,14 +34,13 @@ def test_fstab_and_root_device(write: Write) -> None:
 
 
 def test_every_identifier_follows_name_device_and_layout_only(write: Write) -> None:
-    def all_ids(spec: object) -> list[str]:
-        assert hasattr(spec, "layout")
+    def all_ids(spec: Spec) -> list[str]:
+        identity = spec.identity
         return [
-            ids.disk_signature(spec),  # type: ignore[arg-type]
-            ids.fs_uuid(spec, "root"),  # type: ignore[arg-type]
-            ids.fs_uuid(spec, "boot"),  # type: ignore[arg-type]
-            ids.vfat_volume_id(spec, "boot"),  # type: ignore[arg-type]
-            ids.ext4_hash_seed(spec, "root"),  # type: ignore[arg-type]
+            ids.disk_signature(identity),
+            ids.fs_id(identity, "root"),  # the ext4 UUID
+            ids.fs_id(identity, "boot"),  # the FAT volume id
+            ext4.hash_seed(identity, "root"),
         ]
 
     base = all_ids(load_spec(write("a.yaml", "name: a\ndevice: pi4\n")))

@@ -7,9 +7,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from imagesmith.disk.fs.ext4 import fix_change_times as fix_ext4_change_times
 from imagesmith.host.run import Runner
 from imagesmith.repro import reprodiff
-from imagesmith.repro.reproducible import fix_ext4_change_times
 
 MiB = 1024 * 1024
 

@@ -15,6 +15,7 @@ from imagesmith.config.model import Device, ImageConfig, Layout
 from imagesmith.config.nodes import Node, load_yaml
 from imagesmith.config.paths import resolve_path, resolve_paths, resolve_sources
 from imagesmith.config.validate import M, validate
+from imagesmith.disk.ids import Identity
 from imagesmith.errors import Location, config_error
 
 __all__ = ["LayerRef", "Spec", "find_node", "load_spec", "parse_key"]
@@ -37,6 +38,11 @@ class Spec:
 
     def locate(self, *path: str | int) -> Location:
         return self.tree.locate(tuple(path))
+
+    @property
+    def identity(self) -> Identity:
+        """What the image's identifiers derive from (``disk/ids.py``)."""
+        return Identity(self.config.name, self.device.device, self.layout)
 
     def portable(self, path: str) -> str:
         """A path as outputs and keys show it: built-in files as ``imagesmith:…``, the
@@ -63,15 +69,18 @@ class Spec:
         return data
 
 
-def _catalog_item(kind: str, model: type[M], name_node: Node | None, default: str | None) -> M:
+def _catalog_item(kind: str, model: type[M], name_node: Node | None, default: str | None, project: Path) -> M:
+    """A device or layout: ``devices/NAME.yaml`` or ``layouts/NAME.yaml`` next to the
+    config first, then the built-in catalog."""
     name = name_node.value if name_node is not None else default
     where = name_node.location if name_node is not None else None
     if not isinstance(name, str):
         raise config_error(f"{kind} must be a name", where, f"write e.g. `{kind}: {default or 'pi4'}`")
-    path = catalog.find(f"{kind}s", name)
+    search = [project / f"{kind}s"]
+    path = catalog.find(f"{kind}s", name, search)
     if path is None:
         raise config_error(
-            f"unknown {kind} {name!r}", where, catalog.suggestion(name, catalog.names(f"{kind}s"))
+            f"unknown {kind} {name!r}", where, catalog.suggestion(name, catalog.names(f"{kind}s", search))
         )
     return validate(model, load_yaml(path), f"{kind} {name}")
 
@@ -227,8 +236,8 @@ def load_spec(
     if mirror is not None and isinstance(mirror.value, str):
         redact.url_credentials(mirror.value)  # user and password: never shown
     config = validate(ImageConfig, merged, "image config")
-    device = _catalog_item("device", Device, merged.get("device"), None)
-    layout = _catalog_item("layout", Layout, merged.get("layout"), "simple")
+    device = _catalog_item("device", Device, merged.get("device"), None, path.parent)
+    layout = _catalog_item("layout", Layout, merged.get("layout"), "simple", path.parent)
     return Spec(config, device, layout, path, [ref for ref, _ in layers], merged, notes)
 
 

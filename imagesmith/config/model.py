@@ -5,32 +5,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from imagesmith.config.overlay import DEFAULT_IGNORE
-from imagesmith.disk import table as table_types
+from imagesmith.disk.layout import ROLES, Layout, Partition, Role
+from imagesmith.schema import NAME_RE, Size, Strict, parse_size
 
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-
-def parse_size(value: object) -> int:
-    """``"256MiB"``, ``"1G"``, ``"4096"`` or an int → bytes (binary units)."""
-    if isinstance(value, bool):
-        raise ValueError("a size is a number with an optional unit, e.g. 256MiB")
-    if isinstance(value, int):
-        return value
-    match = _SIZE_RE.match(str(value))
-    if not match:
-        raise ValueError(f"{value!r} is not a size; write e.g. 256MiB, 2GiB or 4096")
-    unit = (match.group(2) or "").upper()[:1]
-    return int(float(match.group(1)) * _UNITS[unit])
-
-
-Size = Annotated[int, BeforeValidator(parse_size)]
+__all__ = ["ROLES", "Layout", "Partition", "Role", "Size", "Strict", "parse_size"]
 
 PACKAGE_RE = r"^-?[a-z0-9][a-z0-9+.-]+(:[a-z0-9]+)?$"
-NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
 HOSTNAME_RE = r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$"
 USER_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
 #: a systemd unit name: never an option (no leading "-"), no path
@@ -41,10 +24,6 @@ COMPONENT_RE = r"^[a-z0-9][a-z0-9-]*$"
 ONE_LINE_RE = r"^[^\n\r\x00]*$"
 #: a crypt(3) hash as /etc/shadow holds it: $id$..., nothing that ends the field or line
 CRYPT_RE = re.compile(r"\$[0-9a-z]+\$[^\s:\x00]+")
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Distribution(Strict):
@@ -192,66 +171,3 @@ class Device(Strict):
     firmware_config: list[str] = Field(default_factory=list)
     wireless: bool = False
     notes: str = ""
-
-
-#: what a partition is for: the boot files, the root filesystem (or one of two A/B
-#: slots of either), data kept across updates, or bytes written as they are
-ROLES = ("boot", "root", "root-a", "root-b", "boot-a", "boot-b", "data", "raw")
-Role = Literal["boot", "root", "root-a", "root-b", "boot-a", "boot-b", "data", "raw"]
-
-
-class Partition(Strict):
-    name: str = Field(pattern=NAME_RE)
-    fs: Literal["vfat", "ext4"]
-    label: str = Field(pattern=r"^[A-Za-z0-9_-]{1,11}$")
-    mount: str = Field(pattern=r"^/")
-    size: Size | Literal["auto"] = "auto"
-    free: Size = 0  # with size: auto, free space left in the filesystem
-    type: str | None = Field(
-        None,
-        description="dos: a hex code (c, 83); gpt: a GUID or esp, basic-data, linux, root-arm64, root-amd64; "
-        "default: FAT or Linux data",
-    )
-    bootable: bool = False  # dos only: the MBR's active flag
-    role: Role | None = Field(None, description="default: root for /, boot for a FAT partition, else data")
-
-    @property
-    def kind(self) -> str:
-        """The type as sfdisk writes it (set for every partition of a validated layout)."""
-        assert self.type is not None, "layouts complete their partitions' types"
-        return self.type
-
-    def with_defaults(self, table: str) -> Partition:
-        """The partition with its type written as sfdisk takes it, and its role."""
-        kind = (
-            table_types.normalise_type(table, self.type)
-            if self.type
-            else table_types.default_type(table, self.fs)
-        )
-        role = self.role or ("root" if self.mount == "/" else "boot" if self.fs == "vfat" else "data")
-        return self.model_copy(update={"type": kind, "role": role})
-
-
-class Layout(Strict):
-    layout: str = Field(pattern=NAME_RE)
-    description: str
-    table: Literal["dos", "gpt"] = "dos"
-    root_by: Literal["partuuid", "label"] = "partuuid"
-    first_offset: Size = 4 * 1024**2
-    partitions: list[Partition]
-
-    @model_validator(mode="after")
-    def _complete(self) -> Layout:
-        try:
-            parts = [p.with_defaults(self.table) for p in self.partitions]
-        except ValueError as exc:
-            raise ValueError(str(exc)) from None
-        if sum(1 for p in parts if p.role == "root") != 1:
-            raise ValueError("a layout needs exactly one root partition (role root, or mounted at /)")
-        object.__setattr__(self, "partitions", parts)  # frozen: completed once, here
-        return self
-
-    @property
-    def root(self) -> Partition:
-        """The partition the system boots from as / (fstab, root=, mke2fs -d of the tree)."""
-        return next(p for p in self.partitions if p.role == "root")

@@ -1,4 +1,5 @@
-"""Identifiers that tools would make random, derived from the config instead.
+"""Identifiers that tools would make random, derived from the config instead, and the
+facts later stages read from the layout: the root partition, fstab and ``root=``.
 
 The disk signature, filesystem UUIDs and FAT volume ids come from a hash of the image's
 name, device and layout, so rebuilding the same image gives the same identifiers (and
@@ -9,66 +10,73 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import dataclass
 
-from imagesmith.config.load import Spec
+from imagesmith.disk.layout import Layout
 
 
-def _digest(spec: Spec, purpose: str) -> bytes:
-    seed = "\0".join(["imagesmith", spec.config.name, spec.device.device, spec.layout.layout, purpose])
+@dataclass(frozen=True)
+class Identity:
+    """What the identifiers are derived from: the image's name, its device and layout."""
+
+    name: str
+    device: str
+    layout: Layout
+
+
+def derived(identity: Identity, purpose: str) -> bytes:
+    seed = "\0".join(["imagesmith", identity.name, identity.device, identity.layout.layout, purpose])
     return hashlib.sha256(seed.encode()).digest()
 
 
-def disk_signature(spec: Spec) -> str:
+def disk_signature(identity: Identity) -> str:
     """The MBR disk identifier as 8 hex digits (never 0, which means 'none')."""
-    value = int.from_bytes(_digest(spec, "disk")[:4], "big") or 1
+    value = int.from_bytes(derived(identity, "disk")[:4], "big") or 1
     return f"{value:08x}"
 
 
-def disk_id(spec: Spec) -> str:
+def disk_id(identity: Identity) -> str:
     """The partition table's own identifier: the MBR signature, or the GPT disk GUID."""
-    if spec.layout.table == "gpt":
-        return str(uuid.UUID(bytes=_digest(spec, "gpt-disk")[:16], version=4))
-    return disk_signature(spec)
+    if identity.layout.table == "gpt":
+        return str(uuid.UUID(bytes=derived(identity, "gpt-disk")[:16], version=4))
+    return disk_signature(identity)
 
 
-def partuuid(spec: Spec, index: int) -> str:
+def partuuid(identity: Identity, index: int) -> str:
     """PARTUUID of partition ``index`` (1-based), as the kernel and blkid show it: the
     MBR's ``signature-NN``, or the partition's GPT GUID."""
-    if spec.layout.table == "gpt":
-        return str(uuid.UUID(bytes=_digest(spec, f"gpt-part:{index}")[:16], version=4))
-    return f"{disk_signature(spec)}-{index:02x}"
+    if identity.layout.table == "gpt":
+        return str(uuid.UUID(bytes=derived(identity, f"gpt-part:{index}")[:16], version=4))
+    return f"{disk_signature(identity)}-{index:02x}"
 
 
-def fs_uuid(spec: Spec, partition: str) -> str:
-    return str(uuid.UUID(bytes=_digest(spec, f"fs:{partition}")[:16], version=4))
+def fs_id(identity: Identity, partition: str) -> str:
+    """The filesystem's identifier (UUID, FAT volume id) as its kind derives it."""
+    from imagesmith.disk import fs
+
+    part = next(p for p in identity.layout.partitions if p.name == partition)
+    return fs.get(part.fs).fs_id(identity, partition)
 
 
-def vfat_volume_id(spec: Spec, partition: str) -> str:
-    return _digest(spec, f"vfat:{partition}")[:4].hex()
+def device(identity: Identity, index: int) -> str:
+    """How fstab and the kernel name partition ``index`` (1-based)."""
+    layout = identity.layout
+    if layout.root_by == "label":
+        return f"LABEL={layout.partitions[index - 1].label}"
+    return f"PARTUUID={partuuid(identity, index)}"
 
 
-def ext4_hash_seed(spec: Spec, partition: str) -> str:
-    return str(uuid.UUID(bytes=_digest(spec, f"hash:{partition}")[:16], version=4))
-
-
-def root_device(spec: Spec) -> str:
+def root_device(identity: Identity) -> str:
     """How fstab and the kernel command line name the root filesystem."""
-    root = spec.layout.root
-    if spec.layout.root_by == "label":
-        return f"LABEL={root.label}"
-    return f"PARTUUID={partuuid(spec, spec.layout.partitions.index(root) + 1)}"
+    layout = identity.layout
+    return device(identity, layout.partitions.index(layout.root) + 1)
 
 
-def fstab(spec: Spec) -> str:
+def fstab(identity: Identity) -> str:
+    from imagesmith.disk import fs
+
     lines = ["# <device> <mount point> <type> <options> <dump> <pass>"]
-    for index, part in enumerate(spec.layout.partitions, start=1):
-        device = (
-            f"LABEL={part.label}" if spec.layout.root_by == "label" else f"PARTUUID={partuuid(spec, index)}"
-        )
-        if part.role == "root":
-            lines.append(f"{device} / {part.fs} defaults,noatime 0 1")
-        elif part.fs == "vfat":
-            lines.append(f"{device} {part.mount} vfat defaults,noatime,umask=0077 0 2")
-        else:
-            lines.append(f"{device} {part.mount} {part.fs} defaults,noatime 0 2")
+    for index, part in enumerate(identity.layout.partitions, start=1):
+        mount, check = ("/", 1) if part.role == "root" else (part.mount, 2)
+        lines.append(f"{device(identity, index)} {mount} {part.fs} {fs.get(part.fs).options} 0 {check}")
     return "\n".join(lines) + "\n"

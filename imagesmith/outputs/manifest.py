@@ -78,7 +78,7 @@ def partitions(spec: Spec, table: dict[str, Any], fs_ids: dict[str, str]) -> lis
                 "bootable": bool(entry.get("bootable", False)),
                 "offset": int(entry["start"]) * sector,
                 "size": int(entry["size"]) * sector,
-                "partuuid": ids.partuuid(spec, index),
+                "partuuid": ids.partuuid(spec.identity, index),
                 "fs_id": fs_ids.get(part.name, ""),
             }
         )
@@ -96,10 +96,7 @@ def build_manifest(
 ) -> dict[str, Any]:
     from imagesmith.disk import ids
 
-    fs_ids = {
-        p.name: (ids.vfat_volume_id(spec, p.name) if p.fs == "vfat" else ids.fs_uuid(spec, p.name))
-        for p in spec.layout.partitions
-    }
+    fs_ids = {p.name: ids.fs_id(spec.identity, p.name) for p in spec.layout.partitions}
     return {
         "format": FORMAT,
         "imagesmith": __version__,
@@ -117,7 +114,7 @@ def build_manifest(
         "packages": [p.to_json() for p in packages],
         "disk": {
             "table": table.get("label", spec.layout.table),
-            "signature": ids.disk_signature(spec),
+            "signature": ids.disk_signature(spec.identity),
             "sector_size": int(table.get("sectorsize", 512)),
         },
         "partitions": partitions(spec, table, fs_ids),

@@ -12,11 +12,9 @@ from the rootfs (which no program can set) are then set to the epoch with debugf
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 from imagesmith.host.rootfs import inside
-from imagesmith.host.run import Runner
 
 
 def source_date_epoch(rootfs: Path) -> int:
@@ -80,38 +78,3 @@ def clamp_shadow(rootfs: Path, epoch: int) -> None:
             info = path.stat()
             path.write_text("".join(lines), encoding="utf-8")
             os.chmod(path, info.st_mode & 0o7777)
-
-
-def fixed_time_env(epoch: int) -> dict[str, str]:
-    """For mke2fs/debugfs (the filesystem's own times) and mtools (FAT times in UTC)."""
-    return {"E2FSPROGS_FAKE_TIME": str(epoch), "SOURCE_DATE_EPOCH": str(epoch), "TZ": "UTC"}
-
-
-def fix_ext4_change_times(
-    runner: Runner, image: Path, content: Path, epoch: int, first: Sequence[str] = ()
-) -> None:
-    """Set the change time of every inode made from ``content`` (and the access time of
-    every directory, which mke2fs itself touched) to ``epoch``, with debugfs; ``first``:
-    more debugfs commands for the same pass over the image."""
-    script = image.with_name(image.name + ".times")
-    with open(script, "w", encoding="utf-8") as out:
-        out.writelines(f"{command}\n" for command in first)
-        out.write(f"cd /\nsif / ctime @{epoch}\nsif / atime @{epoch}\n")
-        stack = [content]
-        while stack:
-            directory = stack.pop()
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    rel = "/" + os.path.relpath(entry.path, content)
-                    if '"' in rel or "\n" in rel:
-                        continue
-                    out.write(f'sif "{rel}" ctime @{epoch}\n')
-                    if entry.is_dir(follow_symlinks=False):
-                        # mke2fs reading a directory sets its access time: set it again
-                        out.write(f'sif "{rel}" atime @{epoch}\n')
-                        stack.append(Path(entry.path))
-        out.write(f"sif /lost+found ctime @{epoch}\n")
-    try:
-        runner.run(["debugfs", "-w", "-f", str(script), str(image)], env=fixed_time_env(epoch))
-    finally:
-        script.unlink()

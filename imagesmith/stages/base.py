@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,13 @@ def tree_digest(path: Path, ignore: tuple[str, ...] | list[str] = ()) -> str:
     """Content, type, mode and symlink target of a file or every file under a directory
     (but those ``ignore`` leaves out, as the overlay copy does)."""
     return hashing.tree(path, overlay.walk(path, ignore).files if path.is_dir() else None)
+
+
+def source_digest(part: object) -> str:
+    """The sha256 of the module that defines ``part``'s class (an output, a filesystem):
+    a change to its code changes the key of the stage that uses it."""
+    module = sys.modules[type(part).__module__]
+    return hashlib.sha256(Path(str(module.__file__)).read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True)

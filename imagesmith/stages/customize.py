@@ -92,8 +92,8 @@ def set_locale(ctx: Context) -> None:
 
 def boot_config(ctx: Context) -> None:
     spec, rootfs = ctx.spec, ctx.rootfs
-    write(rootfs, "/etc/fstab", ids.fstab(spec))
-    root = ids.root_device(spec)
+    write(rootfs, "/etc/fstab", ids.fstab(spec.identity))
+    root = ids.root_device(spec.identity)
     # initramfs-tools cannot probe the root device at build time; without its type the
     # initramfs would carry no fsck and the root filesystem would never be checked
     root_fs = spec.layout.root.fs
@@ -451,10 +451,16 @@ class Customize(Stage):
 
     def save(self, ctx: Context, entry: Path) -> dict[str, str]:
         ctx.products[INVENTORY].save(entry / INVENTORY)
-        return {}
+        return {"epoch": str(ctx.known_epoch)}  # the later stages' epoch, when this one is not run
 
     def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
-        ctx.products[INVENTORY] = inventory.Inventory.load(entries[self.name].path / INVENTORY)
+        entry = entries[self.name]
+        epoch = str(entry.meta.get("epoch", ""))
+        if not epoch.isdigit():
+            return False
+        if ctx.epoch is None:
+            ctx.set_epoch(int(epoch))
+        ctx.products[INVENTORY] = inventory.Inventory.load(entry.path / INVENTORY)
         return True
 
 

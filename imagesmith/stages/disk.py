@@ -7,11 +7,9 @@ only what is written).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from imagesmith.cache.store import Entry
@@ -21,17 +19,18 @@ from imagesmith.disk.table import align
 from imagesmith.outputs import files, handlers
 from imagesmith.outputs.base import Release
 from imagesmith.stages import customize, filesystems
-from imagesmith.stages.base import KeyInputs, Stage, digest
+from imagesmith.stages.base import KeyInputs, Stage, digest, source_digest
 from imagesmith.stages.context import Context, PartitionImage
 
 
 def table_script(ctx: Context, offsets: list[int]) -> str:
     spec = ctx.spec
+    identity = spec.identity
     entries = [
-        table.Entry(offset, part.size, part.type, ids.partuuid(spec, index), part.label, part.bootable)
+        table.Entry(offset, part.size, part.type, ids.partuuid(identity, index), part.label, part.bootable)
         for index, (part, offset) in enumerate(zip(ctx.partitions, offsets, strict=True), start=1)
     ]
-    return table.script(spec.layout.table, ids.disk_id(spec), entries)
+    return table.script(spec.layout.table, ids.disk_id(identity), entries)
 
 
 def layout_offsets(first: int, parts: list[PartitionImage], tail: int = 0) -> tuple[list[int], int]:
@@ -68,11 +67,6 @@ def read_table(ctx: Context, image: Path) -> dict[str, object]:
     out = ctx.runner.run(["sfdisk", "--json", str(image)], capture=True)
     table: dict[str, object] = json.loads(out)["partitiontable"]
     return table
-
-
-def source_digest(handler: object) -> str:
-    module = sys.modules[type(handler).__module__]
-    return hashlib.sha256(Path(str(module.__file__)).read_bytes()).hexdigest()
 
 
 def image_path(ctx: Context) -> Path:
@@ -124,10 +118,12 @@ class Disk(Stage):
                 shutil.copyfile(path, entry / path.name)
             kept[name] = [path.name for path in paths]
         (entry / OUTPUTS).write_text(json.dumps(kept), encoding="utf-8")
-        return {"sha256": files.sha256(image_path(ctx)), "epoch": str(ctx.known_epoch)}
+        return {"sha256": files.sha256(image_path(ctx))}
 
     def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
         entry = entries[self.name]
+        if not customize.STAGE.restore(ctx, entries):
+            return False
         ctx.partitions[:] = filesystems.cached_partitions(entries["filesystems"].path, None)
         image = image_path(ctx)
         run(ctx, image)
@@ -135,8 +131,6 @@ class Disk(Stage):
             ctx.partitions.clear()
             image.unlink()
             return False
-        customize.STAGE.restore(ctx, entries)
-        ctx.set_epoch(int(entry.meta["epoch"]))
         kept: dict[str, list[Path]] = {}
         for name, paths in json.loads((entry.path / OUTPUTS).read_text(encoding="utf-8")).items():
             for path in paths:

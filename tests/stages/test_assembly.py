@@ -78,7 +78,7 @@ def test_partitions_and_disk(ctx: Context) -> None:
         subprocess.run(["sfdisk", "--json", str(image)], capture_output=True, check=True).stdout
     )
     table = table["partitiontable"]
-    assert table["label"] == "dos" and table["id"] == f"0x{ids.disk_signature(ctx.spec)}"
+    assert table["label"] == "dos" and table["id"] == f"0x{ids.disk_signature(ctx.spec.identity)}"
     boot, root = table["partitions"]
     assert (boot["type"], boot.get("bootable"), boot["start"]) == ("c", True, 8192)
     assert root["type"] == "83" and root["start"] % 8192 == 0

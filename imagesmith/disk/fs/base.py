@@ -1,0 +1,73 @@
+"""What a filesystem kind is: one maker, its fstab line, its identifier.
+
+Every filesystem image is made from a directory tree without mounting, at fixed times,
+with identifiers derived from the config (``disk/ids.py``), and checked with its own
+fsck before it is used.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagesmith.disk.ids import Identity
+from imagesmith.disk.layout import Partition
+from imagesmith.host.run import Runner
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Job:
+    """One filesystem image to make: ``content`` (a directory tree) into ``target``."""
+
+    runner: Runner
+    identity: Identity
+    part: Partition
+    content: Path
+    target: Path
+    epoch: int  # no time of the build reaches the filesystem
+
+
+class Filesystem:
+    """One kind of filesystem. Subclasses set ``name`` and override ``make`` and ``fs_id``."""
+
+    name: str = ""
+    #: it can hold symbolic links (FAT cannot: links under its mount point become copies)
+    links: bool = True
+    #: fstab options of a partition of this kind
+    options: str = "defaults,noatime"
+
+    def make(self, job: Job) -> int:
+        """Write the filesystem image; return its size in bytes."""
+        raise NotImplementedError
+
+    def fs_id(self, identity: Identity, partition: str) -> str:
+        """The identifier blkid shows for it (the manifest's ``fs_id``)."""
+        raise NotImplementedError
+
+
+def fixed_time_env(epoch: int) -> dict[str, str]:
+    """For mke2fs/debugfs (the filesystem's own times) and mtools (FAT times in UTC)."""
+    return {"E2FSPROGS_FAKE_TIME": str(epoch), "SOURCE_DATE_EPOCH": str(epoch), "TZ": "UTC"}
+
+
+def tree_usage(root: Path) -> tuple[int, int]:
+    """(bytes the files under ``root`` occupy, number of inodes) — streamed, never loaded."""
+    used, count = 0, 0
+    seen: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                info = entry.stat(follow_symlinks=False)
+                count += 1
+                if info.st_nlink > 1:
+                    if (info.st_dev, info.st_ino) in seen:
+                        continue
+                    seen.add((info.st_dev, info.st_ino))
+                used += max(info.st_blocks * 512, 4096 if entry.is_dir(follow_symlinks=False) else 0)
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+    return used, count

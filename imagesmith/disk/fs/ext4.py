@@ -1,0 +1,98 @@
+"""ext4: ``mke2fs -d`` from the tree with a derived UUID and hash seed, change times fixed
+with debugfs (no program can set them), the early device nodes made, e2fsck."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from imagesmith.disk.fs.base import Filesystem, Job, MiB, fixed_time_env, tree_usage
+from imagesmith.disk.ids import Identity, derived
+from imagesmith.disk.table import align
+from imagesmith.host.run import Runner
+
+#: what the kernel and init open before devtmpfs is mounted over /dev: name, type,
+#: major, minor, mode (owned by root)
+DEVICE_NODES = [("console", "c", 5, 1, 0o600), ("null", "c", 1, 3, 0o666)]
+
+
+class Ext4(Filesystem):
+    name = "ext4"
+
+    def fs_id(self, identity: Identity, partition: str) -> str:
+        return str(uuid.UUID(bytes=derived(identity, f"fs:{partition}")[:16], version=4))
+
+    def make(self, job: Job) -> int:
+        part, content, target, r = job.part, job.content, job.target, job.runner
+        used, count = tree_usage(content)
+        # auto: the files, ext4 metadata (inode tables, journal) and the requested free space
+        size = part.size if isinstance(part.size, int) else align(int(used * 1.10) + 64 * MiB + part.free)
+        inodes = max(count + count // 4 + 1024, size // 16384)
+        seed = hash_seed(job.identity, part.name)
+        r.run(
+            [
+                "mke2fs", "-F", "-q", "-t", "ext4", "-L", part.label,
+                "-U", self.fs_id(job.identity, part.name),
+                "-E", f"root_owner=0:0,hash_seed={seed}", "-N", str(inodes),
+                "-d", str(content), str(target),
+                f"{size // 1024}k",
+            ],
+            env=fixed_time_env(job.epoch),
+            hint=f"partition {part.name!r} may be too small for its files ({used // MiB} MiB)",
+        )  # fmt: skip
+        nodes = device_nodes(content) if part.role == "root" else []
+        fix_change_times(r, target, content, job.epoch, first=nodes)
+        r.run(["e2fsck", "-fn", str(target)], hint=f"the {part.name} filesystem failed its check")
+        return size
+
+
+def hash_seed(identity: Identity, partition: str) -> str:
+    """The seed of the directory index hashes (random unless given)."""
+    return str(uuid.UUID(bytes=derived(identity, f"hash:{partition}")[:16], version=4))
+
+
+def device_nodes(content: Path) -> list[str]:
+    """debugfs commands that make the device nodes in the filesystem image: no mknod, so
+    no privilege (mmdebstrap's unshare mode leaves /dev empty, as root or not)."""
+    if not (content / "dev").is_dir():
+        return []
+    script = ["cd /dev"]
+    for name, kind, major, minor, mode in DEVICE_NODES:
+        if not (content / "dev" / name).exists():
+            script += [f"mknod {name} {kind} {major} {minor}", f"sif {name} mode 0{0o20000 | mode:o}"]
+    return script
+
+
+def fix_change_times(
+    runner: Runner, image: Path, content: Path, epoch: int, first: Sequence[str] = ()
+) -> None:
+    """Set the change time of every inode made from ``content`` (and the access time of
+    every directory, which mke2fs itself touched) to ``epoch``, with debugfs; ``first``:
+    more debugfs commands for the same pass over the image."""
+    script = image.with_name(image.name + ".times")
+    with open(script, "w", encoding="utf-8") as out:
+        out.writelines(f"{command}\n" for command in first)
+        out.write(f"cd /\nsif / ctime @{epoch}\nsif / atime @{epoch}\n")
+        stack = [content]
+        while stack:
+            directory = stack.pop()
+            with os.scandir(directory) as entries:
+                for entry in entries:
+                    rel = "/" + os.path.relpath(entry.path, content)
+                    if '"' in rel or "\n" in rel:
+                        continue
+                    out.write(f'sif "{rel}" ctime @{epoch}\n')
+                    if entry.is_dir(follow_symlinks=False):
+                        # mke2fs reading a directory sets its access time: set it again
+                        out.write(f'sif "{rel}" atime @{epoch}\n')
+                        stack.append(Path(entry.path))
+        out.write(f"sif /lost+found ctime @{epoch}\n")
+    try:
+        runner.run(["debugfs", "-w", "-f", str(script), str(image)], env=fixed_time_env(epoch))
+    finally:
+        script.unlink()
+
+
+FILESYSTEM = Ext4()

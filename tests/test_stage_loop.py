@@ -1,0 +1,106 @@
+"""The stage loop (build/stages.py) with stand-in stages over a real cache: what is
+restored, what runs, and what happens to an entry that does not give what it recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from imagesmith.build.stages import Stages
+from imagesmith.cache import Cache, Entry
+from imagesmith.config.load import load_spec
+from imagesmith.host.run import Runner
+from imagesmith.stages.base import KeyInputs, Stage
+from imagesmith.stages.context import Context
+from imagesmith.stages.plan import StagePlan, restore_point
+
+Write = Callable[[str, str], Path]
+
+
+class Fake(Stage):
+    def __init__(self, name: str, resumable: bool = True, restore_with: tuple[str, ...] = ()) -> None:
+        self.name, self.resumable, self.restore_with = name, resumable, restore_with
+        self.good = True  # what restore answers
+
+    def inputs(self, given: KeyInputs) -> dict[str, str]:
+        return {}
+
+    def run(self, ctx: Context) -> None:
+        ctx.products.setdefault("ran", []).append(self.name)
+
+    def save(self, ctx: Context, entry: Path) -> dict[str, str]:
+        (entry / "result").write_text(self.name)
+        return {"made": self.name}
+
+    def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
+        assert set(entries) == {self.name, *self.restore_with}
+        ctx.products.setdefault("restored", []).append(self.name)
+        return self.good
+
+
+def pipeline() -> tuple[Fake, ...]:
+    return (
+        Fake("bootstrap"),
+        Fake("customize", resumable=False),
+        Fake("filesystems", restore_with=("customize",)),
+        Fake("disk", restore_with=("filesystems", "customize")),
+    )
+
+
+def plans(keys: str = "abcd") -> list[StagePlan]:
+    names = ("bootstrap", "customize", "filesystems", "disk")
+    return [StagePlan(name, {"x": key}, key=key * 8) for name, key in zip(names, keys, strict=True)]
+
+
+def build(write: Write, cache: Cache, stages: tuple[Fake, ...], keys: str = "abcd", **kw: str) -> Context:
+    spec = load_spec(write("a.yaml", "name: a\ndevice: qemu-amd64\n"))
+    ctx = Context(spec=spec, runner=Runner(), work=cache.root / "work")
+    Stages(ctx, cache, plans(keys), kw.get("rebuild_from")).run(stages)
+    return ctx
+
+
+def test_a_cold_build_runs_every_stage_and_a_warm_one_restores_the_last(write: Write, tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    stages = pipeline()
+    cold = build(write, cache, stages)
+    assert cold.products == {"ran": ["bootstrap", "customize", "filesystems", "disk"]}
+    assert cache.lookup("disk", "dddddddd").meta["made"] == "disk"  # type: ignore[union-attr]
+    warm = build(write, cache, stages)
+    assert warm.products == {"restored": ["disk"]}
+
+
+def test_a_later_change_restores_the_latest_resumable_stage(write: Write, tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    stages = pipeline()
+    build(write, cache, stages)
+    # a new filesystems key: customize's entry alone cannot resume, the bootstrap can
+    assert restore_point(plans("abxy"), lambda p: cache.lookup(p.name, p.key) is not None) == 0
+    assert restore_point(plans("abcd"), lambda p: cache.lookup(p.name, p.key) is not None) == 3
+    changed = build(write, cache, stages, keys="abxy")
+    assert changed.products == {"restored": ["bootstrap"], "ran": ["customize", "filesystems", "disk"]}
+
+
+def test_an_entry_that_does_not_restore_is_discarded(write: Write, tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    stages = pipeline()
+    build(write, cache, stages)
+    stages[3].good = False
+    again = build(write, cache, stages)
+    assert again.products == {"restored": ["disk", "filesystems"], "ran": ["disk"]}
+    assert cache.lookup("disk", "dddddddd") is not None  # made anew by the run
+
+
+def test_rebuild_from_runs_that_stage_and_every_later_one(write: Write, tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    stages = pipeline()
+    build(write, cache, stages)
+    forced = build(write, cache, stages, rebuild_from="customize")
+    assert forced.products == {"restored": ["bootstrap"], "ran": ["customize", "filesystems", "disk"]}
+
+
+def test_a_stage_this_build_already_holds_is_neither_restored_nor_run(write: Write, tmp_path: Path) -> None:
+    spec = load_spec(write("a.yaml", "name: a\ndevice: qemu-amd64\n"))
+    ctx = Context(spec=spec, runner=Runner(), work=tmp_path / "work")
+    ctx.done.add("bootstrap")  # a re-lock made it
+    Stages(ctx, None, plans(), None).run(pipeline())
+    assert ctx.products == {"ran": ["customize", "filesystems", "disk"]}
