@@ -25,6 +25,7 @@ from imagesmith.host.rootfs import remove_tree
 from imagesmith.host.run import Runner
 from imagesmith.outputs import handlers, manifest, sign
 from imagesmith.outputs.base import Output, Release
+from imagesmith.repro import sources
 from imagesmith.stages import customize, disk, plan
 from imagesmith.stages.context import Context
 
@@ -123,6 +124,7 @@ def build(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache | None
     output, lock_file = options.output, options.lock_file
     customize.check_spec(spec)
     check_host(spec)
+    sources.check_keys(runner, spec)  # a wrong key file fails now, not after the bootstrap
     key = options.signing_key or (Path(spec.config.signing_key) if spec.config.signing_key else None)
     if key is not None:
         sign.load_private_key(key)  # a bad key fails now, not after a long build

@@ -61,6 +61,8 @@ class Spec:
         ``hide(value)`` (by default <secret>)."""
         data: dict[str, Any] = self.config.model_dump(mode="json", by_alias=True)
         data["distribution"]["mirror"] = redact.strip_url(data["distribution"]["mirror"])
+        for source in data.get("sources", []):
+            source["url"] = redact.strip_url(source["url"])
         for path in self.tree.secrets():
             holder: Any = data
             for part in path[:-1]:
@@ -235,6 +237,11 @@ def load_spec(
     mirror = merged.find(("distribution", "mirror"))
     if mirror is not None and isinstance(mirror.value, str):
         redact.url_credentials(mirror.value)  # user and password: never shown
+    listed = merged.get("sources")
+    for source in listed.value if listed is not None and isinstance(listed.value, list) else []:
+        source_url = source.get("url") if isinstance(source.value, dict) else None
+        if source_url is not None and isinstance(source_url.value, str):
+            redact.url_credentials(source_url.value)
     config = validate(ImageConfig, merged, "image config")
     device = _catalog_item("device", Device, merged.get("device"), None, path.parent)
     layout = _catalog_item("layout", Layout, merged.get("layout"), "simple", path.parent)

@@ -89,6 +89,29 @@ class Services(Strict):
     mask: list[Annotated[str, Field(pattern=UNIT_RE)]] = Field(default_factory=list)
 
 
+class Source(Strict):
+    """An apt archive besides the distribution's mirror, verified with its own key."""
+
+    name: str = Field(pattern=NAME_RE, description="names the source (its key and pins in the image)")
+    url: str = Field(pattern=r"^(https?|file)://\S+$", description="the archive's URL")
+    suites: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9./-]*$")]] = Field(
+        default_factory=list, description="default: the distribution's suite"
+    )
+    components: list[Annotated[str, Field(pattern=COMPONENT_RE)]] = Field(default_factory=lambda: ["main"])
+    key: str = Field(description="the archive's OpenPGP public key (a file, relative to this file)")
+    packages: list[Annotated[str, Field(pattern=r"^[a-z0-9*][a-z0-9+.*-]*$")]] = Field(
+        default_factory=list,
+        description="packages (apt patterns such as linux-image-*) taken from this source",
+    )
+    priority: int = Field(
+        100,
+        ge=-1,
+        le=1000,
+        description="apt pin priority of the rest of the source: 100 (the default) installs from it only "
+        "what the distribution lacks",
+    )
+
+
 class ImageConfig(Strict):
     """The merged config: what the user wrote over the layers it uses."""
 
@@ -105,6 +128,9 @@ class ImageConfig(Strict):
     device: str = Field(pattern=NAME_RE, description="a device from `imagesmith devices`, e.g. pi4")
     layout: str = Field("simple", pattern=NAME_RE, description="a partition layout from the catalog")
     distribution: Distribution = Field(default_factory=lambda: Distribution())
+    sources: list[Source] = Field(
+        default_factory=list, description="more apt archives, each with its key; `packages` come from them"
+    )
     layers: list[str] = Field(
         default_factory=list, description="layers to use, by name; they may require more"
     )

@@ -42,6 +42,12 @@ def resolve_sources(tree: Node) -> None:
                 sub = entry.get(field_name) if isinstance(entry.value, dict) else None
                 if sub is not None:
                     resolve_path(sub, _base(sub), what, must_be_file=key == "scripts")
+    sources = tree.get("sources")
+    if sources is not None and isinstance(sources.value, list):
+        for source in sources.value:
+            key_file = source.get("key") if isinstance(source.value, dict) else None
+            if key_file is not None and isinstance(key_file.value, str):
+                resolve_path(key_file, _base(key_file), "source key", must_be_file=True)
     signing = tree.get("signing_key")
     if signing is not None and signing.value is not None:
         resolve_path(signing, _base(signing), "signing key", must_be_file=True)

@@ -53,6 +53,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("apt", ("apt-get",), "resolves and downloads packages", ("build",), stages=("bootstrap",)),
     Requirement("dpkg", ("dpkg-query",), "installs packages", ("build",), stages=("bootstrap",)),
     Requirement("debian-archive-keyring", (), "verifies Debian's signed package indexes", ("build",)),
+    Requirement("gpg", ("gpg",), "reads the keys of extra apt sources (their fingerprints)", ("build",)),
     Requirement(
         "util-linux",
         ("unshare",),

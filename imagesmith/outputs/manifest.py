@@ -21,6 +21,7 @@ from imagesmith.host import requirements
 from imagesmith.outputs.base import Output, Release
 from imagesmith.outputs.files import output_file, sha256
 from imagesmith.outputs.inventory import Package
+from imagesmith.repro import sources
 
 NAME = "manifest.json"
 FORMAT = 1
@@ -156,6 +157,8 @@ class Manifest(Output):
             release.spec, found.packages, release.table, list(release.files), found.roots,
             release.created.isoformat(), release.tools,
         )  # fmt: skip
+        if release.spec.config.sources:  # the archives besides the distribution's, with their keys
+            data["sources"] = sources.described(release.runner, release.spec)
         target = release.work / NAME
         write(data, target)
         release.runner.detail(f"{len(found.packages)} packages in the SBOMs and the manifest")

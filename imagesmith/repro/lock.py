@@ -227,7 +227,11 @@ def unavailable(lock: Lock, index: mirror.Index) -> list[str]:
 
 def check_available(lock: Lock, spec: Spec) -> None:
     dist = spec.config.distribution
-    problems = unavailable(lock, mirror.fetch(dist.mirror, dist.suite, lock.components, lock.architecture))
+    index = mirror.fetch(dist.mirror, dist.suite, lock.components, lock.architecture)
+    for source in spec.config.sources:  # packages may come from the extra sources too
+        for suite in source.suites or [dist.suite]:
+            index.add(mirror.fetch(source.url, suite, list(source.components), lock.architecture))
+    problems = unavailable(lock, index)
     if problems:
         shown = "\n".join(problems[:20]) + (
             f"\n… and {len(problems) - 20} more" if len(problems) > 20 else ""

@@ -40,6 +40,12 @@ class Index:
     def versions(self, name: str, arch: str) -> dict[str, str]:
         return self.packages.get((name, arch), {})
 
+    def add(self, other: Index) -> None:
+        """``other``'s packages and provided names as well (another archive's index)."""
+        for key, versions in other.packages.items():
+            self.packages.setdefault(key, {}).update(versions)
+        self.provided |= other.provided
+
     def names(self) -> set[str]:
         """Every name apt can install: real packages and the virtual ones provided."""
         return {name for name, _arch in self.packages} | self.provided

@@ -12,11 +12,13 @@ import functools
 import os
 import shlex
 import shutil
+import tempfile
 import urllib.parse
 from collections.abc import Sequence
 from pathlib import Path
 
 from imagesmith import redact
+from imagesmith.cache.hashing import file_sha256
 from imagesmith.cache.store import Entry
 from imagesmith.config.facts import components, packages
 from imagesmith.config.load import Spec
@@ -26,7 +28,7 @@ from imagesmith.host import diagnose, progress
 from imagesmith.host.rootfs import ISOLATE
 from imagesmith.host.run import Runner
 from imagesmith.outputs import inventory
-from imagesmith.repro import lock, mirror
+from imagesmith.repro import lock, mirror, sources
 from imagesmith.stages import deferred, tools
 from imagesmith.stages.base import KeyInputs, Stage, digest
 from imagesmith.stages.context import COPYRIGHTS, Context
@@ -53,6 +55,7 @@ def mmdebstrap(
     include: list[str],
     extra: Sequence[str] = (),
     auth: Path | None = None,
+    mirrors: Sequence[str] = (),
 ) -> list[str]:
     """An mmdebstrap command line from the spec's distribution, with imagesmith's options.
     The mirror's credentials never reach it: ``auth`` (see ``write_auth``) holds them."""
@@ -74,6 +77,7 @@ def mmdebstrap(
         dist.suite,
         str(target),
         redact.strip_url(dist.mirror),
+        *mirrors,
     ]
 
 
@@ -81,17 +85,21 @@ AUTH_FILE = "/etc/apt/auth.conf.d/90imagesmith.conf"
 
 
 def write_auth(spec: Spec, target: Path) -> Path | None:
-    """The mirror's credentials as apt's auth.conf (mode 0600) in ``target``; None when
-    the mirror URL has none."""
-    url = spec.config.distribution.mirror
-    credentials = redact.url_credentials(url)
-    if credentials is None:
+    """The credentials of the mirror and of the extra sources as apt's auth.conf (mode
+    0600) in ``target``; None when no URL has any."""
+    entries = []
+    for url in [spec.config.distribution.mirror, *(source.url for source in spec.config.sources)]:
+        credentials = redact.url_credentials(url)
+        if credentials is None:
+            continue
+        parts = urllib.parse.urlsplit(redact.strip_url(url))
+        machine = f"{parts.netloc}{parts.path}".rstrip("/")
+        entries.append(f"machine {machine}\nlogin {credentials[0]}\npassword {credentials[1]}\n")
+    if not entries:
         return None
-    parts = urllib.parse.urlsplit(redact.strip_url(url))
-    machine = f"{parts.netloc}{parts.path}".rstrip("/")
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(f"machine {machine}\nlogin {credentials[0]}\npassword {credentials[1]}\n")
+        out.write("".join(entries))
     return target
 
 
@@ -156,8 +164,12 @@ def command(
     hashes: Path | None = None,
     preferences: Path | None = None,
     auth: Path | None = None,
+    sources_options: Sequence[str] = (),
 ) -> list[str]:
-    """The image's bootstrap: the device's, layers' and config's packages."""
+    """The image's bootstrap: the device's, layers' and config's packages; ``sources_options``:
+    the extra sources' hooks, then their apt lines (mirrors after the distribution's)."""
+    hooks = [o for o in sources_options if o.startswith("--")]
+    lines = [o for o in sources_options if not o.startswith("--")]
     return mmdebstrap(
         spec,
         target,
@@ -171,7 +183,9 @@ def command(
             *pinned(preferences),
             *deb_cache(debs),
             *deb_hashes(hashes or target.with_name(lock.DEB_HASHES)),
+            *hooks,
         ],
+        mirrors=lines,
     )
 
 
@@ -226,6 +240,9 @@ def check_names(ctx: Context) -> None:
     spec, dist = ctx.spec, ctx.spec.config.distribution
     try:
         index = mirror.fetch(dist.mirror, dist.suite, components(spec), spec.device.arch)
+        for source in spec.config.sources:
+            for suite in sources.suites(spec, source):
+                index.add(mirror.fetch(source.url, suite, list(source.components), spec.device.arch))
     except ImagesmithError as exc:
         ctx.runner.log(f"package names not checked before the bootstrap: {exc}")
         return
@@ -244,9 +261,16 @@ def run(ctx: Context) -> None:
     else:  # a lock names exactly what the mirror had
         check_names(ctx)
     auth = write_auth(ctx.spec, ctx.work / "apt-auth.conf")
+    staging = Path(tempfile.mkdtemp(prefix="imagesmith-keys-"))  # apt takes no spaces in signed-by
     try:
+        keys = sources.stage_keys(ctx.runner, ctx.spec, staging)
+        pins = None
+        if keys:
+            pins = staging / "sources.pref"
+            pins.write_text(sources.preferences(ctx.spec), encoding="utf-8")
+        extra = [*sources.hooks(ctx.spec, keys, pins), *sources.apt_lines(ctx.spec, keys, in_image=False)]
         ctx.runner.run(
-            command(ctx.spec, ctx.rootfs, ctx.debs, ctx.work / lock.DEB_HASHES, preferences, auth),
+            command(ctx.spec, ctx.rootfs, ctx.debs, ctx.work / lock.DEB_HASHES, preferences, auth, extra),
             name="mmdebstrap",
             explain=explain,
             progress=progress.Apt(),
@@ -263,6 +287,7 @@ def run(ctx: Context) -> None:
     finally:  # the credentials exist only while apt needs them
         if auth is not None:
             auth.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def installed_debs(ctx: Context) -> dict[tuple[str, str, str], str]:
@@ -297,6 +322,10 @@ class Bootstrap(Stage):
         }
         if given.lock is not None:
             found["lock"] = digest(given.lock.digest_input())
+        if spec.config.sources:  # each by what it says and the key's content (not where the key is)
+            found["sources"] = digest(
+                [{**entry, "key": file_sha256(Path(entry["key"]))} for entry in given.config["sources"]]
+            )
         found["mmdebstrap options"] = digest([APT_OPTIONS, DPKG_OPTIONS, deferred.divert_hook()])
         return found
 

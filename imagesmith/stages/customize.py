@@ -402,7 +402,9 @@ def check_spec(spec: Spec) -> None:
 
 
 #: config keys that no image stage reads (the bootstrap's own are in its inputs)
-NOT_IN_IMAGE = ("includes", "layer_paths", "layers", "variables", "signing_key", "packages", "distribution")
+NOT_IN_IMAGE = (
+    "includes", "layer_paths", "layers", "variables", "signing_key", "packages", "distribution", "sources",
+)  # fmt: skip
 
 
 def take_inventory(ctx: Context) -> inventory.Inventory:
