@@ -65,8 +65,8 @@ def test_key_files_that_are_no_public_key(write: Write, key: Path, tmp_path: Pat
     secret = tmp_path / "secret.asc"
     secret.write_bytes(
         subprocess.run(
-            ["gpg", "--homedir", str(key.parent), "--batch", "--pinentry-mode", "loopback", "--passphrase", "",
-             "--armor", "--export-secret-keys"],
+            ["gpg", "--homedir", str(key.parent), "--batch", "--pinentry-mode", "loopback",
+             "--passphrase", "", "--armor", "--export-secret-keys"],
             capture_output=True, check=True,
         ).stdout
     )  # fmt: skip

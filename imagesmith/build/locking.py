@@ -10,11 +10,11 @@ from imagesmith.build.stages import Stages
 from imagesmith.cache import Cache
 from imagesmith.config import facts
 from imagesmith.config.load import Spec
-from imagesmith.errors import ImagesmithError
+from imagesmith.errors import ImagesmithError, Location, config_error
 from imagesmith.host.rootfs import remove_tree
 from imagesmith.host.run import Runner
 from imagesmith.outputs import manifest
-from imagesmith.repro import lock, reproducible
+from imagesmith.repro import lock, reproducible, sources
 from imagesmith.stages import bootstrap, customize, plan
 from imagesmith.stages.context import Context
 
@@ -35,7 +35,25 @@ def read_lock(spec: Spec, runner: Runner, lock_file: Path) -> lock.Lock:
     found = lock.read(lock_file)
     for note in lock.check_spec(found, spec, facts.packages(spec)):
         runner.info(f"[yellow]note:[/yellow] {note}")
+    now = locked_sources(runner, spec)
+    before = [source.model_dump() for source in found.sources]
+    if now != before:
+        changed = sorted(
+            {str(s["name"]) for s in now}.symmetric_difference(str(s["name"]) for s in before)
+        ) or [str(n["name"]) for n, b in zip(now, before, strict=False) if n != b]
+        raise config_error(
+            f"the config's extra sources changed since the lock was made ({', '.join(changed) or 'order'}): "
+            "an archive, its suites or components, or the key that signs it",
+            Location(lock_file),
+            f"make it again: {lock.relock_command(found, spec.config_path)}",
+        )
     return found
+
+
+def locked_sources(runner: Runner, spec: Spec) -> list[dict[str, object]]:
+    """The extra sources as a lock records them."""
+    keep = ("name", "url", "suites", "components", "key_fingerprints")
+    return [{k: v for k, v in entry.items() if k in keep} for entry in sources.described(runner, spec)]
 
 
 def relock(ctx: Context, cache: Cache | None, tools: dict[str, str], lock_file: Path) -> lock.Lock:
@@ -46,7 +64,11 @@ def relock(ctx: Context, cache: Cache | None, tools: dict[str, str], lock_file: 
     plans = plan.stages(spec, cache.salt if cache else b"", tools, epoch=ctx.epoch)
     Stages(ctx, cache, plans, "bootstrap").run((bootstrap.STAGE,))
     epoch = reproducible.source_date_epoch(ctx.rootfs)
-    made = lock.make(spec, facts.packages(spec), bootstrap.installed_debs(ctx), epoch)
+    made = lock.make(
+        spec, facts.packages(spec), bootstrap.installed_debs(ctx), epoch,
+        [lock.LockedSource(**entry) for entry in locked_sources(ctx.runner, spec)],
+        sources.read_archives(ctx.work / sources.ARCHIVES),
+    )  # fmt: skip
     try:
         old = lock.read(lock_file) if lock_file.exists() else None
     except ImagesmithError:  # a damaged lock is what a re-lock is for

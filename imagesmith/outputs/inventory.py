@@ -46,10 +46,13 @@ class Package:
     brought_by: str = BOOTSTRAP
     license: str = licenses.NOASSERTION
     license_texts: dict[str, str] = field(default_factory=dict)
+    archive: str = ""  # the extra source it came from ("": the distribution's mirror)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("license_texts")
+        if not self.archive:
+            data.pop("archive")
         return data
 
 
@@ -159,10 +162,15 @@ def copyright_text(rootfs: Path, kept: Path | None, name: str) -> str | None:
     return None
 
 
-def collect(spec: Spec, rootfs: Path, kept: Path | None = None) -> tuple[list[Package], dict[str, str]]:
+def collect(
+    spec: Spec, rootfs: Path, kept: Path | None = None, archives: dict[str, str] | None = None
+) -> tuple[list[Package], dict[str, str]]:
     """Everything the SBOMs and the manifest say about the image's packages, and the
-    packages the spec names with who named each."""
+    packages the spec names with who named each; ``archives``: ``name:arch`` → the extra
+    source a package came from."""
     packages = read_status(rootfs)
+    for package in packages:
+        package.archive = (archives or {}).get(f"{package.name}:{package.arch}", "")
 
     origin = roots(spec, [n for n in requested(spec) if not n.endswith("-")])
     attribute(packages, origin)

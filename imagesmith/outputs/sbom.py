@@ -46,7 +46,7 @@ def purl(package: Package, distro: str) -> str:
     return str(
         PackageURL(
             type="deb",
-            namespace="debian",
+            namespace=package.archive or "debian",  # an extra source's packages: its name
             name=package.name,
             version=package.version,
             qualifiers={"arch": package.arch, "distro": distro},

@@ -37,6 +37,17 @@ class LockedPackage(Strict):
     version: str
     architecture: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    archive: str | None = None  # the extra source it came from (absent: the distribution's mirror)
+
+
+class LockedSource(Strict):
+    """An extra apt source as the lock was made from it."""
+
+    name: str
+    url: str
+    suites: list[str]
+    components: list[str]
+    key_fingerprints: list[str]
 
 
 class LockFile(Strict):
@@ -48,6 +59,7 @@ class LockFile(Strict):
     components: list[str]
     source_date_epoch: int = Field(ge=1)
     requested: list[str]
+    sources: list[LockedSource] = Field(default_factory=list)
     packages: list[LockedPackage]
 
 
@@ -62,6 +74,7 @@ class Lock:
     requested: list[str]
     packages: list[LockedPackage] = field(default_factory=list)
     path: Path | None = None
+    sources: list[LockedSource] = field(default_factory=list)
 
     def digest_input(self) -> list[object]:
         """What a build takes from the lock (the bootstrap's cache key covers it)."""
@@ -105,9 +118,17 @@ def read_deb_hashes(path: Path) -> dict[tuple[str, str, str], str]:
     return found
 
 
-def make(spec: Spec, requested: list[str], installed: dict[tuple[str, str, str], str], epoch: int) -> Lock:
+def make(
+    spec: Spec,
+    requested: list[str],
+    installed: dict[tuple[str, str, str], str],
+    epoch: int,
+    sources: list[LockedSource] | None = None,
+    archives: dict[str, str] | None = None,
+) -> Lock:
     """The lock of what a bootstrap installed: (name, version, arch) → sha256 of the .deb
-    ("" when the bootstrap kept none)."""
+    ("" when the bootstrap kept none); ``sources``: the extra sources, ``archives``:
+    ``name:arch`` → the one a package came from."""
     dist = spec.config.distribution
     packages = []
     missing = []
@@ -115,7 +136,10 @@ def make(spec: Spec, requested: list[str], installed: dict[tuple[str, str, str],
         if not digest:
             missing.append(f"{name} {version}")
             continue
-        packages.append(LockedPackage(name=name, version=version, architecture=arch, sha256=digest))
+        archive = (archives or {}).get(f"{name}:{arch}")
+        packages.append(
+            LockedPackage(name=name, version=version, architecture=arch, sha256=digest, archive=archive)
+        )
     if missing:
         raise ImagesmithError(
             f"no downloaded .deb for {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}",
@@ -131,6 +155,7 @@ def make(spec: Spec, requested: list[str], installed: dict[tuple[str, str, str],
         source_date_epoch=epoch,
         requested=requested,
         packages=packages,
+        sources=list(sources or []),
     )
 
 
@@ -151,10 +176,14 @@ def write(lock: Lock, path: Path) -> None:
         f"components: {j(lock.components)}",
         f"source_date_epoch: {lock.source_date_epoch}",
         f"requested: {j(lock.requested)}",
-        "packages:",
     ]
+    if lock.sources:
+        lines.append("sources:")
+        for source in lock.sources:
+            lines.append("  - {" + ", ".join(f"{k}: {j(v)}" for k, v in source.model_dump().items()) + "}")
+    lines.append("packages:")
     for p in lock.packages:
-        fields = ", ".join(f"{k}: {j(v)}" for k, v in p.model_dump().items())
+        fields = ", ".join(f"{k}: {j(v)}" for k, v in p.model_dump(exclude_none=True).items())
         lines.append(f"  - {{{fields}}}")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -170,8 +199,8 @@ def read(path: Path) -> Lock:
             tree.locate(("format",)),
             "make it again with `imagesmith lock`",
         )
-    fields = data.model_dump(exclude={"format", "packages"})
-    return Lock(**fields, packages=data.packages, path=path)
+    fields = data.model_dump(exclude={"format", "packages", "sources"})
+    return Lock(**fields, packages=data.packages, path=path, sources=data.sources)
 
 
 def check_spec(lock: Lock, spec: Spec, requested: list[str]) -> list[str]:

@@ -11,6 +11,7 @@ default: only what the distribution lacks is taken from it).
 
 from __future__ import annotations
 
+import json
 import shlex
 import tempfile
 import urllib.parse
@@ -22,6 +23,7 @@ from imagesmith.config.load import Spec
 from imagesmith.config.model import Source
 from imagesmith.errors import ImagesmithError, config_error
 from imagesmith.host.run import Runner
+from imagesmith.repro import mirror
 
 KEYRINGS = "/etc/apt/keyrings"
 PREFERENCES = "/etc/apt/preferences.d/imagesmith-sources"
@@ -165,6 +167,35 @@ def hooks(spec: Spec, keys: list[Key], preferences_file: Path | None) -> list[st
         )
     found.append("--customize-hook=" + " && ".join(install))
     return found
+
+
+#: what the bootstrap writes next to the rootfs: which extra source each package came from
+ARCHIVES = "archives.json"
+
+
+def archives_of(spec: Spec, installed: dict[tuple[str, str, str], str]) -> dict[str, str]:
+    """``name:arch`` → the extra source whose index has exactly that .deb (by sha256), for
+    the installed packages that came from one (the others are the distribution's)."""
+    found: dict[str, str] = {}
+    for source in spec.config.sources:
+        for suite in suites(spec, source):
+            index = mirror.fetch(source.url, suite, list(source.components), spec.device.arch)
+            for (name, version, arch), digest in installed.items():
+                if digest and index.versions(name, arch).get(version) == digest:
+                    found[f"{name}:{arch}"] = source.name
+    return found
+
+
+def write_archives(found: dict[str, str], target: Path) -> None:
+    target.write_text(json.dumps(found, sort_keys=True), encoding="utf-8")
+
+
+def read_archives(source: Path) -> dict[str, str]:
+    """What ``write_archives`` wrote ({} when the build has no extra source)."""
+    if not source.is_file():
+        return {}
+    data: dict[str, str] = json.loads(source.read_text(encoding="utf-8"))
+    return data
 
 
 def described(runner: Runner, spec: Spec) -> list[dict[str, object]]:

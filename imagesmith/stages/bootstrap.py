@@ -311,7 +311,7 @@ class Bootstrap(Stage):
 
     name = "bootstrap"
     code = ("stages/bootstrap.py", "stages/deferred.py", "stages/tools.py", "host/rootfs.py",
-            "host/binfmt.py", "repro/lock.py")  # fmt: skip
+            "host/binfmt.py", "repro/lock.py", "repro/mirror.py", "repro/sources.py")  # fmt: skip
 
     def inputs(self, given: KeyInputs) -> dict[str, str]:
         spec = given.spec
@@ -342,6 +342,9 @@ class Bootstrap(Stage):
 
     def run(self, ctx: Context) -> None:
         run(ctx)
+        if ctx.spec.config.sources:  # which packages the extra sources gave (SBOMs, manifest, lock)
+            found = sources.archives_of(ctx.spec, installed_debs(ctx))
+            sources.write_archives(found, ctx.work / sources.ARCHIVES)
         if ctx.lock is not None:
             lock.check_installed(ctx.lock, installed_debs(ctx), ctx.spec.config_path)
         # kept now: a script that strips /usr/share/doc must not cost the SBOM its licences
@@ -351,6 +354,8 @@ class Bootstrap(Stage):
         copy_tree(ctx.runner, ctx.rootfs, entry / "rootfs")
         copy_tree(ctx.runner, ctx.copyrights, entry / COPYRIGHTS)
         shutil.copyfile(ctx.work / lock.DEB_HASHES, entry / lock.DEB_HASHES)
+        if (ctx.work / sources.ARCHIVES).is_file():
+            shutil.copyfile(ctx.work / sources.ARCHIVES, entry / sources.ARCHIVES)
         if ctx.tools_tree is not None:
             copy_tree(ctx.runner, ctx.tools_tree, entry / "tools")
         return {}
@@ -360,6 +365,8 @@ class Bootstrap(Stage):
         copy_tree(ctx.runner, entry / "rootfs", ctx.rootfs)
         copy_tree(ctx.runner, entry / COPYRIGHTS, ctx.copyrights)
         shutil.copyfile(entry / lock.DEB_HASHES, ctx.work / lock.DEB_HASHES)
+        if (entry / sources.ARCHIVES).is_file():
+            shutil.copyfile(entry / sources.ARCHIVES, ctx.work / sources.ARCHIVES)
         if (entry / "tools").is_dir():
             copy_tree(ctx.runner, entry / "tools", ctx.work / "tools")
             ctx.tools_tree = ctx.work / "tools"

@@ -23,7 +23,7 @@ from imagesmith.errors import ImagesmithError, config_error
 from imagesmith.host.rootfs import chroot, inside, read_ids
 from imagesmith.outputs import inventory
 from imagesmith.outputs.sbom import distro_of
-from imagesmith.repro import reproducible
+from imagesmith.repro import reproducible, sources
 from imagesmith.stages import bootstrap, deferred
 from imagesmith.stages.base import KeyInputs, Stage, digest, tree_digest
 from imagesmith.stages.context import Context
@@ -408,7 +408,8 @@ NOT_IN_IMAGE = (
 
 
 def take_inventory(ctx: Context) -> inventory.Inventory:
-    packages, roots = inventory.collect(ctx.spec, ctx.rootfs, ctx.copyrights)
+    archives = sources.read_archives(ctx.work / sources.ARCHIVES)
+    packages, roots = inventory.collect(ctx.spec, ctx.rootfs, ctx.copyrights, archives)
     os_release = inside(ctx.rootfs, "/etc/os-release")
     text = os_release.read_text() if os_release.is_file() else ""
     return inventory.Inventory(packages, roots, distro_of(text, ctx.spec.config.distribution.suite))

@@ -91,3 +91,40 @@ def test_a_key_file_that_is_no_public_key_is_a_config_error(repos: dict[str, Pat
     proc = imagesmith("build", str(config), "-o", str(tmp_path / "out"), check=False)
     assert proc.returncode == 2
     assert "image.yaml:4" in proc.stderr and "holds no OpenPGP key" in proc.stderr
+
+
+def test_sboms_and_manifest_name_the_source_of_each_package(image: Built) -> None:
+    manifest = json.loads((image.output / "manifest.json").read_text())
+    by_name = {p["name"]: p for p in manifest["packages"]}
+    assert by_name["imagesmith-marker"]["archive"] == "local"
+    assert "archive" not in by_name["hello"], "Debian's packages carry no archive"
+    cdx = json.loads((image.output / "sources.cdx.json").read_text())
+    purls = {c["name"]: c["purl"] for c in cdx["components"] if "purl" in c}
+    assert purls["imagesmith-marker"].startswith("pkg:deb/local/imagesmith-marker@1.0")
+    assert purls["hello"].startswith("pkg:deb/debian/hello@")
+
+
+def test_the_lock_pins_the_source_and_catches_a_changed_deb(
+    repos: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    base = tmp_path_factory.mktemp("locked")
+    served = base / "archive"  # an archive of its own: the test changes it
+    shutil.copytree(repos["signed"], served)
+    config = project(base / "p", {**repos, "mine": served}, "mine")
+    imagesmith("lock", str(config))
+    text = (base / "p" / "image.yaml.lock").read_text()
+    assert f'url: "file://{served}"' in text and "key_fingerprints" in text
+    marker = next(line for line in text.splitlines() if '"imagesmith-marker"' in line)
+    assert 'archive: "local"' in marker
+    assert 'archive: "local"' not in next(line for line in text.splitlines() if 'name: "hello"' in line)
+    build(config, base / "out")
+    # the archive now serves another .deb under the same version
+    shutil.rmtree(served)
+    archive(
+        served,
+        SUITE,
+        [Deb("imagesmith-marker", "1.0", {MARKER: "changed\n"})],
+        repos["signed"].parent / "good-gpg",
+    )
+    proc = imagesmith("build", str(config), "-o", str(base / "out2"), check=False)
+    assert proc.returncode != 0 and "imagesmith-marker 1.0" in proc.stderr and "sha256" in proc.stderr
