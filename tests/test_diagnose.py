@@ -69,3 +69,17 @@ def test_a_tool_the_wrapper_cannot_start_names_its_package() -> None:
         "unshare: failed to execute mmdebstrap: No such file or directory"
     ]
     assert "mmdebstrap is in the Debian package mmdebstrap" in found.hint
+
+
+def test_an_extra_source_signed_by_another_key_is_named() -> None:
+    from imagesmith.host.diagnose import apt
+
+    lines = [
+        "W: GPG error: file:/srv/vendor trixie InRelease: The following signatures couldn't be verified "
+        "because the public key is not available: NO_PUBKEY 0123456789ABCDEF",
+        "E: The repository 'file:/srv/vendor trixie InRelease' is not signed.",
+    ]
+    found = apt(lines, "http://deb.debian.org/debian", "trixie", [("vendor", "file:///srv/vendor")])
+    assert found is not None and "extra source 'vendor'" in found.hint
+    debian = apt(lines, "http://deb.debian.org/debian", "trixie", [("other", "https://apt.example.com")])
+    assert debian is not None and "debian-archive-keyring" in debian.hint

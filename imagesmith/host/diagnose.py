@@ -53,8 +53,15 @@ _NO_SUITE = re.compile(r"does not have a Release file|Release' (?:is not signed|
 _SIGNATURE = re.compile(r"NO_PUBKEY|signatures couldn't be verified|is not signed|EXPKEYSIG")
 
 
-def apt(lines: Sequence[str], mirror: str = "", suite: str = "") -> Explanation | None:
-    """mmdebstrap's and apt's failures."""
+def _names(line: str, url: str) -> bool:
+    base = url.rstrip("/")
+    return base in line or base.replace("file://", "file:", 1) in line
+
+
+def apt(
+    lines: Sequence[str], mirror: str = "", suite: str = "", extra: Sequence[tuple[str, str]] = ()
+) -> Explanation | None:
+    """mmdebstrap's and apt's failures; ``extra``: (name, URL) of the extra apt sources."""
     for line in lines:  # a wrapper (unshare) that could not start the tool at all
         if found := _MISSING_TOOL[3].match(line.strip()):
             return missing_tool(found.group("tool"), [line.strip()])
@@ -80,6 +87,18 @@ def apt(lines: Sequence[str], mirror: str = "", suite: str = "") -> Explanation 
             "layers' packages:, or install a version the others accept",
         )
     if any(_SIGNATURE.search(line) for line in lines):
+        named = [
+            name
+            for name, url in extra
+            # apt writes a file:// URL as file:/path
+            if any(_names(line, url) for line in lines if "InRelease" in line or _SIGNATURE.search(line))
+        ]
+        if named:
+            return Explanation(
+                _unique(line.strip() for line in lines if _SIGNATURE.search(line)),
+                f"the extra source {named[0]!r} is not signed by the key its `key:` file holds: check "
+                "that file against the fingerprint its publisher gives (the manifest lists what it holds)",
+            )
         return Explanation(
             _unique(line.strip() for line in lines if _SIGNATURE.search(line)),
             "apt could not verify the mirror's signature: install debian-archive-keyring "

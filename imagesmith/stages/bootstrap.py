@@ -253,7 +253,10 @@ def run(ctx: Context) -> None:
     """The rootfs (and tools tree); ``ctx.work/debs.sha256`` lists the .deb files used."""
     ctx.runner.detail(f"packages: {shlex.join(packages(ctx.spec))}")
     dist = ctx.spec.config.distribution
-    explain = functools.partial(diagnose.apt, mirror=redact.strip_url(dist.mirror), suite=dist.suite)
+    extra = [(source.name, redact.strip_url(source.url)) for source in ctx.spec.config.sources]
+    explain = functools.partial(
+        diagnose.apt, mirror=redact.strip_url(dist.mirror), suite=dist.suite, extra=extra
+    )
     preferences = None
     if ctx.lock is not None:
         preferences = ctx.work / "lock.pref"
@@ -268,9 +271,9 @@ def run(ctx: Context) -> None:
         if keys:
             pins = staging / "sources.pref"
             pins.write_text(sources.preferences(ctx.spec), encoding="utf-8")
-        extra = [*sources.hooks(ctx.spec, keys, pins), *sources.apt_lines(ctx.spec, keys, in_image=False)]
+        options = [*sources.hooks(ctx.spec, keys, pins), *sources.apt_lines(ctx.spec, keys, in_image=False)]
         ctx.runner.run(
-            command(ctx.spec, ctx.rootfs, ctx.debs, ctx.work / lock.DEB_HASHES, preferences, auth, extra),
+            command(ctx.spec, ctx.rootfs, ctx.debs, ctx.work / lock.DEB_HASHES, preferences, auth, options),
             name="mmdebstrap",
             explain=explain,
             progress=progress.Apt(),
