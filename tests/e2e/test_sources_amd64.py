@@ -82,6 +82,7 @@ def test_an_archive_signed_by_another_key_fails_the_build(repos: dict[str, Path]
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert "InRelease" in proc.stderr and ("NO_PUBKEY" in proc.stderr or "not signed" in proc.stderr)
+    assert "extra source 'local' is not signed by the key" in proc.stderr
     assert not list((tmp_path / "out").glob("*.img"))
 
 
