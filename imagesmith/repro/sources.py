@@ -119,13 +119,18 @@ def stage_keys(runner: Runner, spec: Spec, into: Path) -> list[Key]:
 
 
 def apt_lines(spec: Spec, keys: list[Key], *, in_image: bool) -> list[str]:
-    """One-line sources for the bootstrap (keys where they are staged) or for the image."""
+    """One-line sources for the bootstrap (keys where they are staged) or for the image.
+    For the bootstrap a ``file://`` archive is read with apt's ``copy:`` method: its .debs
+    are copied into apt's archive (dpkg runs in the new root, which does not see the
+    host's path; and the lock hashes what is there)."""
     lines = []
     for key in keys:
         source = key.source
         signed_by = key.in_image if in_image else str(key.staged)
+        url = redact.strip_url(source.url)
+        if not in_image and url.startswith("file://"):
+            url = "copy://" + url.removeprefix("file://")
         for suite in suites(spec, source):
-            url = redact.strip_url(source.url)
             lines.append(f"deb [signed-by={signed_by}] {url} {suite} {' '.join(source.components)}")
     return lines
 
@@ -161,10 +166,14 @@ def hooks(spec: Spec, keys: list[Key], preferences_file: Path | None) -> list[st
     install = [f'mkdir -p "$1{KEYRINGS}"']
     for key in keys:
         install.append(f'install -m 644 {shlex.quote(str(key.staged))} "$1{key.in_image}"')
-        # the line apt used names the staged copy: point it at the image's own
-        install.append(
-            f"sed -i 's|signed-by={key.staged}]|signed-by={key.in_image}]|' \"$1/etc/apt/sources.list\""
-        )
+    # the lines apt used name the staged keys: the image gets its own lines instead
+    staging = shlex.quote(f"signed-by={keys[0].staged.parent}/")
+    image_lines = shlex.quote("".join(f"{line}\n" for line in apt_lines(spec, keys, in_image=True)))
+    listed = '"$1/etc/apt/sources.list"'
+    install += [
+        f"{{ grep -v -F {staging} {listed} || true; printf %s {image_lines}; }} > {listed}.new",
+        f"mv {listed}.new {listed}",
+    ]
     found.append("--customize-hook=" + " && ".join(install))
     return found
 

@@ -91,7 +91,7 @@ def test_a_key_file_that_is_no_public_key_is_a_config_error(repos: dict[str, Pat
     (tmp_path / "p" / "keys" / "local.asc").write_text("not a key\n")
     proc = imagesmith("build", str(config), "-o", str(tmp_path / "out"), check=False)
     assert proc.returncode == 2
-    assert "image.yaml:4" in proc.stderr and "holds no OpenPGP key" in proc.stderr
+    assert "image.yaml:5" in proc.stderr and "holds no OpenPGP key" in proc.stderr
 
 
 def test_sboms_and_manifest_name_the_source_of_each_package(image: Built) -> None:
