@@ -83,3 +83,6 @@ def test_an_extra_source_signed_by_another_key_is_named() -> None:
     assert found is not None and "extra source 'vendor'" in found.hint
     debian = apt(lines, "http://deb.debian.org/debian", "trixie", [("other", "https://apt.example.com")])
     assert debian is not None and "debian-archive-keyring" in debian.hint
+    copied = [line.replace("file:", "copy:") for line in lines]  # how the bootstrap reads file:// archives
+    found = apt(copied, "http://deb.debian.org/debian", "trixie", [("vendor", "file:///srv/vendor")])
+    assert found is not None and "extra source 'vendor'" in found.hint

@@ -55,7 +55,9 @@ _SIGNATURE = re.compile(r"NO_PUBKEY|signatures couldn't be verified|is not signe
 
 def _names(line: str, url: str) -> bool:
     base = url.rstrip("/")
-    return base in line or base.replace("file://", "file:", 1) in line
+    # apt writes a file:// URL as file:/path, and the bootstrap reads it with copy:/path
+    local = base.removeprefix("file://")
+    return base in line or (local != base and (f"file:{local}" in line or f"copy:{local}" in line))
 
 
 def apt(

@@ -53,6 +53,12 @@ def set_hostname(ctx: Context) -> None:
 
 def set_timezone(ctx: Context) -> None:
     tz = ctx.spec.config.timezone
+    if not inside(ctx.rootfs, "/usr/share/zoneinfo").is_dir():
+        raise config_error(
+            f"time zone {tz!r}: the image has no time zone data",
+            ctx.spec.locate("timezone"),
+            "add tzdata to packages (the base layer has it)",
+        )
     if not inside(ctx.rootfs, f"/usr/share/zoneinfo/{tz}").is_file():
         raise config_error(
             f"unknown time zone {tz!r}: /usr/share/zoneinfo/{tz} is not in the image",

@@ -39,7 +39,7 @@ def project(root: Path, repos: dict[str, Path], archive_name: str) -> Path:
     shutil.copy(repos["key"], root / "keys" / "local.asc")
     config = root / "image.yaml"
     config.write_text(
-        "name: sources\ndevice: qemu-amd64\npackages: [imagesmith-marker, hello]\n"
+        "name: sources\ndevice: qemu-amd64\nlayers: [base]\npackages: [imagesmith-marker, hello]\n"
         "sources:\n"
         f"  - {{name: local, url: 'file://{repos[archive_name]}', key: keys/local.asc,\n"
         "     packages: [imagesmith-marker]}\n"
@@ -91,7 +91,7 @@ def test_a_key_file_that_is_no_public_key_is_a_config_error(repos: dict[str, Pat
     (tmp_path / "p" / "keys" / "local.asc").write_text("not a key\n")
     proc = imagesmith("build", str(config), "-o", str(tmp_path / "out"), check=False)
     assert proc.returncode == 2
-    assert "image.yaml:5" in proc.stderr and "holds no OpenPGP key" in proc.stderr
+    assert "image.yaml:6" in proc.stderr and "holds no OpenPGP key" in proc.stderr
 
 
 def test_sboms_and_manifest_name_the_source_of_each_package(image: Built) -> None:
@@ -115,9 +115,9 @@ def test_the_lock_pins_the_source_and_catches_a_changed_deb(
     imagesmith("lock", str(config))
     text = (base / "p" / "image.yaml.lock").read_text()
     assert f'url: "file://{served}"' in text and "key_fingerprints" in text
-    marker = next(line for line in text.splitlines() if '"imagesmith-marker"' in line)
-    assert 'archive: "local"' in marker
-    assert 'archive: "local"' not in next(line for line in text.splitlines() if 'name: "hello"' in line)
+    lines = {line.split('"')[1]: line for line in text.splitlines() if line.startswith("  - {name: ")}
+    assert 'archive: "local"' in lines["imagesmith-marker"]
+    assert "archive" not in lines["hello"], "Debian's packages name no archive"
     build(config, base / "out")
     # the archive now serves another .deb under the same version
     shutil.rmtree(served)
