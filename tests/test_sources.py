@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,14 +13,16 @@ from imagesmith.errors import ImagesmithError
 from imagesmith.host.run import Runner
 from imagesmith.repro import sources
 
-from .e2e.aptrepo import make_key
+from .e2e.aptrepo import make_key, stop_agent
 
 Write = Callable[[str, str], Path]
 
 
 @pytest.fixture(scope="module")
-def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_key(tmp_path_factory.mktemp("gpg") / "home", "archive")
+def key(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    public = make_key(tmp_path_factory.mktemp("gpg") / "home", "archive")
+    yield public
+    stop_agent(public.parent)  # exporting the secret key started one
 
 
 def config(write: Write, key_file: Path, extra: str = "") -> Path:

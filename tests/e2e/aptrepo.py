@@ -28,7 +28,15 @@ def make_key(home: Path, name: str) -> Path:
                    check=True, capture_output=True)  # fmt: skip
     public = home / f"{name}.asc"
     public.write_bytes(subprocess.run([*gpg, "--armor", "--export"], check=True, capture_output=True).stdout)
+    stop_agent(home)
     return public
+
+
+def stop_agent(home: Path) -> None:
+    """gpg starts an agent for the key; it must not outlive the test."""
+    subprocess.run(
+        ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False, capture_output=True
+    )
 
 
 def build_deb(deb: Deb, into: Path) -> Path:
@@ -84,3 +92,4 @@ def archive(root: Path, suite: str, debs: list[Deb], signing_home: Path) -> None
          "-o", str(dists / "InRelease"), str(dists / "Release")],
         check=True, capture_output=True,
     )  # fmt: skip
+    stop_agent(signing_home)
