@@ -107,7 +107,20 @@ def parse_packages(text: str, provided: set[str] | None = None) -> dict[tuple[st
     return found
 
 
+#: indexes read by this process (a build reads each archive's once: name check, lock, archives)
+_FETCHED: dict[tuple[str, str, tuple[str, ...], str], Index] = {}
+
+
 def fetch(mirror: str, suite: str, components: list[str], arch: str) -> Index:
+    """The index of ``suite``'s ``components`` for ``arch`` (read once per process)."""
+    key = (mirror, suite, tuple(components), arch)
+    if key not in _FETCHED:
+        _FETCHED[key] = _fetch(mirror, suite, components, arch)
+    found = _FETCHED[key]
+    return Index({k: dict(v) for k, v in found.packages.items()}, set(found.provided))
+
+
+def _fetch(mirror: str, suite: str, components: list[str], arch: str) -> Index:
     base = mirror.rstrip("/")
     shown = redact.strip_url(base)
     release = _get(f"{base}/dists/{suite}/InRelease").decode("utf-8", errors="replace")

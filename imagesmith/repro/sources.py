@@ -66,6 +66,9 @@ def fingerprints(runner: Runner, spec: Spec, index: int) -> tuple[str, ...]:
     """The fingerprints of the public keys in source ``index``'s key file; a file that holds
     no public key, or a secret key, is a config error at the line that names it."""
     source = spec.config.sources[index]
+    content = Path(source.key).read_bytes()
+    if content in _READ:
+        return _READ[content]
     where = spec.locate("sources", index, "key")
     with tempfile.TemporaryDirectory(prefix="imagesmith-gpg-") as home:
         try:
@@ -90,7 +93,12 @@ def fingerprints(runner: Runner, spec: Spec, index: int) -> tuple[str, ...]:
         raise config_error(
             f"{source.key} holds no OpenPGP public key", where, "give the archive's public key"
         )
+    _READ[content] = found
     return found
+
+
+#: key file contents already read by this process → their fingerprints
+_READ: dict[bytes, tuple[str, ...]] = {}
 
 
 def check_keys(runner: Runner, spec: Spec) -> None:
