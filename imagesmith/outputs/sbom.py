@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -282,25 +283,19 @@ def subject(release: Release) -> Subject:
     )
 
 
-class Spdx(Output):
-    name = "spdx"
+class Sbom(Output):
+    """One SBOM format: ``NAME<suffix>``, written by ``writer``."""
+
     phase = "image"
 
+    def __init__(self, name: str, suffix: str, writer: Callable[[Subject, list[Package], Path], None]):
+        self.name, self.suffix, self.writer = name, suffix, writer
+
     def make(self, release: Release) -> list[Path]:
-        target = release.work / f"{release.spec.config.name}.spdx.json"
-        write_spdx(subject(release), release.inventory.packages, target)
+        target = release.work / f"{release.spec.config.name}{self.suffix}"
+        self.writer(subject(release), release.inventory.packages, target)
         return [target]
 
 
-class CycloneDx(Output):
-    name = "cyclonedx"
-    phase = "image"
-
-    def make(self, release: Release) -> list[Path]:
-        target = release.work / f"{release.spec.config.name}.cdx.json"
-        write_cyclonedx(subject(release), release.inventory.packages, target)
-        return [target]
-
-
-SPDX = Spdx()
-CYCLONEDX = CycloneDx()
+SPDX = Sbom("spdx", ".spdx.json", write_spdx)
+CYCLONEDX = Sbom("cyclonedx", ".cdx.json", write_cyclonedx)
