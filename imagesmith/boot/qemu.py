@@ -46,7 +46,8 @@ MACHINES = {
         "system": "qemu-system-x86_64",
         "args": ["-M", "q35"],
         # emulated: every feature but 5-level paging, which both guest panics seen under
-        # qemu 7.2's emulation ran with (AVX stays: a browser renders ten times slower without)
+        # qemu 7.2's emulation ran with (AVX stays: without it, the kiosk test's browser did
+        # not render within 10 minutes)
         "cpu": "max,la57=off",
         "tcg": "tcg",
         "console": "ttyS0",
