@@ -45,20 +45,18 @@ def host_tools() -> dict[str, str]:
     return found
 
 
-def portable(path: str, spec: Spec) -> str:
-    return spec.portable(path)
-
-
 def _portable_config(spec: Spec) -> dict[str, Any]:
     data = spec.masked()
     for entry in data.get("files", []):
         if entry.get("source"):
-            entry["source"] = portable(entry["source"], spec)
+            entry["source"] = spec.portable(entry["source"])
     for entry in data.get("scripts", []):
-        entry["run"] = portable(entry["run"], spec)
-    data["layer_paths"] = [portable(p, spec) for p in data.get("layer_paths", [])]
+        entry["run"] = spec.portable(entry["run"])
+    for entry in data.get("sources", []):
+        entry["key"] = spec.portable(entry["key"])
+    data["layer_paths"] = [spec.portable(p) for p in data.get("layer_paths", [])]
     if data.get("signing_key"):
-        data["signing_key"] = portable(data["signing_key"], spec)
+        data["signing_key"] = spec.portable(data["signing_key"])
     return data
 
 
@@ -108,7 +106,7 @@ def build_manifest(
         "config_file": spec.config_path.name,
         "config": _portable_config(spec),
         "layers": [
-            {"name": ref.name, "file": portable(str(ref.path), spec), "sha256": sha256(ref.path)}
+            {"name": ref.name, "file": spec.portable(str(ref.path)), "sha256": sha256(ref.path)}
             for ref in spec.layers
         ],
         "roots": roots,

@@ -32,17 +32,11 @@ ARMOR = b"-----BEGIN PGP PUBLIC KEY BLOCK-----"
 
 @dataclass(frozen=True)
 class Key:
-    """A source's key as the build uses it: where it is staged, where it goes in the image,
-    and the fingerprints it holds."""
+    """A source's key as the build uses it: where it is staged and where it goes in the image."""
 
     source: Source
     staged: Path  # a copy outside the image (apt reads it during the bootstrap)
-    fingerprints: tuple[str, ...]
-
-    @property
-    def in_image(self) -> str:
-        suffix = ".asc" if self.staged.read_bytes().lstrip().startswith(ARMOR) else ".gpg"
-        return f"{KEYRINGS}/imagesmith-{self.source.name}{suffix}"
+    in_image: str  # /etc/apt/keyrings/imagesmith-NAME.asc (armored) or .gpg
 
 
 def suites(spec: Spec, source: Source) -> list[str]:
@@ -119,10 +113,12 @@ def stage_keys(runner: Runner, spec: Spec, into: Path) -> list[Key]:
         )
     keys = []
     for index, source in enumerate(spec.config.sources):
-        found = fingerprints(runner, spec, index)
+        fingerprints(runner, spec, index)  # a public key, or a config error
+        content = Path(source.key).read_bytes()
         staged = into / f"{source.name}.key"
-        staged.write_bytes(Path(source.key).read_bytes())
-        keys.append(Key(source, staged, found))
+        staged.write_bytes(content)
+        suffix = ".asc" if content.lstrip().startswith(ARMOR) else ".gpg"
+        keys.append(Key(source, staged, f"{KEYRINGS}/imagesmith-{source.name}{suffix}"))
     return keys
 
 

@@ -71,6 +71,7 @@ def test_the_image_trusts_the_source_by_its_own_key(image: Built, repos: dict[st
     pins = image.cat("/etc/apt/preferences.d/imagesmith-sources")
     assert 'Package: imagesmith-marker\nPin: origin ""\nPin-Priority: 990' in pins
     manifest = json.loads((image.output / "manifest.json").read_text())
+    assert manifest["config"]["sources"][0]["key"] == "keys/local.asc", "no directory of the build host"
     (source,) = manifest["sources"]
     assert source["name"] == "local" and source["url"] == f"file://{repos['signed']}"
     assert len(source["key_fingerprints"]) == 1 and len(source["key_fingerprints"][0]) == 40
