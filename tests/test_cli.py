@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from imagesmith.cli import main
@@ -51,3 +53,20 @@ def test_devices_lists_the_catalog_with_limits() -> None:
 def test_help_lists_commands() -> None:
     code, out = invoke("--help")
     assert code == 0 and "build" in out and "boot" in out
+
+
+def test_a_full_disk_is_told_plainly_not_as_an_internal_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from imagesmith.cli.app import handled
+
+    @handled
+    def writes() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "/srv/out/image.img")
+
+    with pytest.raises(SystemExit) as stopped:
+        writes()
+    said = capsys.readouterr()
+    text = said.out + said.err
+    assert stopped.value.code == 1 and "internal error" not in text
+    assert (
+        "no space left on a disk the build writes to (/srv/out/image.img)" in text and "--cache-dir" in text
+    )

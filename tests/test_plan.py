@@ -84,3 +84,13 @@ def test_changed_inputs_are_named(project: Path) -> None:
     changed = plan.changed_inputs(after, before)
     assert len(changed) == 1 and changed[0].startswith("files[1]") and changed[0].endswith("overlay")
     assert plan.changed_inputs(after, {}) == ["(no earlier build of this config)"]
+
+
+def test_two_checkouts_at_different_paths_have_the_same_keys(tmp_path: Path) -> None:
+    for machine in ("a", "b"):
+        root = tmp_path / machine / "project"
+        (root / "overlay/etc").mkdir(parents=True)
+        (root / "overlay/etc/motd").write_text("hello\n")
+        (root / "setup.sh").write_text("#!/bin/sh\ntrue\n")
+        (root / "img.yaml").write_text(BASE + "scripts: [{run: setup.sh, in: chroot}]\n")
+    assert keys(tmp_path / "a/project/img.yaml") == keys(tmp_path / "b/project/img.yaml")

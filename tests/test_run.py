@@ -88,3 +88,16 @@ def test_log_has_no_markup_and_tool_output_is_not_read_as_markup(
     log = (tmp_path / "log").read_text()
     assert "done in 3s\n" in log and "[green]" not in log
     assert "[  OK  ] Started [bold]x[/bold]" in capsys.readouterr().err
+
+
+def test_a_full_disk_is_said_whatever_the_tool_and_its_explainer(tmp_path: Path) -> None:
+    script = "echo writing; echo 'cp: error writing out/x: No space left on device'; echo 'E: later'; exit 1"
+    with pytest.raises(ImagesmithError) as info:
+        Runner().run(["sh", "-c", script], explain=diagnose.apt)
+    exc = info.value
+    assert exc.details == "cp: error writing out/x: No space left on device"
+    assert exc.hint == diagnose.NO_SPACE_HINT
+    out = tmp_path / "inner.log"
+    with pytest.raises(ImagesmithError) as together:
+        Runner().run_together([(["sh", "-c", script], out)], hint="see both logs")
+    assert together.value.hint == diagnose.NO_SPACE_HINT

@@ -137,8 +137,12 @@ def boot(
     grow: int = 512 * 1024 * 1024,
     log: Path | None = None,
     expect: str | None = None,
+    disk: Path | None = None,
 ) -> str:
-    """Boot ``image`` until a login prompt (or the text ``expect``); return the console transcript."""
+    """Boot ``image`` until a login prompt (or the text ``expect``); return the console
+    transcript. The guest writes to a qcow2 overlay over the image (the image itself is
+    never changed): a temporary one, or ``disk``, made if missing and kept, so that a
+    later boot with the same ``disk`` sees what this one wrote."""
     if not image.is_file():
         raise ImagesmithError(f"no such image: {image}", exit_code=EXIT_CONFIG)
     with tempfile.TemporaryDirectory(prefix="imagesmith-boot-") as tmp:
@@ -149,23 +153,24 @@ def boot(
         for tool in (system, "qemu-img"):
             if shutil.which(tool) is None:
                 raise ImagesmithError(f"{tool} is not installed", hint=missing_tool(tool, []).hint)
-        overlay = work / "disk.qcow2"
+        overlay = disk or work / "disk.qcow2"
         size = image.stat().st_size + grow
-        runner.run(
-            [
-                "qemu-img",
-                "create",
-                "-q",
-                "-f",
-                "qcow2",
-                "-F",
-                "raw",
-                "-b",
-                str(image.resolve()),
-                str(overlay),
-                str(size),
-            ]
-        )
+        if not overlay.exists():
+            runner.run(
+                [
+                    "qemu-img",
+                    "create",
+                    "-q",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    "raw",
+                    "-b",
+                    str(image.resolve()),
+                    str(overlay),
+                    str(size),
+                ]
+            )
         argv = [
             system,
             *machine["args"],

@@ -54,6 +54,7 @@ def run(runner: Runner, build_args: list[str], output: Path, cache: Cache) -> No
         for n, (target, cache_dir) in enumerate(zip((output, second), scratch, strict=True), start=1):
             argv = [sys.executable, "-m", "imagesmith", "build", *build_args, "-o", str(target)]
             argv += ["--cache-dir", str(cache_dir / "cache"), "--shared-debs", str(cache.debs)]
+            argv += ["--cache-remote", ""]  # an empty cache is empty: nothing shared either
             commands.append((argv, cache_dir / f"build-{n}.console"))
         with runner.stage("check", "two builds at once, each with an empty stage cache"):
             runner.run_together(commands, hint=f"see {output / 'build.log'} and {second / 'build.log'}")

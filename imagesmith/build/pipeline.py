@@ -23,8 +23,9 @@ from imagesmith.host import binfmt as host
 from imagesmith.host import requirements
 from imagesmith.host.rootfs import remove_tree
 from imagesmith.host.run import Runner
-from imagesmith.outputs import handlers, manifest, sign
+from imagesmith.outputs import handlers, imager, manifest, sign
 from imagesmith.outputs.base import Output, Release
+from imagesmith.outputs.files import IMAGES
 from imagesmith.repro import sources
 from imagesmith.stages import customize, disk, plan
 from imagesmith.stages.context import Context
@@ -59,7 +60,8 @@ class BuildOptions:
 def check_host(spec: Spec) -> None:
     """The host can run this build: every command a build of this architecture calls is
     installed (``requirements``), and binfmt runs the target's programs."""
-    wanted = requirements.needed(["build"], [spec.device.arch])
+    purposes = ["build", *(["update"] if spec.config.update is not None else [])]
+    wanted = requirements.needed(purposes, [spec.device.arch])
     missing = [req for req in wanted if any(shutil.which(tool) is None for tool in req.tools)]
     if missing:
         raise ImagesmithError(
@@ -123,6 +125,7 @@ def build(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache | None
     """Build ``spec`` into ``options.output``; with a lock file, from the locked packages."""
     output, lock_file = options.output, options.lock_file
     customize.check_spec(spec)
+    imager.check(spec)
     check_host(spec)
     sources.check_keys(runner, spec)  # a wrong key file fails now, not after the bootstrap
     key = options.signing_key or (Path(spec.config.signing_key) if spec.config.signing_key else None)
@@ -141,6 +144,8 @@ def build(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache | None
         elif lock_file is not None and lock_file.exists():
             ctx.lock = locking.use_lock(ctx, lock_file)
         plans = plan.stages(spec, cache.salt if cache else b"", tools, ctx.lock, ctx.epoch)
+        if cache is not None and cache.remote is not None:
+            cache.remote.secret = plan.secret_stages(spec, tools, ctx.lock, ctx.epoch)
         stages = Stages(ctx, cache, plans, options.rebuild_from)
         stages.run()
         release = disk.release(ctx)
@@ -150,6 +155,10 @@ def build(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache | None
             outputs = publish(make_outputs(release, ctx.products[disk.OUTPUTS]), spec, output)
         if cache is not None:
             cache.record_build(options.config_id, {p.name: {"key": p.key, "inputs": p.inputs} for p in plans})
-        return Result(output / release.image.name, outputs, release.table)
+            if cache.remote is not None:
+                with runner.stage("share", f"push to {cache.remote.address}"):
+                    cache.remote.push(cache, [(p.name, p.key) for p in plans], runner)
+        image = next((p for p in outputs if p.name.endswith(IMAGES)), output / release.image.name)
+        return Result(image, outputs, release.table)  # the raw image, or the compressed one
     finally:
         remove_tree(work)

@@ -31,7 +31,11 @@ class Stages:
         """The stage's cache entry, checked against the digest it was made with."""
         if self.cache is None or stage in self.forced:
             return None
-        return self.cache.checked(stage, self.plans[stage].key, self.warn)
+        key = self.plans[stage].key
+        entry = self.cache.checked(stage, key, self.warn)
+        if entry is None and self.cache.remote is not None:  # the shared cache behind this one
+            entry = self.cache.remote.pull(self.cache, stage, key, self.ctx.runner)
+        return entry
 
     def warn(self, text: str) -> None:
         self.ctx.runner.info(f"[yellow]note:[/yellow] {text}")

@@ -41,6 +41,10 @@ def default_dir() -> Path:
     return (base if base.is_absolute() else Path.home() / ".cache") / "imagesmith"
 
 
+class ContentMismatch(Exception):
+    """What a new entry holds is not what it was expected to hold (nothing was kept)."""
+
+
 @dataclass
 class Entry:
     stage: str
@@ -63,9 +67,13 @@ class Entry:
 
 
 class Cache:
-    def __init__(self, root: Path, debs: Path | None = None) -> None:
-        """A cache in ``root``; ``debs``: take .deb files from another cache's store."""
+    def __init__(self, root: Path, debs: Path | None = None, salt: bytes | None = None) -> None:
+        """A cache in ``root``; ``debs``: take .deb files from another cache's store;
+        ``salt``: the salt of the keys (a team's, shared; default: this cache's own)."""
         self.root = root
+        self._salt = salt
+        #: the shared cache behind this one (``share.Shared``), set by the command line
+        self.remote: Any = None
         self._debs = debs or root / "debs"
         try:
             for sub in ("entries", "tmp", "locks", "debs", "builds"):
@@ -81,6 +89,8 @@ class Cache:
     # -- salt: secrets enter keys only as HMACs with this cache's own random salt
     @property
     def salt(self) -> bytes:
+        if self._salt is not None:
+            return self._salt
         path = self.root / "salt"
         if not path.exists():
             fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
@@ -128,12 +138,21 @@ class Cache:
             yield
 
     def commit(
-        self, stage: str, key: str, make: Callable[[Path], None], meta: dict[str, Any] | None = None
+        self,
+        stage: str,
+        key: str,
+        make: Callable[[Path], None],
+        meta: dict[str, Any] | None = None,
+        expected: str | None = None,
     ) -> Entry:
-        """Run ``make(directory)`` in a private directory, then rename it into place."""
+        """Run ``make(directory)`` in a private directory, then rename it into place.
+        ``expected``: the digest what it made must have (else ``ContentMismatch``)."""
         tmp = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{stage}-", dir=self.root / "tmp"))
         try:
             make(tmp)
+            content = hashing.tree(tmp, _content(tmp))
+            if expected is not None and content != expected:
+                raise ContentMismatch(f"{stage}-{key}")
             now = time.time()
             data = {
                 "stage": stage,
@@ -142,7 +161,7 @@ class Cache:
                 "last_used": now,
                 "configs": [],
                 **(meta or {}),
-                CONTENT: hashing.tree(tmp, _content(tmp)),
+                CONTENT: content,
             }
             (tmp / META).write_text(json.dumps(data, indent=2), encoding="utf-8")
             _sync(tmp)  # on disk before it has its name: a power cut never leaves half an entry

@@ -3,22 +3,26 @@ and exit codes (``handled``), and the re-run in a user namespace."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from click.shell_completion import CompletionItem
 from rich.console import Console
 from rich.markup import escape
 
 from imagesmith import __version__
 from imagesmith.config.load import Spec, load_spec
 from imagesmith.errors import EXIT_FAILURE, ImagesmithError, Location
+from imagesmith.host.diagnose import NO_SPACE_HINT
 from imagesmith.redact import redact
 
 if TYPE_CHECKING:
@@ -60,6 +64,15 @@ def handled(func: F) -> F:
             err_console.print("[bold red]interrupted[/bold red]: nothing half-made was kept")
             sys.exit(130)
         except Exception as exc:  # a bug: say so plainly, show the trace only on request
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                where = f" ({exc.filename})" if exc.filename else ""
+                report(
+                    ImagesmithError(
+                        f"no space left on a disk the build writes to{where}",
+                        hint=NO_SPACE_HINT,
+                    )
+                )
+                sys.exit(EXIT_FAILURE)
             err_console.print(
                 f"[bold red]internal error:[/bold red] {type(exc).__name__}: {escape(redact(str(exc)))}"
             )
@@ -85,12 +98,35 @@ layers_option = click.option(
 config_argument = click.argument("config", type=click.Path(path_type=Path, resolve_path=True, dir_okay=False))
 
 
+#: --set KEY= whose values are catalog names, completed from the catalog
+NAMED = {"device": "devices", "layout": "layouts"}
+
+
+def complete_set(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """Shell completion of --set: the keys device= and layout=, then the catalog's names."""
+    from imagesmith.config import catalog
+
+    key, sep, value = incomplete.partition("=")
+    if not sep:
+        return [CompletionItem(f"{name}=") for name in NAMED if name.startswith(key)]
+    if key not in NAMED:
+        return []
+    return [CompletionItem(f"{key}={name}") for name in catalog.names(NAMED[key]) if name.startswith(value)]
+
+
+def complete_layer(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    from imagesmith.config import catalog
+
+    return [CompletionItem(name) for name in catalog.names("layers") if name.startswith(incomplete)]
+
+
 def spec_options(func: F) -> F:
     """--layers, --variant and --set: everything that changes what a config means."""
     func = click.option(
         "--set",
         "sets",
         multiple=True,
+        shell_complete=complete_set,
         metavar="KEY=VALUE",
         help="Set a value over everything else, e.g. --set hostname=kiosk-1 (repeatable; VALUE is YAML).",
     )(func)
@@ -108,11 +144,58 @@ def default_cache_dir() -> Path:
     return default_dir()
 
 
-def open_cache(cache_dir: Path | None, debs: Path | None = None) -> Cache:
-    """The stage cache of --cache-dir, else the user's."""
+def open_cache(cache_dir: Path | None, debs: Path | None = None, remote: Remote | None = None) -> Cache:
+    """The stage cache of --cache-dir, else the user's; with the shared cache of
+    ``remote`` behind it when one is given; its keys with the team's salt, if set."""
     from imagesmith.cache import Cache
+    from imagesmith.cache.share import open_shared, team_salt
 
-    return Cache(cache_dir or default_cache_dir(), debs)
+    cache = Cache(cache_dir or default_cache_dir(), debs, salt=team_salt())
+    if remote is not None and remote.address:
+        from imagesmith.outputs import sign
+
+        signer = sign.load_private_key(remote.key) if remote.key else None
+        trusted = [sign.load_public_key(path) for path in remote.trust]
+        cache.remote = open_shared(remote.address, signer, trusted)
+    return cache
+
+
+@dataclass(frozen=True)
+class Remote:
+    """The shared cache options: --cache-remote, --cache-key, --cache-trust."""
+
+    address: str | None
+    key: Path | None
+    trust: tuple[Path, ...]
+
+
+def remote_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--cache-remote, --cache-key and --cache-trust (or their environment variables)."""
+    path = click.Path(path_type=Path, resolve_path=True, dir_okay=False)
+    func = click.option(
+        "--cache-trust",
+        multiple=True,
+        type=path,
+        envvar="IMAGESMITH_CACHE_TRUST",
+        metavar="PUBKEY",
+        help="Take shared entries signed by this Ed25519 public key (repeatable; "
+        "$IMAGESMITH_CACHE_TRUST: paths separated by spaces).",
+    )(func)
+    func = click.option(
+        "--cache-key",
+        type=path,
+        envvar="IMAGESMITH_CACHE_KEY",
+        metavar="KEY",
+        help="Sign what this build pushes to the shared cache with this Ed25519 private key "
+        "(its public key is trusted too; without one, the build only pulls).",
+    )(func)
+    return click.option(
+        "--cache-remote",
+        envvar="IMAGESMITH_CACHE_REMOTE",
+        metavar="oci://HOST/REPO",
+        help="A shared stage cache in an OCI registry, behind the local one: pulled from on a "
+        "miss, pushed to after the build (oci+http:// for a registry without TLS).",
+    )(func)
 
 
 def cache_option(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -81,7 +81,9 @@ def packages(outdir: Path, trim_size: str | None, as_json: bool) -> None:
                 json.dumps({"target": target, "saves": saved, "suggestions": [vars(c) for c in chosen]})
             )
             return
-        table = Table("remove", "saves", "packages that go with it", title=f"to save {format_size(target)}")
+        table = Table(
+            "remove, or set", "saves", "packages that go with it", title=f"to save {format_size(target)}"
+        )
         for item in chosen:
             table.add_row(item.what, format_size(item.saves), ", ".join(item.removes))
         Console(soft_wrap=True).print(table)

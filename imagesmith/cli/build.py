@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,7 @@ from imagesmith.build import BuildOptions
 from imagesmith.build import build as run_build
 from imagesmith.cache import Cache
 from imagesmith.cli.app import (
+    Remote,
     cache_option,
     config_argument,
     err_console,
@@ -23,23 +25,31 @@ from imagesmith.cli.app import (
     load,
     main,
     open_cache,
+    remote_options,
     spec_options,
     verbose_option,
 )
 from imagesmith.config.load import Spec
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 from imagesmith.host.run import Runner, format_duration
+from imagesmith.outputs import manifest, report
 from imagesmith.stages import plan
 from imagesmith.stages.pipeline import NAMES
 
 
 @main.command()
-@click.argument("config", required=False, type=click.Path(path_type=Path, resolve_path=True, dir_okay=False))
+@click.argument("configs", nargs=-1, type=click.Path(path_type=Path, resolve_path=True, dir_okay=False))
 @click.option(
     "-o",
     "--output",
     type=click.Path(path_type=Path, resolve_path=True, file_okay=False),
-    help="Directory for the outputs (default: out/<name>/).",
+    help="Directory for the outputs (default: out/<name>/; with several configs: OUTPUT/<name>/).",
+)
+@click.option(
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="With several configs: how many build at a time (default: one per two cores).",
 )
 @click.option(
     "--signing-key",
@@ -61,33 +71,68 @@ from imagesmith.stages.pipeline import NAMES
     help="Build twice, each with its own empty stage cache, and report the first difference.",
 )
 @click.option(
+    "--compress",
+    type=click.Choice(["xz", "zstd", "gzip", "none"]),
+    help="Also write the image compressed (over the config's publish.compress).",
+)
+@click.option(
     "--shared-debs", type=click.Path(path_type=Path, resolve_path=True, file_okay=False), hidden=True
 )
 @cache_option
+@remote_options
 @spec_options
 @verbose_option
 @handled
 def build(
-    config: Path | None,
+    configs: tuple[Path, ...],
     output: Path | None,
+    jobs: int | None,
     signing_key: Path | None,
     no_cache: bool,
     rebuild_from: str | None,
     update_lock: bool,
     check_reproducible: bool,
+    compress: str | None,
     shared_debs: Path | None,
     cache_dir: Path | None,
+    cache_remote: str | None,
+    cache_key: Path | None,
+    cache_trust: tuple[Path, ...],
     layers: tuple[Path, ...],
     sets: tuple[str, ...],
     variant: str | None,
     verbose: bool,
 ) -> None:
-    """Build the image described by CONFIG (default: the built-in examples/minimal.yaml).
+    """Build the image described by each CONFIG (default: the built-in examples/minimal.yaml).
 
     When CONFIG.lock exists (see `imagesmith lock`), the build installs exactly its
-    package versions."""
+    package versions. Several configs build at once (-j), each stage they share made once."""
     from imagesmith.repro import lock
 
+    if len(configs) > 1:
+        if check_reproducible:
+            raise ImagesmithError(
+                "--check-reproducible checks one config at a time",
+                hint="run it once per config",
+                exit_code=EXIT_CONFIG,
+            )
+        passed = [*(f"--layers={d}" for d in layers), *(f"--set={s}" for s in sets)]
+        passed += [f"--variant={variant}"] if variant else []
+        passed += [f"--signing-key={signing_key}"] if signing_key else []
+        passed += ["--no-cache"] if no_cache else []
+        passed += [f"--rebuild-from={rebuild_from}"] if rebuild_from else []
+        passed += ["--update-lock"] if update_lock else []
+        passed += [f"--compress={compress}"] if compress else []
+        passed += [f"--cache-dir={cache_dir}"] if cache_dir else []
+        passed += [f"--cache-remote={cache_remote}"] if cache_remote else []
+        passed += [f"--cache-key={cache_key}"] if cache_key else []
+        passed += [f"--cache-trust={path}" for path in cache_trust]
+        passed += ["--verbose"] if verbose else []
+        build_many(configs, output, jobs, layers, sets, variant, passed)
+        return
+    config = configs[0] if configs else None
+    if compress is not None:  # as the last --set: over the config and the layers
+        sets = (*sets, f"publish.compress={compress}")
     spec = load(config, layers, sets, variant)
     out = output or Path.cwd() / "out" / spec.config.name  # every path is absolute from here on
     lock_file = lock.path_for(spec.config_path, variant)
@@ -106,7 +151,38 @@ def build(
     config_id = plan.config_id(spec, variant, list(sets))
     options = BuildOptions(out, signing_key, rebuild_from, config_id, lock_file, update_lock, given_epoch())
     with exclusive(out):
-        run_one_build(spec, options, None if no_cache else open_cache(cache_dir, shared_debs), verbose)
+        remote = Remote(cache_remote, cache_key, cache_trust)
+        store = None if no_cache else open_cache(cache_dir, shared_debs, remote)
+        run_one_build(spec, options, store, verbose)
+
+
+def build_many(
+    configs: tuple[Path, ...],
+    output: Path | None,
+    jobs: int | None,
+    layers: tuple[Path, ...],
+    sets: tuple[str, ...],
+    variant: str | None,
+    options: list[str],
+) -> None:
+    """Every config checked first (a bad one stops all before anything runs), then built
+    by its own `imagesmith build`, ``jobs`` at a time."""
+    from imagesmith.build import many
+
+    planned: dict[str, many.Job] = {}
+    for config in configs:
+        spec = load(config, layers, sets, variant)
+        name = spec.config.name
+        if name in planned:
+            raise ImagesmithError(
+                f"{config} and {planned[name].config} are both named {name}: their outputs would mix",
+                hint="give each config its own `name:`, or build them one at a time with their own -o",
+                exit_code=EXIT_CONFIG,
+            )
+        out = (output or Path.cwd() / "out") / name
+        argv = [sys.executable, "-m", "imagesmith", "build", str(config), f"--output={out}", *options]
+        planned[name] = many.Job(name, config, out, argv)
+    many.run(Runner(), list(planned.values()), jobs or many.default_jobs())
 
 
 def given_epoch() -> int | None:
@@ -137,6 +213,8 @@ def run_one_build(spec: Spec, options: BuildOptions, store: Cache | None, verbos
         runner.info(f"[green]done[/green] in {format_duration(total)}: {result.image}")
         for path in result.outputs:
             runner.info(f"  {path}")
+        for line in report.sizes(manifest.read(options.output)):
+            runner.info(f"  {line}")
     except ImagesmithError as exc:
         runner.log(f"error: {exc}\n{exc.details or ''}\nhint: {exc.hint or ''}")
         raise

@@ -14,6 +14,7 @@ from rich.table import Table
 from imagesmith.cli.app import (
     _place,
     _shown,
+    complete_layer,
     config_argument,
     handled,
     layers_option,
@@ -31,16 +32,37 @@ from imagesmith.errors import ImagesmithError
 @main.command()
 @handled
 def devices() -> None:
-    """List the devices imagesmith knows, with what each one lacks."""
+    """List the devices imagesmith knows, each kernel it can run and what that kernel gives."""
     from imagesmith.config.validate import validate
 
-    table = Table("device", "arch", "description", "notes")
+    table = Table("device", "arch", "kernel", "gives", "lacks", "notes", show_lines=True)
     for name in catalog.names("devices"):
         path = catalog.find("devices", name)
         assert path is not None
         dev = validate(Device, load_yaml(path), f"device {name}")
-        table.add_row(dev.device, dev.arch, dev.description, dev.notes)
+        for index, (kernel_name, kernel) in enumerate(dev.kernels.items()):
+            first = index == 0
+            table.add_row(
+                dev.device if first else "",
+                dev.arch if first else "",
+                f"{kernel_name} (default)" if first else kernel_name,
+                "; ".join(kernel.gives),
+                "; ".join(kernel.lacks),
+                f"{dev.description}. {dev.notes}".strip() if first else "",
+            )
     Console().print(table)
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script for SHELL: commands, options, devices, layouts and
+    layer names. For bash: `eval "$(imagesmith completion bash)"` in ~/.bashrc."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(main, {}, "imagesmith", "_IMAGESMITH_COMPLETE").source())
 
 
 @main.group()
@@ -152,7 +174,7 @@ def layers_list(layers: tuple[Path, ...]) -> None:
 
 
 @layers_group.command("show")
-@click.argument("name")
+@click.argument("name", shell_complete=complete_layer)
 @layers_option
 @handled
 def layers_show(name: str, layers: tuple[Path, ...]) -> None:

@@ -37,7 +37,7 @@ from imagesmith.host.run import Runner
     "--for",
     "purposes",
     multiple=True,
-    type=click.Choice(["build", "boot", "signing", "test"]),
+    type=click.Choice(["build", "boot", "signing", "update", "test"]),
     default=("build",),
     show_default=True,
     help="What to check for: building, booting images, making signing keys, the test suite (repeatable).",
@@ -111,15 +111,29 @@ def show_checks(found: list[Any], user: str) -> None:
     metavar="TEXT",
     help="Wait for TEXT on the console instead of a login prompt (e.g. a service's message).",
 )
+@click.option(
+    "--disk",
+    type=click.Path(path_type=Path, resolve_path=True, dir_okay=False),
+    help="Keep the guest's writes in this qcow2 file (made over IMAGE if missing): a later boot "
+    "with the same file sees them, as a device sees its card after a reboot.",
+)
 @verbose_option
 @handled
-def boot(image: Path, timeout: float, console_log: Path | None, expect: str | None, verbose: bool) -> None:
+def boot(
+    image: Path,
+    timeout: float,
+    console_log: Path | None,
+    expect: str | None,
+    disk: Path | None,
+    verbose: bool,
+) -> None:
     """Boot IMAGE in qemu-system and wait for a login prompt on its serial console.
 
-    Uses KVM when the image is for this machine's architecture and /dev/kvm is usable."""
+    Uses KVM when the image is for this machine's architecture and /dev/kvm is usable.
+    IMAGE itself is never written: the guest writes to an overlay (see --disk)."""
     from imagesmith.boot import qemu
 
     runner = Runner(verbose=verbose)
     goal = "a login prompt" if expect is None else repr(expect)
     with runner.stage("boot", f"{image.name} in qemu, waiting for {goal}"):
-        qemu.boot(image, runner, timeout=timeout, log=console_log, expect=expect)
+        qemu.boot(image, runner, timeout=timeout, log=console_log, expect=expect, disk=disk)

@@ -6,9 +6,15 @@ from __future__ import annotations
 from imagesmith.config.load import Spec
 
 
+def device_packages(spec: Spec) -> list[str]:
+    """What the device needs: its own packages and those of the kernel chosen."""
+    return [*spec.device.packages, *spec.kernel.packages]
+
+
 def packages(spec: Spec) -> list[str]:
     """Every package to install, sorted; ``name-`` asks apt to keep ``name`` out."""
-    wanted: set[str] = set(spec.device.packages)
+    device = device_packages(spec)
+    wanted: set[str] = set(device)
     removed: set[str] = set()
     for name in spec.config.packages:
         if name.startswith("-"):
@@ -19,9 +25,15 @@ def packages(spec: Spec) -> list[str]:
         wanted.add("sudo")
     if spec.config.locale != "C.UTF-8":
         wanted.add("locales")
+    if spec.layout.data is not None:  # what stages/storage.py's initramfs script runs
+        wanted.update(("busybox", "e2fsprogs", "fdisk"))
+    if spec.layout.role("boot-a") is not None:  # imagesmith-tryboot reads autoboot.txt with mtools
+        wanted.add("mtools")
+    if spec.config.update is not None:  # RAUC and its D-Bus service (stages/update.py)
+        wanted.update(("rauc", "rauc-service"))
     wanted -= removed
     # a removal that matched nothing in any layer still keeps the package out
-    return sorted(wanted) + sorted(f"{name}-" for name in removed - set(spec.device.packages))
+    return sorted(wanted) + sorted(f"{name}-" for name in removed - set(device))
 
 
 def components(spec: Spec) -> list[str]:
@@ -30,3 +42,35 @@ def components(spec: Spec) -> list[str]:
         if comp not in seen:
             seen.append(comp)
     return seen
+
+
+def languages(locale: str) -> list[str]:
+    """The message catalogues a locale reads: en_GB.UTF-8 → en_GB, en (none for C or POSIX)."""
+    name = locale.split(".")[0].split("@")[0]
+    if name in ("C", "POSIX"):
+        return []
+    return [name, name.split("_")[0]] if "_" in name else [name]
+
+
+def dpkg_filters(spec: Spec) -> list[str]:
+    """dpkg's path-exclude/path-include lines for ``slim`` (empty: nothing left out).
+    Copyright files always stay: the SBOMs' licences are read from them."""
+    slim, found = spec.config.slim, []
+    if slim.docs:
+        found += [
+            "path-exclude=/usr/share/doc/*",
+            "path-include=/usr/share/doc/*/copyright",
+            "path-exclude=/usr/share/man/*",
+            "path-exclude=/usr/share/info/*",
+        ]
+    if slim.locales:
+        found += ["path-exclude=/usr/share/locale/*", "path-include=/usr/share/locale/locale.alias"]
+        found += [f"path-include=/usr/share/locale/{lang}/*" for lang in languages(spec.config.locale)]
+    return found
+
+
+def update_compatible(spec: Spec) -> str:
+    """RAUC's compatible string of the image and its bundles: the config's, else NAME-DEVICE."""
+    update = spec.config.update
+    assert update is not None
+    return update.compatible or f"{spec.config.name}-{spec.device.device}"

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from pydantic import BaseModel
 
 from imagesmith import redact
 from imagesmith.config import catalog, variables
 from imagesmith.config.layers import LayerRef, check_capabilities, resolve_layers, strip_meta
 from imagesmith.config.merge import merge
-from imagesmith.config.model import Device, ImageConfig, Layout
+from imagesmith.config.model import Device, ImageConfig, Kernel, Layout
 from imagesmith.config.nodes import Node, load_yaml
 from imagesmith.config.paths import resolve_path, resolve_paths, resolve_sources
 from imagesmith.config.validate import M, validate
@@ -40,6 +43,20 @@ class Spec:
         return self.tree.locate(tuple(path))
 
     @property
+    def kernel_name(self) -> str:
+        """The kernel chosen (``kernel:``), or the device's first."""
+        return self.config.kernel or next(iter(self.device.kernels))
+
+    @property
+    def kernel(self) -> Kernel:
+        return self.device.kernels[self.kernel_name]
+
+    @property
+    def console(self) -> str:
+        """The serial console as the chosen kernel names it."""
+        return self.kernel.console or self.device.console
+
+    @property
     def identity(self) -> Identity:
         """What the image's identifiers derive from (``disk/ids.py``)."""
         return Identity(self.config.name, self.device.device, self.layout)
@@ -55,6 +72,23 @@ class Spec:
             if resolved.is_relative_to(base):
                 return prefix + str(resolved.relative_to(base))
         return path
+
+    def keyed(self, hide: Callable[[Any], Any]) -> dict[str, Any]:
+        """The config as stage keys read it: ``masked`` with every path of the build host as
+        ``portable`` shows it, so two checkouts of a project at different paths (two machines
+        of a build farm) have the same keys. What the files hold is keyed by their digests."""
+        data = self.masked(hide)
+        for key, name in (("files", "source"), ("scripts", "run"), ("sources", "key")):
+            for entry in data.get(key) or []:
+                if isinstance(entry.get(name), str):
+                    entry[name] = self.portable(entry[name])
+        for name in ("key", "cert", "keyring"):
+            if isinstance(data.get("update"), dict) and isinstance(data["update"].get(name), str):
+                data["update"][name] = self.portable(data["update"][name])
+        if isinstance(data.get("signing_key"), str):
+            data["signing_key"] = self.portable(data["signing_key"])
+        data["layer_paths"] = [self.portable(path) for path in data.get("layer_paths") or []]
+        return data
 
     def masked(self, hide: Callable[[Any], Any] = lambda _value: SECRET) -> dict[str, Any]:
         """The merged config for people and outputs: every secret value replaced by
@@ -84,7 +118,15 @@ def _catalog_item(kind: str, model: type[M], name_node: Node | None, default: st
         raise config_error(
             f"unknown {kind} {name!r}", where, catalog.suggestion(name, catalog.names(f"{kind}s", search))
         )
-    return validate(model, load_yaml(path), f"{kind} {name}")
+    info = path.stat()
+    return cast(M, _read_item(model, str(path), info.st_mtime_ns, info.st_size, f"{kind} {name}"))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_item(model: type[BaseModel], path: str, mtime_ns: int, size: int, what: str) -> BaseModel:
+    """A device or layout file read and validated once per version of it (the models are
+    frozen, so every spec may share one)."""
+    return validate(model, load_yaml(Path(path)), what)
 
 
 def _expand_includes(doc: Node, stack: tuple[Path, ...] = ()) -> Node:
@@ -242,10 +284,32 @@ def load_spec(
         source_url = source.get("url") if isinstance(source.value, dict) else None
         if source_url is not None and isinstance(source_url.value, str):
             redact.url_credentials(source_url.value)
+        _has_key(source)
     config = validate(ImageConfig, merged, "image config")
     device = _catalog_item("device", Device, merged.get("device"), None, path.parent)
     layout = _catalog_item("layout", Layout, merged.get("layout"), "simple", path.parent)
+    if config.kernel is not None and config.kernel not in device.kernels:
+        raise config_error(
+            f"device {device.device} has no kernel {config.kernel!r}",
+            merged.locate(("kernel",)),
+            f"its kernels: {', '.join(device.kernels)} (see `imagesmith devices`)",
+        )
     return Spec(config, device, layout, path, [ref for ref, _ in layers], merged, notes)
+
+
+def _has_key(source: Node) -> None:
+    """A source without a key (a layer's, which leaves the key to the user) is a config error
+    that says how to give it."""
+    if not isinstance(source.value, dict) or "key" in source.value:
+        return
+    name = source.value.get("name")
+    shown = name.value if name is not None and isinstance(name.value, str) else "NAME"
+    raise config_error(
+        f"source {shown!r} has no key: every archive is verified with its own key",
+        source.location,
+        f"in your config, give the archive's public key file: `sources: [{{name: {shown}, key: FILE}}]` "
+        "(relative to the config; the README says where each catalog source's key comes from)",
+    )
 
 
 def parse_key(key: str) -> tuple[str | int, ...]:

@@ -2,7 +2,9 @@
 
 Rules: scalars — the last writer wins; maps — merged key by key; lists — appended in
 order with duplicates dropped, and a text item ``-name`` removes ``name`` added below
-(a removal that matches nothing is kept, so a later stage can act on it).
+(a removal that matches nothing is kept, so a later stage can act on it). Lists of
+named maps (``sources``) are merged item by item: an item with the name of one below is
+merged over it, so a config can add its key to a layer's source.
 """
 
 from __future__ import annotations
@@ -34,12 +36,47 @@ def _merge_lists(base: list[Node], top: list[Node]) -> list[Node]:
     return result
 
 
-def merge(base: Node, top: Node) -> Node:
-    """``top`` merged over ``base``; neither input is modified."""
+#: top-level lists whose items are maps merged by this key
+KEYED = {"sources": "name"}
+
+
+def _name(node: Node, key: str) -> object:
+    if isinstance(node.value, dict) and key in node.value:
+        return node.value[key].plain()
+    return None
+
+
+def _merge_keyed(base: list[Node], top: list[Node], key: str) -> list[Node]:
+    result = list(base)
+    for item in top:
+        name = _name(item, key)
+        at = next((i for i, n in enumerate(result) if name is not None and _name(n, key) == name), None)
+        if at is None:
+            result.append(item)
+        else:
+            result[at] = merge(result[at], item)
+    return result
+
+
+def _keyed(key: str, below: Node, top: Node) -> Node | None:
+    """``top`` merged over ``below`` item by item, if ``key`` holds a list of named maps."""
+    if key not in KEYED or not isinstance(below.value, list) or not isinstance(top.value, list):
+        return None
+    items = _merge_keyed(below.value, top.value, KEYED[key])
+    return Node(items, top.location, [*below.history, below.location, *top.history])
+
+
+def merge(base: Node, top: Node, keyed: bool = True) -> Node:
+    """``top`` merged over ``base``; neither input is modified. ``keyed``: the top level of
+    a document, where the lists of ``KEYED`` are merged by name."""
     if isinstance(base.value, dict) and isinstance(top.value, dict):
         merged = dict(base.value)
         for key, node in top.value.items():
-            merged[key] = merge(merged[key], node) if key in merged else node
+            if key not in merged:
+                merged[key] = node
+                continue
+            by_name = _keyed(key, merged[key], node) if keyed else None
+            merged[key] = by_name if by_name is not None else merge(merged[key], node, keyed=False)
         # a map made by --set (no line) does not move the map away from the file that has it
         where = top.location if top.location.line else base.location
         return Node(merged, where, [*base.history, base.location, *top.history])

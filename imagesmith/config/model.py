@@ -22,6 +22,9 @@ GROUP_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
 COMPONENT_RE = r"^[a-z0-9][a-z0-9-]*$"
 #: one line of a file (cmdline.txt, config.txt): no line break, no NUL
 ONE_LINE_RE = r"^[^\n\r\x00]*$"
+#: a directory kept on the data partition: absolute, under /var, /home, /srv or /opt, no
+#: "..", no space or quote (it is written into a shell script of the initramfs)
+PERSIST_RE = r"^/(var|home|srv|opt|root)(/[A-Za-z0-9_.@+-]+)*$"
 #: a crypt(3) hash as /etc/shadow holds it: $id$..., nothing that ends the field or line
 CRYPT_RE = re.compile(r"\$[0-9a-z]+\$[^\s:\x00]+")
 
@@ -99,6 +102,11 @@ class Source(Strict):
     )
     components: list[Annotated[str, Field(pattern=COMPONENT_RE)]] = Field(default_factory=lambda: ["main"])
     key: str = Field(description="the archive's OpenPGP public key (a file, relative to this file)")
+    fingerprint: str | None = Field(
+        None,
+        pattern=r"^[0-9A-Fa-f]{4}( ?[0-9A-Fa-f]{4}){9}$",
+        description="the key's primary fingerprint (40 hex digits): a key file without it is refused",
+    )
     packages: list[Annotated[str, Field(pattern=r"^[a-z0-9*][a-z0-9+.*-]*$")]] = Field(
         default_factory=list,
         description="packages (apt patterns such as linux-image-*) taken from this source",
@@ -110,6 +118,66 @@ class Source(Strict):
         description="apt pin priority of the rest of the source: 100 (the default) installs from it only "
         "what the distribution lacks",
     )
+
+
+class SourcePart(Source):
+    """A source as a layer gives it: the config (or a later layer) may add the rest, such as
+    the key, to the source of the same name."""
+
+    url: str | None = Field(None, pattern=r"^(https?|file)://\S+$")  # type: ignore[assignment]
+    key: str | None = None  # type: ignore[assignment]
+
+
+class Imager(Strict):
+    """An entry for Raspberry Pi Imager's repository list (``rpi-imager --repo URL``)."""
+
+    url: str = Field(pattern=r"^https?://\S+/$", description="where the files will be served, ending in /")
+    name: str | None = Field(None, description="as Imager lists it; default: the image's name")
+    description: str = Field("", description="one line under the name")
+    icon: str = Field("", description="URL of a 40x40 PNG or SVG")
+    website: str | None = None
+
+
+class Publish(Strict):
+    """The files a build publishes besides the SBOMs, manifest and checksums."""
+
+    compress: Literal["none", "xz", "zstd", "gzip"] = Field(
+        "none", description="also write NAME.img.xz, .img.zst or .img.gz (reproducible, multithreaded)"
+    )
+    raw: bool = Field(True, description="publish the raw NAME.img too (false: only the compressed one)")
+    imager: Imager | None = Field(None, description="write NAME.rpi-imager.json for Raspberry Pi Imager")
+
+    @model_validator(mode="after")
+    def _something_to_flash(self) -> Publish:
+        if not self.raw and self.compress == "none":
+            raise ValueError("with raw: false, set compress (xz, zstd or gzip): a file must hold the image")
+        return self
+
+
+class Slim(Strict):
+    """Files dpkg leaves out of the image, now and on the device later (dpkg path filters)."""
+
+    docs: bool = Field(
+        False,
+        description="no /usr/share/doc (copyright files are kept: the SBOMs' licences), man or info pages",
+    )
+    locales: bool = Field(
+        False, description="no message translations but those of the configured locale's language"
+    )
+
+
+class Update(Strict):
+    """Signed RAUC update bundles of the root slot, and RAUC in the image to install them."""
+
+    compatible: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._+-]+$",
+        description="RAUC's compatible string: a device installs only bundles that name it; "
+        "default: NAME-DEVICE",
+    )
+    key: str = Field(description="the private key (PEM) that signs bundles; relative to this file")
+    cert: str = Field(description="its certificate (PEM); relative to this file")
+    keyring: str | None = Field(None, description="the certificate(s) a device trusts (PEM); default: cert")
 
 
 class ImageConfig(Strict):
@@ -127,6 +195,11 @@ class ImageConfig(Strict):
     name: str = Field(pattern=NAME_RE, description="names the image and its output files")
     device: str = Field(pattern=NAME_RE, description="a device from `imagesmith devices`, e.g. pi4")
     layout: str = Field("simple", pattern=NAME_RE, description="a partition layout from the catalog")
+    kernel: str | None = Field(
+        None,
+        pattern=NAME_RE,
+        description="one of the device's kernels (`imagesmith devices`); default: its first",
+    )
     distribution: Distribution = Field(default_factory=lambda: Distribution())
     sources: list[Source] = Field(
         default_factory=list, description="more apt archives, each with its key; `packages` come from them"
@@ -154,9 +227,30 @@ class ImageConfig(Strict):
     config_txt: list[Annotated[str, Field(pattern=ONE_LINE_RE)]] = Field(
         default_factory=list, description="extra Raspberry Pi config.txt lines"
     )
+    read_only: bool = Field(
+        False,
+        description="the root filesystem is mounted read-only; /etc is an overlay kept on the data "
+        "partition, /var one in memory (needs a layout with a data partition, e.g. ab)",
+    )
+    persist: list[Annotated[str, Field(pattern=PERSIST_RE)]] = Field(
+        default_factory=list,
+        description="with read_only: directories kept on the data partition across reboots and "
+        "updates (bind mounts), e.g. /var/log, /home, /var/lib/myapp",
+    )
+    update: Update | None = Field(None, description="RAUC update bundles (A/B layouts)")
+    slim: Slim = Field(default_factory=lambda: Slim())
+    publish: Publish = Field(default_factory=lambda: Publish())
     signing_key: str | None = Field(
         None, description="Ed25519 private key (PEM) that signs SHA256SUMS; relative to this file"
     )
+
+    @field_validator("persist")
+    @classmethod
+    def _no_dot_parts(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if any(part in (".", "..") for part in path.split("/")):
+                raise ValueError(f"{path!r}: write the path without . or .. parts")
+        return value
 
     @property
     def host_name(self) -> str:
@@ -181,9 +275,33 @@ class LayerFile(ImageConfig):
     )
     name: str | None = Field(None, pattern=NAME_RE)  # type: ignore[assignment]
     device: str | None = Field(None, pattern=NAME_RE)  # type: ignore[assignment]
+    sources: list[SourcePart] = Field(  # type: ignore[assignment]
+        default_factory=list, description="apt archives; merged by name with the config's"
+    )
 
 
 # --- catalog data -------------------------------------------------------------------
+
+
+class Kernel(Strict):
+    """One kernel a device can run, and what it gives on that device."""
+
+    packages: list[str] = Field(min_length=1)
+    #: the kernel's serial console when it names the device's UART differently
+    console: str | None = None
+    #: Raspberry Pi OS boot files: the kernel and initramfs under the names the firmware
+    #: loads (kernel8.img, initramfs8), device trees and overlays copied from the package
+    image: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    initramfs: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
+    tryboot: bool = False  # the kernel can ask the firmware for a one-time boot of the other slot
+    gives: list[str] = Field(default_factory=list)
+    lacks: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _paired(self) -> Kernel:
+        if (self.image is None) != (self.initramfs is None):
+            raise ValueError("give both `image:` and `initramfs:` (the names the firmware loads), or neither")
+        return self
 
 
 class Device(Strict):
@@ -191,9 +309,27 @@ class Device(Strict):
     description: str
     arch: Literal["arm64", "amd64"]
     boot: Literal["raspi-firmware", "direct-kernel"]
-    packages: list[str]
+    packages: list[str]  # besides the kernel's
     components: list[str] = Field(default_factory=lambda: ["main"])
     console: str  # serial console for the kernel command line, e.g. ttyS1,115200
     firmware_config: list[str] = Field(default_factory=list)
     wireless: bool = False
+    kernels: dict[str, Kernel] = Field(min_length=1, description="the first is the default")
+    #: Raspberry Pi Imager's device tags (its os_list ``devices``), e.g. pi4-64bit
+    imager_tags: list[str] = Field(default_factory=list)
     notes: str = ""
+
+    @field_validator("kernels")
+    @classmethod
+    def _named(cls, value: dict[str, Kernel]) -> dict[str, Kernel]:
+        for name in value:
+            if not re.fullmatch(NAME_RE, name):
+                raise ValueError(f"kernel name {name!r}: use lower-case letters, digits and -")
+        return value
+
+    @model_validator(mode="after")
+    def _firmware_names(self) -> Device:
+        for name, kernel in self.kernels.items():
+            if kernel.image is not None and self.boot != "raspi-firmware":
+                raise ValueError(f"kernel {name!r}: `image:` names a file for the Raspberry Pi firmware only")
+        return self

@@ -10,14 +10,25 @@ from imagesmith.errors import Location, config_error
 SSH_KEY_PREFIXES = ("ssh-", "ecdsa-", "sk-ssh-", "sk-ecdsa-")
 
 
-def resolve_path(node: Node, base: Path, what: str, must_be_file: bool = False) -> None:
+#: how to make an update signing pair for development (RAUC takes X.509 certificates)
+UPDATE_KEYS = (
+    "make a development pair: openssl req -x509 -newkey rsa:4096 -nodes -keyout update.key.pem "
+    "-out update.cert.pem -days 3650 -subj /CN=development (paths are relative to the file that names them)"
+)
+
+
+def resolve_path(
+    node: Node, base: Path, what: str, must_be_file: bool = False, hint: str | None = None
+) -> None:
     if not isinstance(node.value, str):
         return  # a wrong type is reported by validation with its location
     path = user_path(node.value, node.location)
     path = path if path.is_absolute() else base / path
     if not path.exists():
         raise config_error(
-            f"{what} not found: {path}", node.location, "paths are relative to the file that names them"
+            f"{what} not found: {path}",
+            node.location,
+            hint or "paths are relative to the file that names them",
         )
     if must_be_file and not path.is_file():
         raise config_error(f"{what} {path} is not a file", node.location, "name a file here, not a directory")
@@ -48,6 +59,16 @@ def resolve_sources(tree: Node) -> None:
             key_file = source.get("key") if isinstance(source.value, dict) else None
             if key_file is not None and isinstance(key_file.value, str):
                 resolve_path(key_file, _base(key_file), "source key", must_be_file=True)
+    update = tree.get("update")
+    if update is not None and isinstance(update.value, dict):
+        for key, what in (
+            ("key", "update signing key"),
+            ("cert", "update certificate"),
+            ("keyring", "update keyring"),
+        ):
+            node = update.get(key)
+            if node is not None and node.value is not None:
+                resolve_path(node, _base(node), what, must_be_file=True, hint=UPDATE_KEYS)
     signing = tree.get("signing_key")
     if signing is not None and signing.value is not None:
         resolve_path(signing, _base(signing), "signing key", must_be_file=True)

@@ -55,7 +55,9 @@ def fs_id(identity: Identity, partition: str) -> str:
     from imagesmith.disk import fs
 
     part = next(p for p in identity.layout.partitions if p.name == partition)
-    return fs.get(part.fs).fs_id(identity, partition)
+    if part.role == "root-b":  # a copy of slot A's root, byte for byte
+        part = identity.layout.root
+    return fs.get(part.fs).fs_id(identity, part.name)
 
 
 def device(identity: Identity, index: int) -> str:
@@ -66,17 +68,32 @@ def device(identity: Identity, index: int) -> str:
     return f"PARTUUID={partuuid(identity, index)}"
 
 
-def root_device(identity: Identity) -> str:
-    """How fstab and the kernel command line name the root filesystem."""
+def number(identity: Identity, role: str) -> int:
+    """The partition number (1-based) of the partition with ``role``."""
+    return next(i for i, p in enumerate(identity.layout.partitions, 1) if p.role == role)
+
+
+def root_device(identity: Identity, slot: str = "a") -> str:
+    """How the kernel command line names the root filesystem (of ``slot`` in an A/B layout)."""
     layout = identity.layout
+    if layout.slotted:
+        return device(identity, number(identity, f"root-{slot}"))
     return device(identity, layout.partitions.index(layout.root) + 1)
 
 
-def fstab(identity: Identity) -> str:
+def fstab(identity: Identity, data_mounted_early: bool = False) -> str:
+    """The image's fstab. In an A/B layout the same file is in both root slots, so it names
+    no slot: the root is mounted from ``root=`` (and stays read-only with ``ro``), slot
+    partitions are not mounted. A data partition that the initramfs mounts and checks is
+    listed without a check of its own."""
     from imagesmith.disk import fs
 
     lines = ["# <device> <mount point> <type> <options> <dump> <pass>"]
     for index, part in enumerate(identity.layout.partitions, start=1):
+        if part.mount is None or part.slot is not None or part.role == "raw":
+            continue
         mount, check = ("/", 1) if part.role == "root" else (part.mount, 2)
+        if part.role == "data" and data_mounted_early:
+            check = 0
         lines.append(f"{device(identity, index)} {mount} {part.fs} {fs.get(part.fs).options} 0 {check}")
     return "\n".join(lines) + "\n"

@@ -123,6 +123,21 @@ def apt(
     return None
 
 
+#: what a full disk (or a used-up quota) makes a tool print
+_NO_SPACE = re.compile(r"No space left on device|Disk quota exceeded|ENOSPC")
+NO_SPACE_HINT = (
+    "free space there, or give the output (-o), the cache (--cache-dir) and TMPDIR a larger disk; "
+    "nothing half-made was kept"
+)
+
+
+def no_space(lines: Sequence[str]) -> Explanation | None:
+    """Any tool: the disk it writes to is full. Checked first: whatever else the tool
+    says then is a consequence."""
+    said = [_short(line) for line in lines if _NO_SPACE.search(line)]
+    return Explanation(_unique(said), NO_SPACE_HINT) if said else None
+
+
 def shell(lines: Sequence[str]) -> Explanation | None:
     """A script or hook: a command it runs is not installed."""
     for line in lines:

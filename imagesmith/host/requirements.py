@@ -22,8 +22,9 @@ from dataclasses import dataclass
 #: What a package can be needed for. ``foreign``: a build for an architecture the host
 #: cannot run natively; ``rootless``: a build by an ordinary user; ``boot``: `imagesmith
 #: boot` (per architecture, see ``BOOT``); ``signing``: making signing keys as the README
-#: shows; ``test``: the test suite (everything).
-PURPOSES = ("build", "foreign", "rootless", "boot", "signing", "test")
+#: shows; ``update``: a build that makes update bundles (``update:``); ``test``: the test
+#: suite (everything).
+PURPOSES = ("build", "foreign", "rootless", "boot", "signing", "update", "test")
 NATIVE = {"x86_64": "amd64", "aarch64": "arm64"}
 
 
@@ -115,6 +116,20 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     ),
     Requirement(
         "openssl", ("openssl",), "makes signing keys (the README's commands, the tests)", ("signing",)
+    ),
+    Requirement("rauc", ("rauc",), "makes and checks update bundles (update:)", ("update",)),
+    Requirement("squashfs-tools", ("mksquashfs",), "the file system of an update bundle", ("update",)),
+    Requirement("xz-utils", ("xz",), "compresses published images (publish.compress: xz)", ("build",)),
+    Requirement(
+        "zstd", ("zstd",), "compresses published images and shared cache entries (--cache-remote)", ("build",)
+    ),
+    Requirement("tar", ("tar",), "packs and unpacks shared cache entries (--cache-remote)", ("build",)),
+    Requirement("cpio", ("cpio",), "the test suite lists the images' initramfs", ("test",)),
+    Requirement(
+        "docker-registry",
+        ("docker-registry",),
+        "the test suite's OCI registry for the shared stage cache (on 127.0.0.1)",
+        ("test",),
     ),
 )
 #: architectures ``boot`` can start

@@ -25,7 +25,7 @@ from rich.status import Status
 from rich.text import Text
 
 from imagesmith.errors import ImagesmithError
-from imagesmith.host.diagnose import Explanation, missing_tool
+from imagesmith.host.diagnose import Explanation, missing_tool, no_space
 from imagesmith.host.progress import Progress
 from imagesmith.redact import environment, redact
 
@@ -46,6 +46,11 @@ def format_duration(seconds: float) -> str:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s"
+
+
+def output_tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
+    """The last lines of a command's output file."""
+    return path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
 
 
 class Runner:
@@ -123,30 +128,64 @@ class Runner:
             self.console.print(f"{mark} {name:<12} {format_duration(elapsed):>8}")
             self.log(f"<== {name} {'done' if ok else 'FAILED'} in {format_duration(elapsed)}")
 
+    def run_pool(
+        self,
+        commands: Sequence[tuple[Sequence[str], Path]],
+        parallel: int,
+        *,
+        started: Callable[[int], None] | None = None,
+        ended: Callable[[int, int], None] | None = None,
+        tick: Callable[[], None] | None = None,
+    ) -> list[int]:
+        """Run the commands, at most ``parallel`` at a time, each one's output into its own
+        file; return their exit codes, in order. ``started(i)`` and ``ended(i, code)`` are
+        called as each starts and ends, ``tick()`` while they run (a few times a second). The commands see
+        imagesmith's whole environment: they are imagesmith itself (or trusted as much)."""
+        waiting = list(range(len(commands)))
+        running: dict[int, subprocess.Popen[bytes]] = {}
+        codes = [0] * len(commands)
+        try:
+            while waiting or running:
+                while waiting and len(running) < max(1, parallel):
+                    index = waiting.pop(0)
+                    argv, output = commands[index]
+                    self.detail(f"$ {format_command(argv)} > {output}")
+                    with open(output, "wb") as out:
+                        running[index] = subprocess.Popen(
+                            list(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+                        )
+                    if started is not None:
+                        started(index)
+                for index, proc in list(running.items()):
+                    code = proc.poll()
+                    if code is not None:
+                        del running[index]
+                        codes[index] = code
+                        if ended is not None:
+                            ended(index, code)
+                if running:
+                    time.sleep(0.2)
+                    if tick is not None:
+                        tick()
+        except BaseException:  # interrupted: none of them may outlive this
+            for proc in running.values():
+                proc.terminate()
+            for proc in running.values():
+                proc.wait()
+            raise
+        return codes
+
     def run_together(self, commands: list[tuple[list[str], Path]], hint: str | None = None) -> None:
         """Run the commands at the same time, each one's output into its own file; wait for
         all. The first failure raises, with the end of that command's output."""
-        procs = []
-        try:
-            for argv, output in commands:
-                self.detail(f"$ {format_command(argv)} > {output}")
-                with open(output, "w", encoding="utf-8") as out:
-                    procs.append(
-                        subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-                    )
-            codes = [proc.wait() for proc in procs]
-        except BaseException:  # interrupted: none of them may outlive this
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                proc.wait()
-            raise
+        codes = self.run_pool(commands, len(commands))
         for (argv, output), code in zip(commands, codes, strict=True):
             if code != 0:
-                tail = output.read_text(encoding="utf-8", errors="replace").splitlines()[-TAIL_LINES:]
+                tail = output_tail(output)
+                full = no_space(tail)
                 raise ImagesmithError(
                     f"command failed with exit code {code}: {format_command(argv)}",
-                    hint=hint or f"its whole output is in {output}",
+                    hint=full.hint if full else hint or f"its whole output is in {output}",
                     details="\n".join(tail),
                 )
 
@@ -239,7 +278,7 @@ class Runner:
         self, name: str, code: int, output: list[str], hint: str | None, explain: Explain | None
     ) -> ImagesmithError:
         """The error for a command that failed: its own lines that say why, and a hint."""
-        found = explain(output) if explain is not None else None
+        found = no_space(output) or (explain(output) if explain is not None else None)
         if found is not None:
             return ImagesmithError(f"{name} failed with exit code {code}", hint=redact(found.hint),
                                    details=redact("\n".join(found.lines)))  # fmt: skip

@@ -32,6 +32,8 @@ class Release:
     table: dict[str, Any] = field(default_factory=dict)  # sfdisk's view of the image (release phase)
     tools: dict[str, str] = field(default_factory=dict)  # host package versions (the manifest's)
     files: list[Path] = field(default_factory=list)  # made so far, in handler order
+    usage: dict[str, int] = field(default_factory=dict)  # partition name → bytes its files take
+    partitions: dict[str, Path] = field(default_factory=dict)  # partition name → its filesystem image
 
 
 class Output:

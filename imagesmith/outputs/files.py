@@ -9,6 +9,8 @@ from imagesmith.cache.hashing import file_sha256
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 
 SUMS = "SHA256SUMS"
+#: how a published image's file name ends: raw, or compressed (outputs/compressed.py)
+IMAGES = (".img", ".img.xz", ".img.zst", ".img.gz")
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}

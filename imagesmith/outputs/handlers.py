@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from imagesmith.outputs import bmap, checksums, image, manifest, sbom, sign
+from imagesmith.outputs import bmap, bundle, checksums, compressed, image, imager, manifest, sbom, sign
 from imagesmith.outputs.base import Output
 
 HANDLERS: tuple[Output, ...] = (
     image.OUTPUT,
     bmap.OUTPUT,
+    compressed.OUTPUT,
+    imager.OUTPUT,
+    bundle.OUTPUT,
     sbom.SPDX,
     sbom.CYCLONEDX,
     manifest.OUTPUT,

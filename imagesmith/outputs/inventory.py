@@ -13,12 +13,15 @@ import json
 import os
 import shutil
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from debian.deb822 import Deb822, PkgRelation
 
+from imagesmith.config import facts
+from imagesmith.config.facts import languages
 from imagesmith.config.facts import packages as requested
 from imagesmith.config.load import Spec
 from imagesmith.host.rootfs import inside
@@ -117,7 +120,7 @@ def roots(spec: Spec, package_names: list[str]) -> dict[str, str]:
     """The packages the spec names, each with who named it: a layer, the device or the config."""
     origin: dict[str, str] = {}
     by_file = {ref.path.resolve(): f"layer {ref.name}" for ref in spec.layers}
-    for name in spec.device.packages:
+    for name in facts.device_packages(spec):
         origin.setdefault(name, f"device {spec.device.device}")
     node = spec.tree.get("packages")
     for item in node.value if node is not None and isinstance(node.value, list) else []:
@@ -208,12 +211,45 @@ class Inventory:
     packages: list[Package]
     roots: dict[str, str]
     distro: str
+    #: what each slim key not set would save, in bytes (``packages --trim`` suggests them)
+    slimmable: dict[str, int] = field(default_factory=dict)
 
     def save(self, target: Path) -> None:
-        data = {"packages": [asdict(p) for p in self.packages], "roots": self.roots, "distro": self.distro}
+        data = {"packages": [asdict(p) for p in self.packages], "roots": self.roots, "distro": self.distro,
+                "slimmable": self.slimmable}  # fmt: skip
         target.write_text(json.dumps(data), encoding="utf-8")
 
     @classmethod
     def load(cls, source: Path) -> Inventory:
         data = json.loads(source.read_text(encoding="utf-8"))
-        return cls([Package(**p) for p in data["packages"]], data["roots"], data["distro"])
+        packages = [Package(**p) for p in data["packages"]]
+        return cls(packages, data["roots"], data["distro"], data.get("slimmable", {}))
+
+
+def _size(top: Path, keep: Callable[[Path], bool]) -> int:
+    """Bytes of the regular files under ``top`` that ``keep`` does not keep (links not followed)."""
+    total = 0
+    if top.is_dir() and not top.is_symlink():
+        for dirpath, _dirnames, filenames in os.walk(top):
+            for name in filenames:
+                path = Path(dirpath) / name
+                if not path.is_symlink() and not keep(path):
+                    total += path.lstat().st_size
+    return total
+
+
+def slimmable(spec: Spec, rootfs: Path) -> dict[str, int]:
+    """What each ``slim`` key that is not set would leave out of this rootfs, in bytes."""
+    found = {}
+    if not spec.config.slim.docs:
+        docs = _size(inside(rootfs, "/usr/share/doc"), lambda p: p.name == "copyright")
+        found["slim.docs"] = docs + sum(
+            _size(inside(rootfs, d), lambda _p: False) for d in ("/usr/share/man", "/usr/share/info")
+        )
+    if not spec.config.slim.locales:
+        top = inside(rootfs, "/usr/share/locale")
+        kept = set(languages(spec.config.locale))
+        found["slim.locales"] = _size(
+            top, lambda p: p.name == "locale.alias" or p.relative_to(top).parts[0] in kept
+        )
+    return found

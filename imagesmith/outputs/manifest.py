@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from imagesmith import __version__
+from imagesmith.config.facts import update_compatible
 from imagesmith.config.load import Spec
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 from imagesmith.host import requirements
 from imagesmith.outputs.base import Output, Release
-from imagesmith.outputs.files import output_file, sha256
+from imagesmith.outputs.files import IMAGES, output_file, sha256
 from imagesmith.outputs.inventory import Package
 from imagesmith.repro import sources
 
@@ -57,10 +58,15 @@ def _portable_config(spec: Spec) -> dict[str, Any]:
     data["layer_paths"] = [spec.portable(p) for p in data.get("layer_paths", [])]
     if data.get("signing_key"):
         data["signing_key"] = spec.portable(data["signing_key"])
+    for key in ("key", "cert", "keyring"):
+        if data.get("update") and data["update"].get(key):
+            data["update"][key] = spec.portable(data["update"][key])
     return data
 
 
-def partitions(spec: Spec, table: dict[str, Any], fs_ids: dict[str, str]) -> list[dict[str, Any]]:
+def partitions(
+    spec: Spec, table: dict[str, Any], fs_ids: dict[str, str], usage: dict[str, int]
+) -> list[dict[str, Any]]:
     from imagesmith.disk import ids
 
     rows = []
@@ -73,15 +79,30 @@ def partitions(spec: Spec, table: dict[str, Any], fs_ids: dict[str, str]) -> lis
                 "label": part.label,
                 "fs": part.fs,
                 "mount": part.mount,
+                "role": part.role,
+                "slot": part.slot,
                 "type": entry["type"],
                 "bootable": bool(entry.get("bootable", False)),
                 "offset": int(entry["start"]) * sector,
                 "size": int(entry["size"]) * sector,
+                "used": usage.get(part.name, 0),
                 "partuuid": ids.partuuid(spec.identity, index),
                 "fs_id": fs_ids.get(part.name, ""),
             }
         )
     return rows
+
+
+def sizes(spec: Spec, image: Path | None, outputs: list[Path], usage: dict[str, int]) -> dict[str, int]:
+    """The bytes of the root filesystem's files, the image's size and the compressed
+    image's (when there is one): figures that are the same for the same image on any host."""
+    found: dict[str, int] = {"rootfs": usage.get(spec.layout.root.name, 0)}
+    if image is not None:
+        found["image"] = image.stat().st_size
+    for path in outputs:
+        if path.name.endswith(IMAGES) and not path.name.endswith(".img"):
+            found["compressed"] = path.stat().st_size
+    return found
 
 
 def build_manifest(
@@ -92,6 +113,8 @@ def build_manifest(
     roots: dict[str, str],
     created: str,
     tools: dict[str, str],
+    usage: dict[str, int] | None = None,
+    image: Path | None = None,
 ) -> dict[str, Any]:
     from imagesmith.disk import ids
 
@@ -116,7 +139,8 @@ def build_manifest(
             "signature": ids.disk_signature(spec.identity),
             "sector_size": int(table.get("sectorsize", 512)),
         },
-        "partitions": partitions(spec, table, fs_ids),
+        "partitions": partitions(spec, table, fs_ids, usage or {}),
+        "sizes": sizes(spec, image, outputs, usage or {}),
         "outputs": [{"file": p.name, "sha256": sha256(p), "size": p.stat().st_size} for p in outputs],
         "host_tools": tools,
     }
@@ -153,8 +177,13 @@ class Manifest(Output):
         found = release.inventory
         data = build_manifest(
             release.spec, found.packages, release.table, list(release.files), found.roots,
-            release.created.isoformat(), release.tools,
+            release.created.isoformat(), release.tools, release.usage, release.image,
         )  # fmt: skip
+        if release.spec.config.update is not None:  # what the bundle says it is for
+            made_by = release.runner.run(["rauc", "--version"], capture=True).strip()
+            data["update"] = {"compatible": update_compatible(release.spec), "rauc": made_by}
+        if found.slimmable:  # what the slim keys not set would save
+            data["slimmable"] = found.slimmable
         if release.spec.config.sources:  # the archives besides the distribution's, with their keys
             data["sources"] = sources.described(release.runner, release.spec)
         target = release.work / NAME

@@ -40,7 +40,13 @@ def trim(manifest: dict[str, Any], target: int) -> tuple[list[Suggestion], int]:
     chosen: list[Suggestion] = []
     dropped: set[str] = set()
     gone: set[str] = set()
-    while sum(sizes[n] for n in gone) < target:
+    # slim keys not set: files left out whatever the packages (see slimmable in the manifest)
+    slimming = sorted(manifest.get("slimmable", {}).items(), key=lambda item: -item[1])
+    for key, saving in slimming:
+        if saving and sum(c.saves for c in chosen) < target:
+            chosen.append(Suggestion(f"{key}: true", [], saving))
+    slimmed = sum(c.saves for c in chosen)
+    while slimmed + sum(sizes[n] for n in gone) < target:
         best: Suggestion | None = None
         for what, names in candidates.items():
             if names <= dropped:
@@ -54,7 +60,7 @@ def trim(manifest: dict[str, Any], target: int) -> tuple[list[Suggestion], int]:
         chosen.append(best)
         dropped |= candidates[best.what]
         gone |= set(best.removes)
-    return chosen, sum(sizes[n] for n in gone)
+    return chosen, slimmed + sum(sizes[n] for n in gone)
 
 
 @dataclass
@@ -84,3 +90,26 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> Diff:
         ],
         size_change=sum(s for _, s in b.values()) - sum(s for _, s in a.values()),
     )
+
+
+def mib(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MiB"
+
+
+def sizes(manifest: dict[str, Any]) -> list[str]:
+    """The end of a build, in a few lines: each partition's size and how much its files
+    take, the root filesystem, the image and the compressed image."""
+    lines = []
+    for part in manifest.get("partitions", []):
+        role = part.get("role") or "-"
+        lines.append(
+            f"p{part['number']} {part['name']:<10} {role:<7} {part['fs']:<5} {mib(int(part['size'])):>11}"
+            f"  files {mib(int(part.get('used', 0))):>11}  {part.get('mount') or ''}"
+        )
+    found = manifest.get("sizes", {})
+    if "image" in found:
+        line = f"rootfs files {mib(found['rootfs'])}; image {mib(found['image'])}"
+        if "compressed" in found:
+            line += f"; compressed {mib(found['compressed'])}"
+        lines.append(line)
+    return lines

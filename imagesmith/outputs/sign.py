@@ -21,7 +21,7 @@ from imagesmith import redact
 from imagesmith.config.load import Spec
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 from imagesmith.outputs.base import Output, Release
-from imagesmith.outputs.files import SUMS, output_file, sha256
+from imagesmith.outputs.files import IMAGES, SUMS, output_file, sha256
 
 SIG = "SHA256SUMS.sig"
 PASSPHRASE_ENV = "IMAGESMITH_SIGNING_KEY_PASSPHRASE"
@@ -118,10 +118,10 @@ def verify(outdir: Path, public_key: Path | None) -> Report:
         else:
             report.checked.append(name)
     # a list with lines taken out still checks: it must name the image and the manifest
-    images = sorted(p.name for p in outdir.glob("*.img") if p.is_file())
+    images = sorted(p.name for p in outdir.iterdir() if p.name.endswith(IMAGES) and p.is_file())
     if not named:
         report.failed.append((SUMS, "names no file"))
-    elif not any(name.endswith(".img") for name in named):
+    elif not any(name.endswith(IMAGES) for name in named):
         report.failed.append((SUMS, "names no image"))
     for name in [*images, *(["manifest.json"] if (outdir / "manifest.json").is_file() else [])]:
         if name not in named:

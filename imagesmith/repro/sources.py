@@ -91,6 +91,25 @@ def fingerprints(runner: Runner, spec: Spec, index: int) -> tuple[str, ...]:
     return found
 
 
+def expected(source: Source) -> str | None:
+    """The fingerprint a source's key must have, as gpg prints it (40 upper-case hex digits)."""
+    return source.fingerprint.replace(" ", "").upper() if source.fingerprint else None
+
+
+def check_fingerprint(spec: Spec, index: int, found: tuple[str, ...]) -> None:
+    source = spec.config.sources[index]
+    wanted = expected(source)
+    if wanted is not None and wanted not in found:
+        raise config_error(
+            f"source {source.name!r}: the key in {spec.portable(source.key)} is {', '.join(found)}, "
+            f"not {wanted}",
+            spec.locate("sources", index, "key"),
+            "this is not the archive's key: fetch it again from the archive's publisher and compare "
+            f"the fingerprint (gpg --show-keys FILE); the expected one is set at "
+            f"{spec.locate('sources', index, 'fingerprint')}",
+        )
+
+
 #: key file contents already read by this process → their fingerprints
 _READ: dict[bytes, tuple[str, ...]] = {}
 
@@ -99,7 +118,7 @@ def check_keys(runner: Runner, spec: Spec) -> None:
     """Before a build: names once each, every key file a public key."""
     check(spec)
     for index in range(len(spec.config.sources)):
-        fingerprints(runner, spec, index)
+        check_fingerprint(spec, index, fingerprints(runner, spec, index))
 
 
 def stage_keys(runner: Runner, spec: Spec, into: Path) -> list[Key]:
@@ -113,7 +132,7 @@ def stage_keys(runner: Runner, spec: Spec, into: Path) -> list[Key]:
         )
     keys = []
     for index, source in enumerate(spec.config.sources):
-        fingerprints(runner, spec, index)  # a public key, or a config error
+        check_fingerprint(spec, index, fingerprints(runner, spec, index))  # or a config error
         content = Path(source.key).read_bytes()
         staged = into / f"{source.name}.key"
         staged.write_bytes(content)

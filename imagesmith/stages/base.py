@@ -43,8 +43,8 @@ def source_digest(part: object) -> str:
 @dataclass(frozen=True)
 class KeyInputs:
     """What every stage's inputs are read from: the spec, its config with secrets masked
-    (``spec.masked``), the lock when the build uses one, and the epoch when it is known
-    before the build (given, or the lock's)."""
+    and host paths made portable (``spec.keyed``), the lock when the build uses one, and
+    the epoch when it is known before the build (given, or the lock's)."""
 
     spec: Spec
     config: dict[str, Any]

@@ -20,7 +20,7 @@ from pathlib import Path
 from imagesmith import redact
 from imagesmith.cache.hashing import file_sha256
 from imagesmith.cache.store import Entry
-from imagesmith.config.facts import components, packages
+from imagesmith.config.facts import components, dpkg_filters, packages
 from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError, Location, config_error
 from imagesmith.host import binfmt as host
@@ -69,7 +69,7 @@ def mmdebstrap(
         f"--variant={variant}",
         f"--include={','.join(include)}",
         *[f"--aptopt={opt}" for opt in APT_OPTIONS],
-        *[f"--dpkgopt={opt}" for opt in DPKG_OPTIONS],
+        *[f"--dpkgopt={opt}" for opt in [*DPKG_OPTIONS, *dpkg_filters(spec)]],
         # essential .deb files stay in apt's archive until the end: hashed, and kept in the cache
         "--skip=essential/unlink",
         *auth_hooks(auth),
@@ -330,6 +330,8 @@ class Bootstrap(Stage):
                 [{**entry, "key": file_sha256(Path(entry["key"]))} for entry in given.config["sources"]]
             )
         found["mmdebstrap options"] = digest([APT_OPTIONS, DPKG_OPTIONS, deferred.divert_hook()])
+        if dpkg_filters(spec):  # slim: what dpkg leaves out
+            found["dpkg filters"] = digest(dpkg_filters(spec))
         return found
 
     def check(self, ctx: Context) -> None:

@@ -24,6 +24,7 @@ class PartitionImage:
     type: str
     label: str
     bootable: bool
+    used: int = 0  # bytes its files take (the build summary and the manifest)
 
 
 @dataclass

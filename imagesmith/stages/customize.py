@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from imagesmith.cache.store import Entry
 from imagesmith.config import overlay
+from imagesmith.config.facts import dpkg_filters
 from imagesmith.config.load import Spec
 from imagesmith.config.model import FileEntry, User
 from imagesmith.disk import ids
@@ -24,20 +25,13 @@ from imagesmith.host.rootfs import chroot, inside, read_ids
 from imagesmith.outputs import inventory
 from imagesmith.outputs.sbom import distro_of
 from imagesmith.repro import reproducible, sources
-from imagesmith.stages import bootstrap, deferred
+from imagesmith.stages import bootfiles, bootstrap, deferred, storage, update
 from imagesmith.stages.base import KeyInputs, Stage, digest, tree_digest
+from imagesmith.stages.bootfiles import write
 from imagesmith.stages.context import Context
 
 POLICY_RC_D = "#!/bin/sh\n# imagesmith: no services start while the image is built\nexit 101\n"
 UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
-
-
-def write(rootfs: Path, path: str, text: str, mode: int = 0o644) -> None:
-    """Write a file in the image; a symlink there is followed (inside the image)."""
-    host = inside(rootfs, path)
-    host.parent.mkdir(parents=True, exist_ok=True)
-    host.write_text(text, encoding="utf-8")
-    os.chmod(host, mode)
 
 
 def set_hostname(ctx: Context) -> None:
@@ -98,34 +92,16 @@ def set_locale(ctx: Context) -> None:
 
 def boot_config(ctx: Context) -> None:
     spec, rootfs = ctx.spec, ctx.rootfs
-    write(rootfs, "/etc/fstab", ids.fstab(spec.identity))
-    root = ids.root_device(spec.identity)
+    write(rootfs, "/etc/fstab", ids.fstab(spec.identity, data_mounted_early=spec.layout.data is not None))
+    grows = spec.layout.grows.mount
+    if grows != "/":  # without the file, the root grows
+        write(rootfs, GROW, f"# written by imagesmith: the filesystem that fills the disk\nGROW={grows}\n")
+    storage.install(spec, rootfs)
+    update.install(spec, rootfs)
     # initramfs-tools cannot probe the root device at build time; without its type the
     # initramfs would carry no fsck and the root filesystem would never be checked
-    root_fs = spec.layout.root.fs
-    write(rootfs, "/etc/initramfs-tools/conf.d/imagesmith-root", f"FSTYPE={root_fs}\n")
-    extra = " ".join(spec.config.cmdline)
-    if spec.device.boot == "raspi-firmware":
-        consoles = f"tty0 {spec.device.console}"
-        write(
-            rootfs,
-            "/etc/default/raspi-firmware",
-            "# written by imagesmith: read by raspi-firmware's kernel and initramfs hooks\n"
-            f'ROOTPART="{root}"\nCONSOLES="{consoles}"\nCMA=0\n',
-        )
-        custom = [*spec.device.firmware_config, *spec.config.config_txt]
-        # the hooks append these files when they exist, so only write them with content
-        for path, text in (
-            ("/etc/default/raspi-firmware-custom", "".join(f"{line}\n" for line in custom)),
-            ("/etc/default/raspi-extra-cmdline", f"{extra}\n" if extra else ""),
-        ):
-            if text:
-                write(rootfs, path, text)
-            else:
-                inside(rootfs, path).unlink(missing_ok=True)
-    else:
-        cmdline = f"console=tty0 console={spec.device.console} root={root} rw fsck.repair=yes rootwait"
-        write(rootfs, "/boot/firmware/cmdline.txt", f"{cmdline} {extra}".rstrip() + "\n")
+    write(rootfs, "/etc/initramfs-tools/conf.d/imagesmith-root", f"FSTYPE={spec.layout.root.fs}\n")
+    bootfiles.before_hooks(spec, rootfs)
 
 
 def _set_shadow_password(rootfs: Path, name: str, value: str) -> None:
@@ -315,22 +291,11 @@ def stage_script(rootfs: Path, index: int, source: Path) -> Path:
     return staged
 
 
-def direct_kernel_files(rootfs: Path) -> None:
-    """The newest kernel and initrd, under fixed names, where `qemu -kernel` finds them."""
-    versions = deferred.kernel_versions(rootfs)
-    if not versions:
-        raise ImagesmithError("no kernel was installed", hint="the device's packages must include a kernel")
-    inside(rootfs, "/boot/firmware").mkdir(parents=True, exist_ok=True)
-    for source, name in (
-        (f"vmlinuz-{versions[-1]}", "vmlinuz"),
-        (f"initrd.img-{versions[-1]}", "initrd.img"),
-    ):
-        target = inside(rootfs, f"/boot/firmware/{name}", follow_last=False)
-        target.unlink(missing_ok=True)
-        shutil.copyfile(inside(rootfs, f"/boot/{source}"), target)
-
-
 PRESET = "/etc/systemd/system-preset/00-imagesmith.preset"
+#: the dpkg path filters of ``slim``, kept in the image
+SLIM = "/etc/dpkg/dpkg.cfg.d/imagesmith-slim"
+#: read by the base layer's growroot: which filesystem fills the disk on first boot
+GROW = "/usr/lib/imagesmith/grow.env"
 
 
 def first_boot_hygiene(rootfs: Path) -> None:
@@ -358,6 +323,11 @@ def run(ctx: Context) -> None:
     set_hostname(ctx)
     set_timezone(ctx)
     set_locale(ctx)
+    filters = dpkg_filters(spec)
+    if filters:  # what the bootstrap left out stays out when the device installs more
+        write(
+            rootfs, SLIM, "# written by imagesmith (slim): what dpkg leaves out\n" + "\n".join(filters) + "\n"
+        )
     boot_config(ctx)
     for index, user in enumerate(spec.config.users):
         add_user(ctx, index, user)
@@ -366,9 +336,9 @@ def run(ctx: Context) -> None:
     services(ctx)
     run_scripts(ctx)
     deferred.finish(ctx.runner, rootfs, ctx.tools)
-    if spec.device.boot == "direct-kernel":
-        direct_kernel_files(rootfs)
+    bootfiles.after_hooks(spec, rootfs)
     first_boot_hygiene(rootfs)
+    storage.finish(spec, rootfs)
     reproducible.clamp_shadow(rootfs, ctx.known_epoch)
     inside(rootfs, "/usr/sbin/policy-rc.d", follow_last=False).unlink(missing_ok=True)
 
@@ -379,6 +349,8 @@ def check_spec(spec: Spec) -> None:
     Time zone and locale names are checked against the build host's data when it has
     it; the image's own tzdata and locales are checked again during customize.
     """
+    storage.check(spec)
+    update.check(spec)
     for index, user in enumerate(spec.config.users):
         for other in spec.config.users[:index]:
             if other.name == user.name:
@@ -410,6 +382,7 @@ def check_spec(spec: Spec) -> None:
 #: config keys that no image stage reads (the bootstrap's own are in its inputs)
 NOT_IN_IMAGE = (
     "includes", "layer_paths", "layers", "variables", "signing_key", "packages", "distribution", "sources",
+    "publish",
 )  # fmt: skip
 
 
@@ -418,7 +391,8 @@ def take_inventory(ctx: Context) -> inventory.Inventory:
     packages, roots = inventory.collect(ctx.spec, ctx.rootfs, ctx.copyrights, archives)
     os_release = inside(ctx.rootfs, "/etc/os-release")
     text = os_release.read_text() if os_release.is_file() else ""
-    return inventory.Inventory(packages, roots, distro_of(text, ctx.spec.config.distribution.suite))
+    distro = distro_of(text, ctx.spec.config.distribution.suite)
+    return inventory.Inventory(packages, roots, distro, inventory.slimmable(ctx.spec, ctx.rootfs))
 
 
 INVENTORY = "inventory.json"
@@ -429,9 +403,9 @@ class Customize(Stage):
     entry (the customized rootfs itself is kept only as the filesystems made from it)."""
 
     name = "customize"
-    code = ("stages/customize.py", "stages/deferred.py", "stages/tools.py", "host/rootfs.py",
-            "disk/ids.py", "outputs/inventory.py", "outputs/licenses.py", "repro/reproducible.py",
-            "config/overlay.py")  # fmt: skip
+    code = ("stages/customize.py", "stages/bootfiles.py", "stages/storage.py", "stages/update.py",
+            "stages/deferred.py", "stages/tools.py", "host/rootfs.py", "disk/ids.py", "outputs/inventory.py",
+            "outputs/licenses.py", "repro/reproducible.py", "config/overlay.py")  # fmt: skip
     resumable = False  # a later stage restores it with its own entry
 
     def inputs(self, given: KeyInputs) -> dict[str, str]:
@@ -445,6 +419,11 @@ class Customize(Stage):
         for index, script in enumerate(spec.config.scripts):
             found[f"scripts[{index}] {spec.portable(script.run)}"] = tree_digest(Path(script.run))
         found["SOURCE_DATE_EPOCH"] = "from the packages" if given.epoch is None else str(given.epoch)
+        if spec.layout.data is not None:
+            found["imagesmith:storage/"] = tree_digest(storage.FILES)  # the initramfs script
+        if spec.config.update is not None:  # the certificates the device trusts
+            trusted = spec.config.update.keyring or spec.config.update.cert
+            found[f"update keyring {spec.portable(trusted)}"] = tree_digest(Path(trusted))
         found["device"] = digest(spec.device.model_dump(mode="json"))
         found["layout"] = digest(spec.layout.model_dump(mode="json"))
         return found

@@ -61,6 +61,23 @@ def run(ctx: Context, target: Path) -> None:
     finally:
         os.close(fd)
     ctx.image = target
+    for line in report(ctx, offsets):
+        ctx.runner.info(line)
+
+
+def report(ctx: Context, offsets: list[int]) -> list[str]:
+    """One line per partition: number, name, role (and slot), filesystem, label, offset,
+    size, mount point."""
+    mib = 1024 * 1024
+    lines = []
+    for number, (part, image, offset) in enumerate(
+        zip(ctx.spec.layout.partitions, ctx.partitions, offsets, strict=True), start=1
+    ):
+        lines.append(
+            f"p{number} {part.name:<10} {part.role or '-':<7} {part.fs:<5} {part.label:<11} "
+            f"at {offset // mib:>5} MiB  {image.size // mib:>6} MiB  {part.mount or '-'}"
+        )
+    return lines
 
 
 def read_table(ctx: Context, image: Path) -> dict[str, object]:
@@ -77,7 +94,8 @@ def release(ctx: Context) -> Release:
     """What the outputs describe: the image, its inventory, the epoch's time."""
     return Release(
         ctx.spec, ctx.runner, ctx.work, image_path(ctx), ctx.products[customize.INVENTORY],
-        files.created(ctx.known_epoch),
+        files.created(ctx.known_epoch), usage={p.name: p.used for p in ctx.partitions},
+        partitions={p.name: p.path for p in ctx.partitions},
     )  # fmt: skip
 
 
@@ -97,6 +115,7 @@ class Disk(Stage):
             "identity": digest([spec.config.name, spec.device.device]),  # the disk signature
             # the outputs this stage keeps, by their code
             "outputs": digest([(h.name, source_digest(h)) for h in handlers.of_phase("image")]),
+            "publish": digest(spec.config.publish.model_dump(mode="json")),  # compressed, Imager's list
         }
 
     def title(self, ctx: Context) -> str:

@@ -14,12 +14,13 @@ from pathlib import Path, PurePosixPath
 
 from imagesmith.cache.store import Entry
 from imagesmith.disk import fs
+from imagesmith.disk.fs.base import tree_usage
 from imagesmith.disk.layout import Partition
 from imagesmith.disk.sparse import copy_file
 from imagesmith.errors import ImagesmithError
 from imagesmith.host.rootfs import inside
 from imagesmith.repro.reproducible import clamp_times
-from imagesmith.stages import customize
+from imagesmith.stages import customize, storage
 from imagesmith.stages.base import KeyInputs, Stage, digest, source_digest
 from imagesmith.stages.context import Context, PartitionImage
 
@@ -28,6 +29,8 @@ def resolve_links(ctx: Context, part: Partition) -> None:
     """FAT has no symbolic links and mcopy would follow them on the build host: each link
     under a FAT partition's mount point becomes a copy of the file it names *in the image*;
     a link to a directory, or to nothing, is an error."""
+    if part.mount is None:
+        return
     top = inside(ctx.rootfs, part.mount)
     if not top.is_dir():
         return
@@ -51,6 +54,7 @@ def resolve_links(ctx: Context, part: Partition) -> None:
 
 def take_mountpoint(ctx: Context, part: Partition) -> Path:
     """Move what is under ``part.mount`` out of the rootfs, leaving the empty mount point."""
+    assert part.mount is not None
     source = inside(ctx.rootfs, part.mount)
     staged = ctx.work / f"part-{part.name}"
     if staged.exists():
@@ -67,7 +71,10 @@ def take_mountpoint(ctx: Context, part: Partition) -> Path:
 
 
 def run(ctx: Context) -> None:
-    """Fill ``ctx.partitions`` in layout order."""
+    """Fill ``ctx.partitions`` in layout order. The root (slot A's) takes the rootfs, every
+    other partition with a mount point the tree under it; slot B's root is a copy of slot
+    A's image, slot B's boot partition slot A's files with its own cmdline.txt, and a
+    tryboot common boot partition holds autoboot.txt."""
     layout = ctx.spec.layout
     staged: dict[str, Path] = {}
     # every non-root mount point leaves the rootfs first, so root holds only its own files
@@ -75,16 +82,36 @@ def run(ctx: Context) -> None:
         if not fs.get(part.fs).links:
             resolve_links(ctx, part)
     for part in layout.partitions:
-        if part.role != "root":
+        if part is not layout.root and part.mount is not None:
             staged[part.name] = take_mountpoint(ctx, part)
+    boot_a, boot_b = layout.role("boot-a"), layout.role("boot-b")
+    if boot_a is not None and boot_b is not None:
+        storage.slot_b_boot(ctx.spec, staged[boot_a.name], ctx.work / f"part-{boot_b.name}")
+        staged[boot_b.name] = ctx.work / f"part-{boot_b.name}"
+    for part in layout.partitions:
+        if part.mount is None and part.role == "boot":
+            staged[part.name] = tree = ctx.work / f"part-{part.name}"
+            tree.mkdir(exist_ok=True)
+            (tree / "autoboot.txt").write_text(storage.autoboot_txt(ctx.spec))
     for tree in [ctx.rootfs, *staged.values()]:
         clamp_times(tree, ctx.known_epoch)  # no time of this build reaches the filesystems
-    for part in layout.partitions:
-        content = ctx.rootfs if part.role == "root" else staged[part.name]
+    made: dict[str, PartitionImage] = {}
+    for part in sorted(layout.partitions, key=lambda p: p.role == "root-b"):  # root-b copies root-a
         target = ctx.work / f"{part.name}.{part.fs}"
-        job = fs.Job(ctx.runner, ctx.spec.identity, part, content, target, ctx.known_epoch)
-        size = fs.get(part.fs).make(job)
-        ctx.partitions.append(PartitionImage(part.name, target, size, part.kind, part.label, part.bootable))
+        if part.role == "root-b":
+            copy_file(made[layout.root.name].path, target)
+            size, used = made[layout.root.name].size, made[layout.root.name].used
+        else:
+            content = ctx.rootfs if part is layout.root else staged.get(part.name)
+            if content is None:
+                raise ImagesmithError(
+                    f"partition {part.name!r} ({part.role}) has nothing to hold",
+                    hint="give it a mount point in the layout",
+                )
+            job = fs.Job(ctx.runner, ctx.spec.identity, part, content, target, ctx.known_epoch)
+            size, used = fs.get(part.fs).make(job), tree_usage(content).files
+        made[part.name] = PartitionImage(part.name, target, size, part.kind, part.label, part.bootable, used)
+    ctx.partitions.extend(made[part.name] for part in layout.partitions)
 
 
 PARTITIONS = "partitions.json"
@@ -107,7 +134,8 @@ class Filesystems(Stage):
     """One checked filesystem image per partition of the layout."""
 
     name = "filesystems"
-    code = ("stages/filesystems.py", "disk/ids.py", "disk/fs/base.py", "repro/reproducible.py")
+    code = ("stages/filesystems.py", "stages/storage.py", "disk/ids.py", "disk/fs/base.py",
+            "repro/reproducible.py")  # fmt: skip
     restore_with = ("customize",)  # the inventory of what they hold
 
     def inputs(self, given: KeyInputs) -> dict[str, str]:
@@ -130,7 +158,7 @@ class Filesystems(Stage):
         for part in ctx.partitions:
             copy_file(part.path, entry / part.path.name)
             row = {"name": part.name, "file": part.path.name, "size": part.size, "type": part.type}
-            rows.append({**row, "label": part.label, "bootable": part.bootable})
+            rows.append({**row, "label": part.label, "bootable": part.bootable, "used": part.used})
         (entry / PARTITIONS).write_text(json.dumps(rows), encoding="utf-8")
         return {}
 

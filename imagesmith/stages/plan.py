@@ -30,6 +30,7 @@ __all__ = [
     "config_id",
     "digest",
     "restore_point",
+    "secret_stages",
     "stages",
     "tree_digest",
 ]
@@ -69,7 +70,7 @@ def stages(
 
     if epoch is None and locked is not None:
         epoch = locked.source_date_epoch
-    given = KeyInputs(spec, spec.masked(hidden), locked, epoch)
+    given = KeyInputs(spec, spec.keyed(hidden), locked, epoch)
     plans: list[StagePlan] = []
     for stage in STAGES:
         found = {f"tool {t}": tool_versions.get(t, "absent") for t in requirements.for_stage(stage.name)}
@@ -79,6 +80,16 @@ def stages(
         found.update(stage.inputs(given))
         plans.append(_keyed(StagePlan(stage.name, found)))
     return plans
+
+
+def secret_stages(
+    spec: Spec, tool_versions: dict[str, str], locked: Lock | None = None, epoch: int | None = None
+) -> set[str]:
+    """The stages whose key depends on a secret of the config, and so every stage after
+    one (its files may hold the secret): exactly those whose keys differ between two salts."""
+    one = stages(spec, bytes(32), tool_versions, locked, epoch)
+    two = stages(spec, bytes([1]) * 32, tool_versions, locked, epoch)
+    return {a.name for a, b in zip(one, two, strict=True) if a.key != b.key}
 
 
 def _keyed(plan: StagePlan) -> StagePlan:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,14 +25,17 @@ def stage_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path / "imagesmith"
 
 
-def imagesmith(*args: str, check: bool = True, timeout: float = 3000) -> subprocess.CompletedProcess[str]:
-    """Run the real command line, as a user would."""
+def imagesmith(
+    *args: str, check: bool = True, timeout: float = 3000, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run the real command line, as a user would (``env``: over the test's environment)."""
     proc = subprocess.run(
         [sys.executable, "-m", "imagesmith", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=REPO,
+        env={**os.environ, **(env or {})},
     )
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -45,6 +49,15 @@ class Built:
     output: Path
     image: Path
     table: dict[str, object]
+    boot_index: int = 0  # the FAT partition that boot_file() reads
+    root_index: int = 1  # the ext4 root that cat() and debugfs() read
+
+    @property
+    def partitions(self) -> list[dict[str, Any]]:
+        """The partition table's entries, as sfdisk --json gives them."""
+        parts = self.table["partitions"]
+        assert isinstance(parts, list)
+        return parts
 
     def partition_offset(self, index: int) -> int:
         parts = self.table["partitions"]
@@ -53,11 +66,11 @@ class Built:
 
     def root(self) -> str:
         """debugfs device spec of the root filesystem inside the image."""
-        return f"{self.image}?offset={self.partition_offset(1)}"
+        return f"{self.image}?offset={self.partition_offset(self.root_index)}"
 
     def boot(self) -> str:
         """mtools device spec of the boot filesystem inside the image."""
-        return f"{self.image}@@{self.partition_offset(0)}"
+        return f"{self.image}@@{self.partition_offset(self.boot_index)}"
 
     def debugfs(self, request: str) -> str:
         return subprocess.run(
@@ -71,6 +84,34 @@ class Built:
         return subprocess.run(
             ["mtype", "-i", self.boot(), f"::{name}"], capture_output=True, text=True, check=True
         ).stdout
+
+
+def extract(image: Path, entry: dict[str, Any], target: Path) -> Path:
+    """Partition ``entry`` (sfdisk's) of ``image`` as a file of its own, holes kept as holes."""
+    where = [f"skip={entry['start'] * 512}", f"count={entry['size'] * 512}", "iflag=skip_bytes,count_bytes"]
+    argv = ["dd", f"if={image}", f"of={target}", "bs=1M", *where, "conv=sparse", "status=none"]
+    subprocess.run(argv, check=True)
+    return target
+
+
+def check_filesystem(image: Path, entry: dict[str, Any], fs: str, work: Path) -> None:
+    """fsck.vfat -n or e2fsck -fn of one partition, extracted and removed again."""
+    part = extract(image, entry, work / "partition")
+    try:
+        checker = ["fsck.vfat", "-n"] if fs == "vfat" else ["e2fsck", "-fn"]
+        result = subprocess.run([*checker, str(part)], capture_output=True, text=True)
+        assert result.returncode == 0, (entry, result.stdout + result.stderr)
+    finally:
+        part.unlink()
+
+
+def same_bytes(image: Path, a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two partitions of ``image`` hold the same bytes (compared by cmp, in place)."""
+    if a["size"] != b["size"]:
+        return False
+    skip = f"{a['start'] * 512}:{b['start'] * 512}"
+    return subprocess.run(["cmp", "--quiet", f"--ignore-initial={skip}", f"--bytes={a['size'] * 512}",
+                           str(image), str(image)]).returncode == 0  # fmt: skip
 
 
 def build(config: Path | None, output: Path, *extra: str) -> Built:

@@ -14,7 +14,7 @@ from imagesmith.config.load import load_spec
 from imagesmith.errors import ImagesmithError
 from imagesmith.host.rootfs import inside, read_ids
 from imagesmith.host.run import Runner
-from imagesmith.stages import customize, filesystems
+from imagesmith.stages import bootfiles, customize, filesystems
 from imagesmith.stages.context import Context
 
 Write = Callable[[str, str], Path]
@@ -70,7 +70,7 @@ def test_direct_kernel_files_stay_in_the_image(rootfs: Path, host: Path) -> None
     (rootfs / "boot" / "vmlinuz-6.1.0").write_text("kernel")
     (rootfs / "boot" / "initrd.img-6.1.0").write_text("initrd")
     (rootfs / "boot" / "firmware").symlink_to(host)
-    customize.direct_kernel_files(rootfs)
+    bootfiles.direct_kernel_files(rootfs)
     assert not (host / "vmlinuz").exists()
     assert inside(rootfs, "/boot/firmware/vmlinuz").read_text() == "kernel"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from imagesmith.disk.ids import Identity
 from imagesmith.disk.layout import Partition
@@ -53,9 +54,19 @@ def fixed_time_env(epoch: int) -> dict[str, str]:
     return {"E2FSPROGS_FAKE_TIME": str(epoch), "SOURCE_DATE_EPOCH": str(epoch), "TZ": "UTC"}
 
 
-def tree_usage(root: Path) -> tuple[int, int]:
-    """(bytes the files under ``root`` occupy, number of inodes) — streamed, never loaded."""
-    used, count = 0, 0
+class Usage(NamedTuple):
+    """What a directory tree takes: ``blocks`` (bytes of the blocks its entries take here,
+    for sizing a filesystem), ``inodes`` (entries) and ``files`` (bytes of its regular
+    files, a file with several links once: the same for the same tree on any host)."""
+
+    blocks: int
+    inodes: int
+    files: int
+
+
+def tree_usage(root: Path) -> Usage:
+    """The usage of the tree under ``root`` — streamed, never loaded."""
+    used, count, files = 0, 0, 0
     seen: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -67,7 +78,10 @@ def tree_usage(root: Path) -> tuple[int, int]:
                     if (info.st_dev, info.st_ino) in seen:
                         continue
                     seen.add((info.st_dev, info.st_ino))
-                used += max(info.st_blocks * 512, 4096 if entry.is_dir(follow_symlinks=False) else 0)
-                if entry.is_dir(follow_symlinks=False):
+                is_dir = entry.is_dir(follow_symlinks=False)
+                used += max(info.st_blocks * 512, 4096 if is_dir else 0)
+                if is_dir:
                     stack.append(Path(entry.path))
-    return used, count
+                elif entry.is_file(follow_symlinks=False):
+                    files += info.st_size
+    return Usage(used, count, files)

@@ -26,7 +26,7 @@ class Ext4(Filesystem):
 
     def make(self, job: Job) -> int:
         part, content, target, r = job.part, job.content, job.target, job.runner
-        used, count = tree_usage(content)
+        used, count, _files = tree_usage(content)
         # auto: the files, ext4 metadata (inode tables, journal) and the requested free space
         size = part.size if isinstance(part.size, int) else align(int(used * 1.10) + 64 * MiB + part.free)
         inodes = max(count + count // 4 + 1024, size // 16384)
@@ -42,7 +42,7 @@ class Ext4(Filesystem):
             env=fixed_time_env(job.epoch),
             hint=f"partition {part.name!r} may be too small for its files ({used // MiB} MiB)",
         )  # fmt: skip
-        nodes = device_nodes(content) if part.role == "root" else []
+        nodes = device_nodes(content) if part.role in ("root", "root-a") else []
         fix_change_times(r, target, content, job.epoch, first=nodes)
         r.run(["e2fsck", "-fn", str(target)], hint=f"the {part.name} filesystem failed its check")
         return size

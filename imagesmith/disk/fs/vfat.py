@@ -20,7 +20,7 @@ class Vfat(Filesystem):
 
     def make(self, job: Job) -> int:
         part, target = job.part, job.target
-        used, _count = tree_usage(job.content)
+        used = tree_usage(job.content).blocks
         size = part.size if isinstance(part.size, int) else max(FAT32_MIN, align(int(used * 1.1) + part.free))
         if used > size * 0.95:
             raise ImagesmithError(

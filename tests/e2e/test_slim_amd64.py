@@ -1,0 +1,65 @@
+"""examples/slim.yaml's twin on the native target: what slim leaves out, what it keeps (the
+copyright files, so every licence of the SBOM), and a boot to a login."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, Built, build, imagesmith
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def vm(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return build(
+        REPO / "examples" / "slim.yaml", tmp_path_factory.mktemp("slim") / "out", "--variant", "qemu"
+    )
+
+
+def listing(vm: Built, directory: str) -> list[str]:
+    return [line.split()[-1] for line in vm.debugfs(f"ls -l {directory}").splitlines() if line.strip()]
+
+
+def test_docs_man_pages_and_translations_are_left_out(vm: Built, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    subprocess.run(
+        ["debugfs", "-R", f"rdump /usr/share/doc {docs}", vm.root()], check=True, capture_output=True
+    )
+    files = [p for p in (docs / "doc").rglob("*") if p.is_file() and not p.is_symlink()]
+    assert len(files) > 50 and all(p.name == "copyright" for p in files), [
+        p for p in files if p.name != "copyright"
+    ]
+    assert "man1" not in vm.debugfs("ls /usr/share/man")
+    # the slim config's locale is C.UTF-8: no translation stays
+    assert set(listing(vm, "/usr/share/locale")) <= {".", "..", "locale.alias"}
+    rules = vm.cat("/etc/dpkg/dpkg.cfg.d/imagesmith-slim")
+    assert "path-exclude=/usr/share/doc/*\npath-include=/usr/share/doc/*/copyright\n" in rules
+
+
+def test_every_package_keeps_its_licence(vm: Built, tmp_path: Path) -> None:
+    full = build(REPO / "examples" / "slim.yaml", tmp_path / "full", "--variant", "qemu",
+                 "--set", "slim={docs: false, locales: false}")  # fmt: skip
+
+    def licences(built: Built) -> dict[str, str]:
+        manifest = json.loads((built.output / "manifest.json").read_text())
+        return {p["name"]: p["license"] for p in manifest["packages"]}
+
+    assert licences(vm) == licences(full)
+    assert "man1" in full.debugfs("ls /usr/share/man")
+    assert vm.image.stat().st_size <= full.image.stat().st_size
+    slim_root, full_root = (
+        json.loads((b.output / "manifest.json").read_text())["sizes"]["rootfs"] for b in (vm, full)
+    )
+    assert slim_root < full_root
+
+
+def test_boots_to_a_login(vm: Built, tmp_path: Path) -> None:
+    log = tmp_path / "console.log"
+    imagesmith("boot", str(vm.image), "--console-log", str(log), "--timeout", "900", timeout=1200)
+    assert "slim login:" in log.read_text(errors="replace")
