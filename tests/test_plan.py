@@ -10,6 +10,8 @@ import pytest
 from imagesmith.config.load import load_spec
 from imagesmith.stages import plan
 
+from .e2e.aptrepo import make_key
+
 Write = Callable[[str, str], Path]
 TOOLS = {"mmdebstrap": "1.5", "e2fsprogs": "1.47", "dosfstools": "4.2", "mtools": "4", "fdisk": "2.38"}
 BASE = "name: x\ndevice: qemu-amd64\nlayers: [base]\nfiles: [{source: overlay/, target: /}]\n"
@@ -86,11 +88,24 @@ def test_changed_inputs_are_named(project: Path) -> None:
     assert plan.changed_inputs(after, {}) == ["(no earlier build of this config)"]
 
 
-def test_two_checkouts_at_different_paths_have_the_same_keys(tmp_path: Path) -> None:
+def test_two_checkouts_at_different_paths_have_the_same_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    public = make_key(tmp_path / "gpg", "archive")
+    source = "sources: [{name: vendor, url: 'https://apt.example.com/debian', key: keys/vendor.asc}]\n"
     for machine in ("a", "b"):
         root = tmp_path / machine / "project"
         (root / "overlay/etc").mkdir(parents=True)
         (root / "overlay/etc/motd").write_text("hello\n")
         (root / "setup.sh").write_text("#!/bin/sh\ntrue\n")
-        (root / "img.yaml").write_text(BASE + "scripts: [{run: setup.sh, in: chroot}]\n")
+        (root / "keys").mkdir()
+        (root / "keys/vendor.asc").write_bytes(public.read_bytes())
+        (root / "img.yaml").write_text(BASE + "scripts: [{run: setup.sh, in: chroot}]\n" + source)
+    # keyed from another working directory: no path is read relative to it
+    monkeypatch.chdir(tmp_path)
     assert keys(tmp_path / "a/project/img.yaml") == keys(tmp_path / "b/project/img.yaml")
+    (tmp_path / "b/project/keys/vendor.asc").write_bytes(make_key(tmp_path / "gpg2", "other").read_bytes())
+    assert (
+        differs(keys(tmp_path / "a/project/img.yaml"), keys(tmp_path / "b/project/img.yaml"))[0]
+        == "bootstrap"
+    )

@@ -327,7 +327,10 @@ class Bootstrap(Stage):
             found["lock"] = digest(given.lock.digest_input())
         if spec.config.sources:  # each by what it says and the key's content (not where the key is)
             found["sources"] = digest(
-                [{**entry, "key": file_sha256(Path(entry["key"]))} for entry in given.config["sources"]]
+                [
+                    {**entry, "key": file_sha256(Path(source.key))}
+                    for entry, source in zip(given.config["sources"], spec.config.sources, strict=True)
+                ]
             )
         found["mmdebstrap options"] = digest([APT_OPTIONS, DPKG_OPTIONS, deferred.divert_hook()])
         if dpkg_filters(spec):  # slim: what dpkg leaves out
