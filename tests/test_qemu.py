@@ -161,15 +161,19 @@ def test_a_panic_under_emulation_is_booted_once_more(
     runs = tmp_path / "runs"
     flaky = _fake_console(
         tmp_path,
-        f"echo run >> {runs}\n"
+        f'echo "run $*" >> {runs}\n'
         f'if [ "$(wc -l < {runs})" -eq 1 ]; then echo "Kernel panic - not syncing: Fatal exception"; '
         "sleep 30; fi\n"
         "echo 'Linux version 6.12.48'\nprintf 'vm login: '\nsleep 30\n",
     )
     tcg = [["-accel", "tcg", "-cpu", "max"]]
-    assert "vm login:" in qemu.run_guest(flaky, tcg, Runner(), 20, None, None)
-    assert "booting once more" in capsys.readouterr().err
-    assert runs.read_text().count("run") == 2
+    assert "vm login:" in qemu.run_guest([*flaky, "-smp", "2", "-m", "1024"], tcg, Runner(), 20, None, None)
+    assert "booting once more, on one CPU" in capsys.readouterr().err
+    # the second boot has one CPU: the emulator fault seen needs two
+    assert runs.read_text().splitlines() == [
+        "run -accel tcg -cpu max -smp 2 -m 1024",
+        "run -accel tcg -cpu max -smp 1 -m 1024",
+    ]
     (tmp_path / "always").mkdir()
     always = _fake_console(
         tmp_path / "always", "echo 'Kernel panic - not syncing: VFS: Unable to mount root fs'\nsleep 30\n"
