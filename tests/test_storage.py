@@ -64,6 +64,13 @@ def test_roles_that_do_not_fit_together(write: Write, partitions: str, said: str
     assert caught.value.exit_code == 2
 
 
+def test_a_b_slots_are_not_found_by_label(write: Write) -> None:
+    path = write("layouts/bad.yaml", f"layout: bad\ndescription: d\nroot_by: label\npartitions: [{AB}}}]\n")
+    with pytest.raises(ImagesmithError, match="a label would name both slots") as caught:
+        validate(Layout, load_yaml(path), "layout bad")
+    assert caught.value.exit_code == 2
+
+
 def test_fstab_names_no_slot_and_the_command_line_names_slot_a(write: Write) -> None:
     spec = load_spec(write("i.yaml", "name: i\ndevice: qemu-amd64\nlayout: ab-gpt\nread_only: true\n"))
     fstab = ids.fstab(spec.identity, data_mounted_early=True).splitlines()[1:]

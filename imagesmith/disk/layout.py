@@ -93,6 +93,11 @@ class Layout(Strict):
         except ValueError as exc:
             raise ValueError(str(exc)) from None
         _check_roles(parts)
+        if self.root_by == "label" and any(p.role == "root-b" for p in parts):
+            raise ValueError(
+                "a layout with A/B slots finds its root by PARTUUID (root_by: partuuid): slot B starts as "
+                "a copy of slot A, filesystem label and all, so a label would name both slots"
+            )
         object.__setattr__(self, "partitions", parts)  # frozen: completed once, here
         return self
 
