@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from imagesmith.config.overlay import DEFAULT_IGNORE
 from imagesmith.disk.layout import ROLES, Layout, Partition, Role
@@ -154,8 +154,22 @@ class Publish(Strict):
         return self
 
 
+MODULE_RE = r"^[A-Za-z0-9_-]+$"
+
+
+def _firmware_path(value: str) -> str:
+    """A path under /usr/lib/firmware, with shell wildcards: relative, no "..", one line."""
+    if not value or value.startswith("/") or ".." in value.split("/") or "\n" in value or "\0" in value:
+        raise ValueError(f"{value!r}: a path relative to /usr/lib/firmware, without '..'")
+    return value
+
+
+FirmwarePath = Annotated[str, AfterValidator(_firmware_path)]
+
+
 class Slim(Strict):
-    """Files dpkg leaves out of the image, now and on the device later (dpkg path filters)."""
+    """What the image leaves out: files dpkg leaves out (path filters, now and on the device
+    later), kernel modules and firmware the device does not use."""
 
     docs: bool = Field(
         False,
@@ -163,6 +177,21 @@ class Slim(Strict):
     )
     locales: bool = Field(
         False, description="no message translations but those of the configured locale's language"
+    )
+    modules: bool = Field(
+        False,
+        description="only the kernel modules the device's catalog entry, keep_modules, /etc/modules, "
+        "modules-load.d and the layout's filesystems need, with their dependencies",
+    )
+    keep_modules: list[Annotated[str, Field(pattern=MODULE_RE)]] = Field(
+        default_factory=list, description="with modules: more modules to keep, by name (e.g. usb_storage)"
+    )
+    firmware: bool = Field(
+        False, description="only the firmware files of the device's chips (catalog) and keep_firmware"
+    )
+    keep_firmware: list[FirmwarePath] = Field(
+        default_factory=list,
+        description="with firmware: more files to keep, paths under /usr/lib/firmware (wildcards allowed)",
     )
 
 
@@ -314,6 +343,10 @@ class Device(Strict):
     console: str  # serial console for the kernel command line, e.g. ttyS1,115200
     firmware_config: list[str] = Field(default_factory=list)
     wireless: bool = False
+    #: the kernel modules of the board's own hardware (what slim.modules keeps)
+    modules: list[Annotated[str, Field(pattern=MODULE_RE)]] = Field(default_factory=list)
+    #: the firmware files of its chips, under /usr/lib/firmware (what slim.firmware keeps)
+    firmware: list[FirmwarePath] = Field(default_factory=list)
     kernels: dict[str, Kernel] = Field(min_length=1, description="the first is the default")
     #: Raspberry Pi Imager's device tags (its os_list ``devices``), e.g. pi4-64bit
     imager_tags: list[str] = Field(default_factory=list)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.markup import escape
@@ -25,7 +26,7 @@ from imagesmith.host.rootfs import chroot, inside, read_ids
 from imagesmith.outputs import inventory
 from imagesmith.outputs.sbom import distro_of
 from imagesmith.repro import reproducible, sources
-from imagesmith.stages import bootfiles, bootstrap, deferred, storage, update
+from imagesmith.stages import bootfiles, bootstrap, deferred, prune, storage, update
 from imagesmith.stages.base import KeyInputs, Stage, digest, tree_digest
 from imagesmith.stages.bootfiles import write
 from imagesmith.stages.context import Context
@@ -335,12 +336,18 @@ def run(ctx: Context) -> None:
         copy_overlay(ctx, index, entry)
     services(ctx)
     run_scripts(ctx)
-    deferred.finish(ctx.runner, rootfs, ctx.tools)
+    if spec.config.slim.firmware:  # before the initramfs copies any of it
+        prune.prune_firmware(ctx.runner, spec, rootfs)
+    deferred.finish(ctx.runner, rootfs, ctx.tools, prune=pruner(ctx) if spec.config.slim.modules else None)
     bootfiles.after_hooks(spec, rootfs)
     first_boot_hygiene(rootfs)
     storage.finish(spec, rootfs)
     reproducible.clamp_shadow(rootfs, ctx.known_epoch)
     inside(rootfs, "/usr/sbin/policy-rc.d", follow_last=False).unlink(missing_ok=True)
+
+
+def pruner(ctx: Context) -> Callable[[str], None]:
+    return lambda version: prune.prune_modules(ctx.runner, ctx.spec, ctx.rootfs, version)
 
 
 def check_spec(spec: Spec) -> None:
@@ -392,7 +399,8 @@ def take_inventory(ctx: Context) -> inventory.Inventory:
     os_release = inside(ctx.rootfs, "/etc/os-release")
     text = os_release.read_text() if os_release.is_file() else ""
     distro = distro_of(text, ctx.spec.config.distribution.suite)
-    return inventory.Inventory(packages, roots, distro, inventory.slimmable(ctx.spec, ctx.rootfs))
+    slimmable = inventory.slimmable(ctx.spec, ctx.rootfs) | prune.savings(ctx.spec, ctx.rootfs)
+    return inventory.Inventory(packages, roots, distro, slimmable)
 
 
 INVENTORY = "inventory.json"
@@ -405,7 +413,8 @@ class Customize(Stage):
     name = "customize"
     code = ("stages/customize.py", "stages/bootfiles.py", "stages/storage.py", "stages/update.py",
             "stages/deferred.py", "stages/tools.py", "host/rootfs.py", "disk/ids.py", "outputs/inventory.py",
-            "outputs/licenses.py", "repro/reproducible.py", "config/overlay.py")  # fmt: skip
+            "outputs/licenses.py", "repro/reproducible.py", "config/overlay.py", "stages/prune.py",
+            "disk/fs/base.py", "disk/fs/ext4.py", "disk/fs/vfat.py")  # fmt: skip
     resumable = False  # a later stage restores it with its own entry
 
     def inputs(self, given: KeyInputs) -> dict[str, str]:

@@ -14,6 +14,7 @@ the end of customize the real programs come back and each job runs once:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from imagesmith.host.progress import Steps
@@ -85,11 +86,16 @@ def run_kernel_hooks(runner: Runner, rootfs: Path, version: str) -> None:
     )
 
 
-def finish(runner: Runner, rootfs: Path, tools: Tools) -> None:
-    """Restore the diverted programs and run each deferred job once."""
+def finish(runner: Runner, rootfs: Path, tools: Tools, prune: Callable[[str], None] | None = None) -> None:
+    """Restore the diverted programs and run each deferred job once. ``prune`` (slim.modules)
+    removes a kernel's modules between depmod's two runs: the first tells it what depends
+    on what, the second describes what is left, and the initramfs is made from that."""
     restore(runner, rootfs)
     if inside(rootfs, "/usr/bin/systemd-hwdb").exists():
         tools.hwdb()
     for version in kernel_versions(rootfs):
         tools.depmod(version)
+        if prune is not None:
+            prune(version)
+            tools.depmod(version)
         run_kernel_hooks(runner, rootfs, version)

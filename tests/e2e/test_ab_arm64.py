@@ -9,11 +9,14 @@ from pathlib import Path
 import pytest
 
 from imagesmith.disk import table
+from imagesmith.stages import prune
 
 from .conftest import Built, build, check_filesystem, imagesmith, same_bytes
 
 pytestmark = pytest.mark.slow
-OPTIONS = ("--set", "device=qemu-arm64", "--set", "layout=ab-gpt", "--set", "read_only=true")
+# slim.modules on arm64: the read-only root's overlayfs and the virt machine's drivers stay
+OPTIONS = ("--set", "device=qemu-arm64", "--set", "layout=ab-gpt", "--set", "read_only=true",
+           "--set", "slim.modules=true")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,17 @@ def test_every_filesystem_passes_its_check(vm: Built, tmp_path: Path) -> None:
     for entry, fs in zip(vm.partitions, ["vfat", "ext4", "ext4", "ext4"], strict=True):
         check_filesystem(vm.image, entry, fs, tmp_path)
     assert same_bytes(vm.image, vm.partitions[1], vm.partitions[2]), "root B is a copy of root A"
+
+
+def test_modules_are_pruned_to_the_virtual_machine_s(vm: Built) -> None:
+    version = next(
+        e.split("/")[5] for e in vm.debugfs("ls -p /usr/lib/modules").splitlines()
+        if e.count("/") > 5 and e.split("/")[5] not in (".", "..")
+    )  # fmt: skip
+    dep = vm.cat(f"/usr/lib/modules/{version}/modules.dep")
+    names = {prune.module_name(line.split(":")[0]) for line in dep.splitlines()}
+    assert {"virtio_blk", "virtio_net", "overlay", "ext4", "vfat"} <= names
+    assert len(names) < 80 and "brcmfmac" not in names
 
 
 def test_boots_on_qemu_arm64_read_only_and_grows_the_data_partition(vm: Built, tmp_path: Path) -> None:

@@ -223,3 +223,30 @@ def test_sboms_of_the_pi_image(pi4: Built) -> None:
     assert any("?arch=arm64&" in p for p in purls) and "linux-image-arm64" in status
     top = json.loads(cdx)["metadata"]["component"]
     assert top["hashes"][0]["content"] == sha256(pi4.image)
+
+
+def test_the_pi_boards_module_lists_name_modules_of_debian_s_kernel(pi4: Built) -> None:
+    """slim.modules keeps a board's catalog list: each name must be a module (or built in)
+    of the kernel the boards run, else a typo would prune the driver it meant."""
+    from imagesmith.config import catalog
+    from imagesmith.config.model import Device
+    from imagesmith.config.nodes import load_yaml
+    from imagesmith.config.validate import validate
+    from imagesmith.stages.prune import Modules
+
+    versions = [
+        e.split("/")[5] for e in pi4.debugfs("ls -p /usr/lib/modules").splitlines() if e.count("/") > 5
+    ]
+    version = next(v for v in versions if v not in (".", ".."))
+    directory = f"/usr/lib/modules/{version}"
+    modules = Modules.parse(
+        *(pi4.cat(f"{directory}/modules.{n}") for n in ("dep", "softdep", "builtin", "alias"))
+    )
+    assert len(modules.paths) > 3000
+    for name in ("pi3", "pi4", "zero2w", "cm4"):  # Debian's kernel has no Pi 5 (RP1) drivers
+        path = catalog.find("devices", name)
+        assert path is not None
+        device = validate(Device, load_yaml(path), name)
+        assert [m for m in device.modules if not modules.known(m)] == [], name
+    # and the default image keeps them all (slim.modules is off): the Pi 4's Ethernet driver is there
+    assert modules.resolve("genet") and modules.paths["genet"].startswith("kernel/drivers/net/")

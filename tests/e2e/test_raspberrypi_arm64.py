@@ -66,7 +66,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Built:
     config = project / "image.yaml"
     config.write_text(
         "name: rpi\ndevice: pi4\nlayout: ab-tryboot\nread_only: true\nlayers: [raspberrypi-archive]\n"
-        "packages: [tzdata]\nconfig_txt: [dtoverlay=disable-bt]\n"
+        "packages: [tzdata]\nconfig_txt: [dtoverlay=disable-bt]\nslim: {firmware: true}\n"
         "publish:\n  compress: zstd\n  imager: {url: 'https://images.example.com/pi/'}\n"
         "update: {key: update.key.pem, cert: update.cert.pem}\n"
         "sources:\n"
@@ -86,6 +86,19 @@ def boot_names(image: Built, directory: str = "::/") -> set[str]:
         ["mdir", "-b", "-i", image.boot(), directory], capture_output=True, text=True, check=True
     )
     return {line.rstrip("/").rsplit("/", 1)[-1] for line in listing.stdout.split()}
+
+
+def test_only_the_pi_4_s_wireless_firmware_is_left(image: Built) -> None:
+    """slim.firmware on Debian's real firmware-brcm80211: the Pi 4's chip (43455, its links
+    into cypress/ followed), the regulatory database, nothing of other chips."""
+    brcm, cypress = image.debugfs("ls /usr/lib/firmware/brcm"), image.debugfs("ls /usr/lib/firmware/cypress")
+    assert "brcmfmac43455-sdio.bin" in brcm and "brcmfmac43455-sdio.raspberrypi,4-model-b.txt" in brcm
+    assert "cyfmac43455-sdio.bin" in cypress and "cyfmac43455-sdio.clm_blob" in cypress
+    assert "4356" not in brcm + cypress and "43430" not in brcm + cypress
+    assert "regulatory.db" in image.debugfs("ls /usr/lib/firmware")
+    assert "slim.firmware: kept" in (image.output / "build.log").read_text()
+    # the package stays installed: the SBOM is unchanged by pruning
+    assert "firmware-brcm80211" in installed(image.cat("/var/lib/dpkg/status"))
 
 
 def test_the_kernel_comes_from_the_archive_and_debian_s_is_not_installed(image: Built) -> None:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from imagesmith.stages import prune
+
 from .conftest import REPO, Built, build, imagesmith
 
 pytestmark = pytest.mark.slow
@@ -44,7 +46,7 @@ def test_docs_man_pages_and_translations_are_left_out(vm: Built, tmp_path: Path)
 
 def test_every_package_keeps_its_licence(vm: Built, tmp_path: Path) -> None:
     full = build(REPO / "examples" / "slim.yaml", tmp_path / "full", "--variant", "qemu",
-                 "--set", "slim={docs: false, locales: false}")  # fmt: skip
+                 "--set", "slim={docs: false, locales: false, modules: false}")  # fmt: skip
 
     def licences(built: Built) -> dict[str, str]:
         manifest = json.loads((built.output / "manifest.json").read_text())
@@ -59,7 +61,38 @@ def test_every_package_keeps_its_licence(vm: Built, tmp_path: Path) -> None:
     assert slim_root < full_root
 
 
-def test_boots_to_a_login(vm: Built, tmp_path: Path) -> None:
+def modules_of(built: Built) -> tuple[str, list[str]]:
+    """The kernel version and the module files of a built image (from its modules.dep)."""
+    version = next(
+        e.split("/")[5] for e in built.debugfs("ls -p /usr/lib/modules").splitlines()
+        if e.count("/") > 5 and e.split("/")[5] not in (".", "..")
+    )  # fmt: skip
+    dep = built.cat(f"/usr/lib/modules/{version}/modules.dep")
+    return version, [line.split(":")[0] for line in dep.splitlines()]
+
+
+def test_only_the_device_s_modules_and_their_dependencies_are_left(vm: Built, tmp_path: Path) -> None:
+    version, listed = modules_of(vm)
+    names = {prune.module_name(p) for p in listed}
+    # the catalog's virtio drivers, the filesystems (vfat with its code pages), systemd's own
+    assert {"virtio_blk", "virtio_net", "ext4", "jbd2", "vfat", "fat", "nls_cp437", "fuse"} <= names
+    assert "crc32c_intel" in names or "crc32c_generic" in names, "ext4's soft dependency, by alias"
+    assert len(names) < 60 and "e1000" not in names and not any("drm/amd" in p for p in listed)
+    # modules.dep lists exactly the files that are there
+    tree = tmp_path / "modules"
+    tree.mkdir()
+    subprocess.run(["debugfs", "-R", f"rdump /usr/lib/modules/{version}/kernel {tree}", vm.root()],
+                   check=True, capture_output=True)  # fmt: skip
+    present = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*.ko*"))
+    assert present == sorted(listed)
+    assert "slim.modules: kernel" in (vm.output / "build.log").read_text()
+
+
+def test_boots_to_a_login_with_networking_and_ssh(vm: Built, tmp_path: Path) -> None:
     log = tmp_path / "console.log"
     imagesmith("boot", str(vm.image), "--console-log", str(log), "--timeout", "900", timeout=1200)
-    assert "slim login:" in log.read_text(errors="replace")
+    console = log.read_text(errors="replace")
+    assert "slim login:" in console
+    assert "virtio_net" in console and "Started \x1b[0;1;39msystemd-networkd.service" in console
+    assert "Started \x1b[0;1;39mssh.service" in console
+    assert "FAILED" not in console

@@ -37,6 +37,8 @@ class Filesystem:
     name: str = ""
     #: it can hold symbolic links (FAT cannot: links under its mount point become copies)
     links: bool = True
+    #: the kernel modules that mount it (kept when ``slim.modules`` prunes the rest)
+    modules: tuple[str, ...] = ()
     #: fstab options of a partition of this kind
     options: str = "defaults,noatime"
 

@@ -20,6 +20,7 @@ DEVICE_NODES = [("console", "c", 5, 1, 0o600), ("null", "c", 1, 3, 0o666)]
 
 class Ext4(Filesystem):
     name = "ext4"
+    modules = ("ext4",)
 
     def fs_id(self, identity: Identity, partition: str) -> str:
         return str(uuid.UUID(bytes=derived(identity, f"fs:{partition}")[:16], version=4))

@@ -13,6 +13,8 @@ FAT32_MIN = 64 * MiB
 class Vfat(Filesystem):
     name = "vfat"
     links = False
+    # Debian's kernels mount FAT with code page 437 and the ASCII character set by default
+    modules = ("vfat", "nls_cp437", "nls_ascii", "nls_utf8")
     options = "defaults,noatime,umask=0077"
 
     def fs_id(self, identity: Identity, partition: str) -> str:

@@ -1,0 +1,281 @@
+"""``slim.modules`` and ``slim.firmware``: the kernel modules and firmware files the
+device does not use are left out of the image.
+
+Modules: what is kept is named (the device's catalog entry, ``slim.keep_modules``, the
+modules the layout's filesystems and systemd need, and every name in /etc/modules,
+modules-load.d and /etc/initramfs-tools/modules), then closed over depmod's own view of
+the dependencies (modules.dep, and modules.softdep's pre/post modules). Modules outside
+the kernel's ``kernel/`` tree (DKMS and other add-ons) are always kept. Pruning runs
+between two depmod runs and before the kernel's hooks, so the initramfs is made from the
+pruned tree and modules.dep describes exactly the modules that are there.
+
+Firmware: files under /usr/lib/firmware are kept when they match the device's catalog
+globs or ``slim.keep_firmware``, and so are the targets of kept links; the wireless
+regulatory database always stays. Everything else goes, before the initramfs is made.
+
+Both are judged by pure functions over the file lists (``kept_modules``,
+``kept_firmware``); only ``prune_modules`` and ``prune_firmware`` touch the image.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagesmith.config.load import Spec
+from imagesmith.disk import fs
+from imagesmith.errors import config_error
+from imagesmith.host.rootfs import inside
+from imagesmith.host.run import Runner
+
+_KO = re.compile(r"\.ko(\.(xz|zst|gz))?$")
+#: what systemd loads by itself at boot (its modprobe@ units, autofs for automounts)
+SYSTEM_MODULES = ("autofs4", "configfs", "dm_mod", "drm", "efi_pstore", "fuse", "loop")
+#: overlayfs: the read-only root's /etc (stages/storage.py's initramfs script)
+READ_ONLY_MODULES = ("overlay",)
+#: lists of modules the system loads by name
+LOAD_LISTS = ("/etc/modules", "/etc/initramfs-tools/modules")
+LOAD_DIRS = ("/etc/modules-load.d", "/usr/lib/modules-load.d")
+FIRMWARE = "/usr/lib/firmware"
+#: read by cfg80211 whatever the chip
+ALWAYS_FIRMWARE = ("regulatory.db", "regulatory.db.p7s")
+
+
+def module_name(path: str) -> str:
+    """kernel/fs/ext4/ext4.ko.xz → ext4; dashes and underscores are one (as modprobe reads them)."""
+    return _KO.sub("", path.rsplit("/", 1)[-1]).replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Modules:
+    """One kernel's modules, as depmod described them."""
+
+    paths: dict[str, str]  # name → path relative to the kernel's module directory
+    depends: dict[str, list[str]]  # name → names it needs (modules.dep: all of them)
+    softdeps: dict[str, list[str]]  # name → names modprobe loads before or after it
+    builtin: frozenset[str]
+    #: plain aliases (no wildcard) → the modules that give them: softdeps and the kernel's
+    #: own requests name some modules so (ext4 asks for "crc32c")
+    aliases: dict[str, list[str]]
+
+    @classmethod
+    def parse(cls, dep: str, softdep: str, builtin: str, alias: str = "") -> Modules:
+        paths: dict[str, str] = {}
+        depends: dict[str, list[str]] = {}
+        for line in dep.splitlines():
+            path, sep, needs = line.partition(":")
+            if sep:
+                paths[module_name(path)] = path.strip()
+                depends[module_name(path)] = [module_name(n) for n in needs.split()]
+        softdeps: dict[str, list[str]] = {}
+        for line in softdep.splitlines():
+            words = line.split()
+            if len(words) > 2 and words[0] == "softdep":
+                softdeps[module_name(words[1])] = [
+                    module_name(w) for w in words[2:] if w not in ("pre:", "post:")
+                ]
+        names = frozenset(module_name(line.strip()) for line in builtin.splitlines() if line.strip())
+        aliases: dict[str, list[str]] = {}
+        for line in alias.splitlines():
+            words = line.split()
+            if len(words) == 3 and words[0] == "alias" and not any(c in words[1] for c in "*?["):
+                aliases.setdefault(module_name(words[1]), []).append(module_name(words[2]))
+        return cls(paths, depends, softdeps, names, aliases)
+
+    @classmethod
+    def read(cls, directory: Path) -> Modules:
+        def text(name: str) -> str:
+            path = directory / name
+            return path.read_text() if path.is_file() else ""
+
+        return cls.parse(
+            text("modules.dep"), text("modules.softdep"), text("modules.builtin"), text("modules.alias")
+        )
+
+    def resolve(self, name: str) -> list[str]:
+        """The modules a name stands for: itself, or those that give it as an alias."""
+        name = module_name(name)
+        return [name] if name in self.paths else self.aliases.get(name, [])
+
+    def known(self, name: str) -> bool:
+        return bool(self.resolve(name)) or module_name(name) in self.builtin
+
+
+def kept_modules(modules: Modules, wanted: Iterable[str]) -> set[str]:
+    """The paths of the modules ``wanted`` needs (names not in this kernel are passed over),
+    and of every module outside ``kernel/``."""
+    todo = [name for n in wanted for name in modules.resolve(n)]
+    todo += [name for name, path in modules.paths.items() if not path.startswith("kernel/")]
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in modules.paths:
+            continue
+        seen.add(name)
+        todo += modules.depends.get(name, [])
+        todo += [m for soft in modules.softdeps.get(name, []) for m in modules.resolve(soft)]
+    return {modules.paths[name] for name in seen}
+
+
+def listed(text: str) -> list[str]:
+    """Module names of a modules-load.d or /etc/modules file (comments and options dropped)."""
+    found = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith(";"):
+            found.append(line.split()[0])
+    return found
+
+
+def load_lists(rootfs: Path) -> list[str]:
+    """Every module the image names for loading at boot."""
+    files = [inside(rootfs, p) for p in LOAD_LISTS]
+    for directory in LOAD_DIRS:
+        host = inside(rootfs, directory)
+        if host.is_dir():
+            files += sorted(p for p in host.iterdir() if p.suffix == ".conf")
+    return [name for f in files if f.is_file() for name in listed(f.read_text(errors="replace"))]
+
+
+def wanted_modules(spec: Spec, rootfs: Path) -> list[str]:
+    """The names slim.modules keeps, before their dependencies."""
+    filesystems = {p.fs for p in spec.layout.partitions}
+    names = [*spec.device.modules, *spec.config.slim.keep_modules, *SYSTEM_MODULES]
+    names += [m for f in sorted(filesystems) for m in fs.get(f).modules]
+    if spec.config.read_only:
+        names += READ_ONLY_MODULES
+    return names + load_lists(rootfs)
+
+
+def check_modules(spec: Spec, modules: Modules, version: str) -> None:
+    """A module the config names must be one of this kernel's (a typo keeps nothing)."""
+    for index, name in enumerate(spec.config.slim.keep_modules):
+        if not modules.known(name):
+            raise config_error(
+                f"kernel {version} has no module {name!r}",
+                spec.locate("slim", "keep_modules", index),
+                f"the name modprobe takes (see modules.dep under /usr/lib/modules/{version} in the image)",
+            )
+
+
+def prune_modules(runner: Runner, spec: Spec, rootfs: Path, version: str) -> None:
+    """Remove the modules of ``version`` that nothing keeps (depmod must have run)."""
+    directory = inside(rootfs, f"/usr/lib/modules/{version}")
+    modules = Modules.read(directory)
+    if not modules.paths:
+        runner.detail(f"slim.modules: kernel {version} has no modules.dep: nothing pruned")
+        return
+    check_modules(spec, modules, version)
+    wanted = wanted_modules(spec, rootfs)
+    unknown = sorted({n for n in wanted if not modules.known(n)})
+    if unknown:
+        runner.detail(f"slim.modules: not modules of kernel {version}: {', '.join(unknown)}")
+    keep = kept_modules(modules, wanted)
+    removed, size = 0, 0
+    for path in sorted(set(modules.paths.values()) - keep):
+        target = directory / path
+        if target.is_file() and not target.is_symlink():
+            size += target.stat().st_size
+            target.unlink()
+            removed += 1
+    _remove_empty_dirs(directory / "kernel")
+    runner.info(
+        f"slim.modules: kernel {version}: kept {len(keep)} modules, left out {removed} ({size // 1024} KiB)"
+    )
+
+
+def kept_firmware(files: dict[str, str | None], globs: Iterable[str]) -> set[str]:
+    """The firmware paths kept: those matching ``globs`` (a compressed file matches as its
+    plain name) and what kept links point to. ``files`` maps each path under the firmware
+    directory to its link target resolved in that directory (None: not a link)."""
+    patterns = [*ALWAYS_FIRMWARE, *globs]
+
+    def matches(path: str) -> bool:
+        plain = re.sub(r"\.(xz|zst)$", "", path)
+        return any(fnmatch.fnmatchcase(p, g) for g in patterns for p in (path, plain))
+
+    todo = [path for path in files if matches(path)]
+    keep: set[str] = set()
+    while todo:
+        path = todo.pop()
+        if path in keep:
+            continue
+        if path not in files:  # a kept link to a directory keeps what is in it
+            todo += [p for p in files if p.startswith(path + "/")]
+            continue
+        keep.add(path)
+        target = files[path]
+        if target is not None:
+            todo.append(target)
+    return keep
+
+
+def firmware_files(directory: Path) -> dict[str, str | None]:
+    """Each file or link under ``directory``: its relative path → its link's target, relative
+    to ``directory`` (None for a file, or a link that leaves the directory)."""
+    found: dict[str, str | None] = {}
+    for root, dirs, names in os.walk(directory):
+        for name in [*names, *(d for d in dirs if os.path.islink(os.path.join(root, d)))]:
+            path = Path(root) / name
+            rel = path.relative_to(directory).as_posix()
+            target: str | None = None
+            if path.is_symlink():
+                link = os.readlink(path)
+                resolved = os.path.normpath(link if link.startswith("/") else os.path.join(root, link))
+                inner = os.path.relpath(resolved, directory)
+                target = None if inner.startswith("..") else inner
+            found[rel] = target
+    return found
+
+
+def prune_firmware(runner: Runner, spec: Spec, rootfs: Path) -> None:
+    """Remove the firmware files the device's chips and the config do not name."""
+    directory = inside(rootfs, FIRMWARE)
+    if not directory.is_dir():
+        return
+    files = firmware_files(directory)
+    keep = kept_firmware(files, [*spec.device.firmware, *spec.config.slim.keep_firmware])
+    size = 0
+    for rel in sorted(set(files) - keep):
+        path = directory / rel
+        if not path.is_symlink():
+            size += path.stat().st_size
+        path.unlink()
+    _remove_empty_dirs(directory)
+    runner.info(
+        f"slim.firmware: kept {len(keep)} files, left out {len(files) - len(keep)} ({size // 1024} KiB)"
+    )
+
+
+def savings(spec: Spec, rootfs: Path) -> dict[str, int]:
+    """What slim.modules and slim.firmware, where not set, would leave out, in bytes
+    (``packages --trim`` suggests them)."""
+    found: dict[str, int] = {}
+    slim = spec.config.slim
+    modules_dir = inside(rootfs, "/usr/lib/modules")
+    if not slim.modules and modules_dir.is_dir():
+        wanted, total = wanted_modules(spec, rootfs), 0
+        for directory in sorted(p for p in modules_dir.iterdir() if p.is_dir()):
+            modules = Modules.read(directory)
+            for path in set(modules.paths.values()) - kept_modules(modules, wanted):
+                if (directory / path).is_file():
+                    total += (directory / path).lstat().st_size
+        found["slim.modules"] = total
+    firmware = inside(rootfs, FIRMWARE)
+    if not slim.firmware and firmware.is_dir():
+        files = firmware_files(firmware)
+        keep = kept_firmware(files, [*spec.device.firmware, *slim.keep_firmware])
+        found["slim.firmware"] = sum(
+            (firmware / rel).lstat().st_size for rel in set(files) - keep if files[rel] is None
+        )
+    return {key: size for key, size in found.items() if size}
+
+
+def _remove_empty_dirs(top: Path) -> None:
+    for root, _dirs, _names in sorted(os.walk(top), key=lambda w: -len(w[0])):
+        if Path(root) != top and not any(Path(root).iterdir()):
+            Path(root).rmdir()
