@@ -161,3 +161,36 @@ def test_a_firmware_path_must_stay_in_the_firmware_directory(write: Write, path:
             write("s.yaml", f"name: s\ndevice: pi4\nslim: {{firmware: true, keep_firmware: ['{path}']}}\n")
         )
     assert caught.value.exit_code == 2 and "keep_firmware" in caught.value.message
+
+
+def test_no_initramfs_only_where_the_kernel_mounts_the_root_itself(write: Write) -> None:
+    from imagesmith.stages.customize import check_spec
+
+    with pytest.raises(ImagesmithError) as caught:
+        check_spec(load_spec(write("d.yaml", "name: s\ndevice: pi4\nslim: {initramfs: true}\n")))
+    assert (
+        caught.value.exit_code == 2 and "the debian kernel of pi4 needs an initramfs" in caught.value.message
+    )
+    assert caught.value.hint is not None and "kernel: raspberrypi" in caught.value.hint
+    with pytest.raises(ImagesmithError) as caught:
+        check_spec(load_spec(write("q.yaml", "name: s\ndevice: qemu-amd64\nslim: {initramfs: true}\n")))
+    assert caught.value.hint == "leave slim.initramfs out"
+    with pytest.raises(ImagesmithError) as caught:
+        config = "name: s\ndevice: pi4\nkernel: raspberrypi\nlayout: ab-tryboot\nslim: {initramfs: true}\n"
+        check_spec(load_spec(write("a.yaml", config)))
+    assert "has a data partition" in caught.value.message
+
+
+def test_without_an_initramfs_the_firmware_loads_none_and_the_root_is_checked_first(write: Write) -> None:
+    from imagesmith.stages import bootfiles
+    from imagesmith.stages.customize import check_spec
+
+    lean = load_spec(write("r.yaml", "name: s\ndevice: pi4\nkernel: raspberrypi\nslim: {initramfs: true}\n"))
+    check_spec(lean)
+    assert "initramfs" not in bootfiles.config_txt(lean) and "kernel=kernel8.img" in bootfiles.config_txt(
+        lean
+    )
+    assert " ro " in bootfiles.cmdline(lean) and " rw " not in bootfiles.cmdline(lean)
+    usual = load_spec(write("u.yaml", "name: s\ndevice: pi4\nkernel: raspberrypi\n"))
+    assert "initramfs initramfs8 followkernel" in bootfiles.config_txt(usual)
+    assert " rw " in bootfiles.cmdline(usual)

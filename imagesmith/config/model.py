@@ -189,6 +189,11 @@ class Slim(Strict):
     firmware: bool = Field(
         False, description="only the firmware files of the device's chips (catalog) and keep_firmware"
     )
+    initramfs: bool = Field(
+        False,
+        description="no initramfs: only with a kernel that mounts the root itself (the Raspberry Pi "
+        "kernel) and a layout without a data partition",
+    )
     keep_firmware: list[FirmwarePath] = Field(
         default_factory=list,
         description="with firmware: more files to keep, paths under /usr/lib/firmware (wildcards allowed)",
@@ -323,6 +328,9 @@ class Kernel(Strict):
     image: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     initramfs: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$")
     tryboot: bool = False  # the kernel can ask the firmware for a one-time boot of the other slot
+    #: False: its storage and filesystem drivers are built in, so it mounts the root itself
+    #: and slim.initramfs may leave the initramfs out
+    needs_initramfs: bool = True
     gives: list[str] = Field(default_factory=list)
     lacks: list[str] = Field(default_factory=list)
 

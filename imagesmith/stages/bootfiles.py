@@ -40,7 +40,9 @@ def cmdline(spec: Spec) -> str:
     """The kernel command line (slot A's in an A/B layout): the root read-only with
     ``read_only``."""
     root = ids.root_device(spec.identity)
-    mode = "ro" if spec.config.read_only else "rw"
+    # without an initramfs the kernel mounts the root as told: read-only, so that systemd
+    # checks it before it remounts it read-write (fstab)
+    mode = "ro" if spec.config.read_only or spec.config.slim.initramfs else "rw"
     line = f"console=tty0 console={spec.console} root={root} {mode} fsck.repair=yes rootwait"
     return " ".join([line, *spec.config.cmdline]) + "\n"
 
@@ -108,7 +110,7 @@ def config_txt(spec: Spec) -> str:
         "arm_64bit=1",
         "enable_uart=1",
         f"kernel={kernel.image}",
-        f"initramfs {kernel.initramfs} followkernel",
+        *([] if spec.config.slim.initramfs else [f"initramfs {kernel.initramfs} followkernel"]),
         *spec.device.firmware_config,
         *spec.config.config_txt,
     ]
@@ -127,12 +129,15 @@ def raspberrypi_files(spec: Spec, rootfs: Path) -> None:
         stale.unlink()
     _copy(rootfs, f"/boot/vmlinuz-{version}", f"{FIRMWARE}/{kernel.image}")
     initrd = f"/boot/initrd.img-{version}"
-    if not inside(rootfs, initrd).is_file():
+    if spec.config.slim.initramfs:  # none: the kernel mounts the root itself
+        inside(rootfs, f"{FIRMWARE}/{kernel.initramfs}", follow_last=False).unlink(missing_ok=True)
+    elif not inside(rootfs, initrd).is_file():
         raise ImagesmithError(
             f"the kernel {version} has no initramfs ({initrd})",
             hint="the device's packages must include initramfs-tools",
         )
-    _copy(rootfs, initrd, f"{FIRMWARE}/{kernel.initramfs}")
+    else:
+        _copy(rootfs, initrd, f"{FIRMWARE}/{kernel.initramfs}")
     trees = inside(rootfs, f"/usr/lib/linux-image-{version}")
     dtbs = sorted(trees.glob("broadcom/*.dtb")) if trees.is_dir() else []
     if not dtbs:

@@ -338,7 +338,13 @@ def run(ctx: Context) -> None:
     run_scripts(ctx)
     if spec.config.slim.firmware:  # before the initramfs copies any of it
         prune.prune_firmware(ctx.runner, spec, rootfs)
-    deferred.finish(ctx.runner, rootfs, ctx.tools, prune=pruner(ctx) if spec.config.slim.modules else None)
+    deferred.finish(
+        ctx.runner,
+        rootfs,
+        ctx.tools,
+        prune=pruner(ctx) if spec.config.slim.modules else None,
+        initramfs=not spec.config.slim.initramfs,
+    )
     bootfiles.after_hooks(spec, rootfs)
     first_boot_hygiene(rootfs)
     storage.finish(spec, rootfs)
@@ -358,6 +364,7 @@ def check_spec(spec: Spec) -> None:
     """
     storage.check(spec)
     update.check(spec)
+    prune.check(spec)
     for index, user in enumerate(spec.config.users):
         for other in spec.config.users[:index]:
             if other.name == user.name:

@@ -68,7 +68,10 @@ def kernel_versions(rootfs: Path) -> list[str]:
     return sorted(found, key=lambda v: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)])
 
 
-def run_kernel_hooks(runner: Runner, rootfs: Path, version: str) -> None:
+def run_kernel_hooks(runner: Runner, rootfs: Path, version: str, *, initramfs: bool = True) -> None:
+    """The kernel's postinst hooks; without ``initramfs``, INITRD=No (the kernel packages'
+    convention) tells initramfs-tools' hook to make none, and any made anyway is removed."""
+    env = {"DEB_MAINT_PARAMS": "configure", **({} if initramfs else {"INITRD": "No"})}
     chroot(
         runner,
         rootfs,
@@ -80,13 +83,25 @@ def run_kernel_hooks(runner: Runner, rootfs: Path, version: str) -> None:
             f"--arg=/boot/vmlinuz-{version}",
             "/etc/kernel/postinst.d",
         ],
-        env={"DEB_MAINT_PARAMS": "configure"},
+        env=env,
         hint="the kernel's postinst hooks (initramfs, boot firmware) failed; see build.log",
         progress=Steps(f"kernel {version}: postinst hooks"),
     )
+    if not initramfs:
+        made = inside(rootfs, f"/boot/initrd.img-{version}", follow_last=False)
+        if made.exists() or made.is_symlink():
+            runner.detail(f"slim.initramfs: removed the initramfs a hook made for {version}")
+            made.unlink()
 
 
-def finish(runner: Runner, rootfs: Path, tools: Tools, prune: Callable[[str], None] | None = None) -> None:
+def finish(
+    runner: Runner,
+    rootfs: Path,
+    tools: Tools,
+    prune: Callable[[str], None] | None = None,
+    *,
+    initramfs: bool = True,
+) -> None:
     """Restore the diverted programs and run each deferred job once. ``prune`` (slim.modules)
     removes a kernel's modules between depmod's two runs: the first tells it what depends
     on what, the second describes what is left, and the initramfs is made from that."""
@@ -98,4 +113,4 @@ def finish(runner: Runner, rootfs: Path, tools: Tools, prune: Callable[[str], No
         if prune is not None:
             prune(version)
             tools.depmod(version)
-        run_kernel_hooks(runner, rootfs, version)
+        run_kernel_hooks(runner, rootfs, version, initramfs=initramfs)

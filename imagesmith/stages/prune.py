@@ -45,6 +45,29 @@ FIRMWARE = "/usr/lib/firmware"
 ALWAYS_FIRMWARE = ("regulatory.db", "regulatory.db.p7s")
 
 
+def check(spec: Spec) -> None:
+    """Before a build: slim.initramfs only where the kernel can mount the root without one."""
+    if not spec.config.slim.initramfs:
+        return
+    where = spec.locate("slim", "initramfs")
+    if spec.kernel.needs_initramfs:
+        others = [name for name, k in spec.device.kernels.items() if not k.needs_initramfs]
+        raise config_error(
+            f"the {spec.kernel_name} kernel of {spec.device.device} needs an initramfs "
+            "(it loads its storage and filesystem drivers from it)",
+            where,
+            "leave slim.initramfs out"
+            + (f"; the {others[0]} kernel (kernel: {others[0]}) mounts the root itself" if others else ""),
+        )
+    if spec.layout.data is not None:
+        raise config_error(
+            f"layout {spec.layout.layout!r} has a data partition, which the initramfs prepares "
+            "(growing it, the read-only root's /etc)",
+            where,
+            "leave slim.initramfs out, or use layout simple or simple-gpt",
+        )
+
+
 def module_name(path: str) -> str:
     """kernel/fs/ext4/ext4.ko.xz → ext4; dashes and underscores are one (as modprobe reads them)."""
     return _KO.sub("", path.rsplit("/", 1)[-1]).replace("-", "_")

@@ -77,6 +77,33 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Built:
     return dataclasses.replace(built, boot_index=1, root_index=3)  # boot slot A, root slot A
 
 
+@pytest.fixture(scope="module")
+def lean(image: Built) -> Built:
+    """The same kernel with no initramfs (slim.initramfs) on the simple layout. Its packages
+    are those of ``image`` (what the A/B layout and the updater bring are named here), so
+    the bootstrap is the same stage and comes from the cache."""
+    project = image.output.parent / "project"
+    text = (project / "image.yaml").read_text()
+    (project / "lean.yaml").write_text(
+        "name: lean\ndevice: pi4\nlayout: simple\nlayers: [raspberrypi-archive]\n"
+        "packages: [tzdata, busybox, e2fsprogs, fdisk, mtools, rauc, rauc-service]\n"
+        "slim: {initramfs: true}\n" + text[text.index("sources:") :]
+    )
+    return build(project / "lean.yaml", image.output.parent / "lean")
+
+
+def test_no_initramfs_with_a_kernel_that_mounts_the_root_itself(lean: Built) -> None:
+    config = lean.boot_file("config.txt")
+    assert "kernel=kernel8.img" in config and "initramfs" not in config
+    assert lean.boot_file("kernel8.img") == KERNEL
+    listing = subprocess.run(["mdir", "-b", "-i", lean.boot(), "::"], capture_output=True, text=True,
+                             check=True).stdout  # fmt: skip
+    assert "initramfs8" not in listing and "initrd.img" not in listing
+    assert " ro fsck.repair=yes rootwait" in lean.boot_file("cmdline.txt"), "systemd checks the root first"
+    assert "initrd.img" not in lean.debugfs("ls /boot")
+    assert "==> bootstrap: from the cache" in (lean.output / "build.log").read_text(), "shared with image"
+
+
 def slot_b(image: Built) -> Built:
     return dataclasses.replace(image, boot_index=2, root_index=4)
 
