@@ -115,9 +115,10 @@ def firmware_tree(directory: Path) -> None:
 
 def test_kept_firmware_follows_links_and_matches_compressed_files(tmp_path: Path) -> None:
     firmware_tree(tmp_path)
-    files = prune.firmware_files(tmp_path)
+    files = prune.tree_files(tmp_path, tmp_path)
     assert files["brcm/brcmfmac43455-sdio.bin"] == "cypress/cyfmac43455-sdio.bin"
-    kept = prune.kept_firmware(files, ["brcm/brcmfmac43455-sdio.*", "other/chip.bin", "vendor-link"])
+    patterns = [*prune.ALWAYS_FIRMWARE, "brcm/brcmfmac43455-sdio.*", "other/chip.bin", "vendor-link"]
+    kept = prune.kept_files(files, patterns)
     assert kept == {
         "brcm/brcmfmac43455-sdio.bin", "cypress/cyfmac43455-sdio.bin",
         "brcm/brcmfmac43455-sdio.raspberrypi,4-model-b.txt", "brcm/brcmfmac43455-sdio.AW-CM256SM.txt",
@@ -131,7 +132,7 @@ def test_prune_firmware_leaves_the_device_s_chips(write: Write, tmp_path: Path) 
     firmware_tree(root / "usr/lib/firmware")
     spec = load_spec(write("s.yaml", "name: s\ndevice: pi4\nslim: {firmware: true}\n"))
     prune.prune_firmware(Runner(log_path=tmp_path / "log"), spec, root)
-    left = prune.firmware_files(root / "usr/lib/firmware")
+    left = prune.tree_files(root / "usr/lib/firmware", root)
     assert set(left) == {
         "brcm/brcmfmac43455-sdio.bin", "cypress/cyfmac43455-sdio.bin", "regulatory.db",
         "brcm/brcmfmac43455-sdio.raspberrypi,4-model-b.txt", "brcm/brcmfmac43455-sdio.AW-CM256SM.txt",
@@ -140,18 +141,43 @@ def test_prune_firmware_leaves_the_device_s_chips(write: Write, tmp_path: Path) 
     assert not (root / "usr/lib/firmware/vendor").exists() and not (root / "usr/lib/firmware/other").exists()
 
 
+def device_trees(root: Path) -> Path:
+    directory = root / f"usr/lib/linux-image-{VERSION}"
+    tree(directory, {"broadcom/bcm2711-rpi-4-b.dtb": "pi4", "rockchip/rk3588-rock-5b.dtb": "r" * 2000,
+                     "overlays/disable-bt.dtbo": "o"})  # fmt: skip
+    (root / "usr/lib/firmware").mkdir(parents=True, exist_ok=True)
+    os.symlink(f"/usr/lib/linux-image-{VERSION}/rockchip", root / "usr/lib/firmware/absolute-link")
+    return directory
+
+
+def test_device_trees_of_other_boards_go(write: Write, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    directory = device_trees(root)
+    spec = load_spec(write("s.yaml", "name: s\ndevice: pi4\nslim: {device_trees: true}\n"))
+    prune.prune_device_trees(Runner(log_path=tmp_path / "log"), spec, root)
+    assert set(prune.tree_files(directory, root)) == {
+        "broadcom/bcm2711-rpi-4-b.dtb",
+        "overlays/disable-bt.dtbo",
+    }
+    assert not (directory / "rockchip").exists()
+    # an absolute link is read inside the image: it leaves the firmware tree
+    assert prune.tree_files(root / "usr/lib/firmware", root) == {"absolute-link": None}
+
+
 def test_savings_are_measured_without_removing_anything(write: Write, tmp_path: Path) -> None:
     root = tmp_path / "root"
     rootfs_with_modules(root)
     firmware_tree(root / "usr/lib/firmware")
+    device_trees(root)
     spec = load_spec(write("s.yaml", "name: s\ndevice: pi4\n"))
     found = prune.savings(spec, root)
     # pi4 names none of these modules: all but the filesystems', systemd's and the load list's go
     assert found["slim.modules"] == 3 * 1024
     assert found["slim.firmware"] == 4096 + 100 + 1
+    assert found["slim.device_trees"] == 2000
     assert (root / "usr/lib/firmware/cypress/cyfmac4356-pcie.bin").exists()
-    spec = load_spec(write("t.yaml", "name: s\ndevice: pi4\nslim: {modules: true, firmware: true}\n"))
-    assert prune.savings(spec, root) == {}
+    config = "name: s\ndevice: pi4\nslim: {modules: true, firmware: true, device_trees: true}\n"
+    assert prune.savings(load_spec(write("t.yaml", config)), root) == {}
 
 
 @pytest.mark.parametrize("path", ["../etc/shadow", "/etc/shadow", "brcm/../../etc"])

@@ -136,3 +136,37 @@ def test_a_keyring_that_does_not_trust_the_signer_fails_the_build(
     with pytest.raises(ImagesmithError, match="rauc info") as caught:
         bundle.OUTPUT.make(release)
     assert "does not trust the certificate" in (caught.value.hint or "")
+
+
+def test_verify_checks_each_bundle_s_signer_against_a_keyring(
+    write: Write, keys: dict[str, Path], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from imagesmith.cli import main
+    from imagesmith.outputs.files import sha256
+
+    spec = load_spec(config(write, keys))
+    out = tmp_path / "out"
+    out.mkdir()
+    image = out / "u.img"
+    image.write_bytes(b"image")
+    when = datetime(2026, 12, 3, tzinfo=UTC)
+    release = Release(
+        spec, Runner(), tmp_path, image, Inventory([], {}, ""), when, partitions=slot_images(tmp_path)
+    )
+    [made] = bundle.OUTPUT.make(release)
+    made.rename(out / made.name)
+    (out / "SHA256SUMS").write_text("".join(f"{sha256(out / n)}  {n}\n" for n in ("u.img", "u.raucb")))
+
+    def verify(*extra: str) -> tuple[int, str]:
+        result = CliRunner().invoke(main, ["verify", str(out), *extra])
+        return result.exit_code, result.output
+
+    code, output = verify("--keyring", str(keys["cert"]))
+    assert code == 0 and "ok      u.raucb (rauc: signed by a certificate of" in output
+    code, output = verify("--keyring", str(keys["other_cert"]))
+    assert code == 1 and "FAILED  u.raucb: rauc refuses it with" in output
+    code, output = verify()
+    assert code == 0 and "u.raucb: its signer was not checked (give the keyring" in output
+    assert "rauc install u.raucb" in bundle.how_to_install(out / "u.raucb")

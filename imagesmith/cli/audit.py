@@ -25,17 +25,34 @@ from imagesmith.errors import ImagesmithError
     type=click.Path(path_type=Path, resolve_path=True, dir_okay=False),
     help="Ed25519 public key (PEM) that SHA256SUMS.sig must be a signature by.",
 )
+@click.option(
+    "--keyring",
+    type=click.Path(path_type=Path, resolve_path=True, dir_okay=False, exists=True),
+    help="Certificates (PEM) your devices trust: each update bundle must be signed by one (rauc info).",
+)
 @handled
-def verify(outdir: Path, key: Path | None) -> None:
-    """Check every file SHA256SUMS in OUTDIR names, and its signature (with --key)."""
+def verify(outdir: Path, key: Path | None, keyring: Path | None) -> None:
+    """Check every file SHA256SUMS in OUTDIR names, its signature (with --key), and the
+    signer of each update bundle (with --keyring, when rauc is installed)."""
+    import shutil
+
+    from imagesmith.host.run import Runner
+    from imagesmith.outputs import bundle, sign
     from imagesmith.outputs import files as artifacts
-    from imagesmith.outputs import sign
 
     report = sign.verify(outdir, key)
     for name in report.checked:
         click.echo(f"ok      {name}")
     if report.signature == "good":
         click.echo(f"ok      {sign.SIG} (signed by {key})")
+    for name in [n for n in report.checked if n.endswith(bundle.SUFFIX)]:
+        if keyring is None or shutil.which("rauc") is None:
+            why = "rauc is not installed" if keyring else "give the keyring your devices trust with --keyring"
+            err_console.print(f"[yellow]note:[/yellow] {name}: its signer was not checked ({why})")
+        elif (reason := bundle.refused(Runner(), outdir / name, keyring)) is not None:
+            report.failed.append((name, f"rauc refuses it with {keyring.name}: {reason}"))
+        else:
+            click.echo(f"ok      {name} (rauc: signed by a certificate of {keyring.name})")
     for name, why in report.failed:
         click.echo(f"FAILED  {name}: {why}")
     if report.signature != "good":

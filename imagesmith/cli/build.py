@@ -32,7 +32,7 @@ from imagesmith.cli.app import (
 from imagesmith.config.load import Spec
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 from imagesmith.host.run import Runner, format_duration
-from imagesmith.outputs import manifest, report
+from imagesmith.outputs import bundle, manifest, report
 from imagesmith.stages import plan
 from imagesmith.stages.pipeline import NAMES
 
@@ -215,6 +215,9 @@ def run_one_build(spec: Spec, options: BuildOptions, store: Cache | None, verbos
             runner.info(f"  {path}")
         for line in report.sizes(manifest.read(options.output)):
             runner.info(f"  {line}")
+        for path in result.outputs:
+            if path.name.endswith(bundle.SUFFIX):
+                runner.info(f"  {bundle.how_to_install(path)}")
     except ImagesmithError as exc:
         runner.log(f"error: {exc}\n{exc.details or ''}\nhint: {exc.hint or ''}")
         raise

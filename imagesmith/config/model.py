@@ -189,6 +189,9 @@ class Slim(Strict):
     firmware: bool = Field(
         False, description="only the firmware files of the device's chips (catalog) and keep_firmware"
     )
+    device_trees: bool = Field(
+        False, description="only the device trees (and overlays) of the device's board (catalog)"
+    )
     initramfs: bool = Field(
         False,
         description="no initramfs: only with a kernel that mounts the root itself (the Raspberry Pi "
@@ -355,6 +358,8 @@ class Device(Strict):
     modules: list[Annotated[str, Field(pattern=MODULE_RE)]] = Field(default_factory=list)
     #: the firmware files of its chips, under /usr/lib/firmware (what slim.firmware keeps)
     firmware: list[FirmwarePath] = Field(default_factory=list)
+    #: its device trees and overlays, under /usr/lib/linux-image-VERSION (slim.device_trees)
+    device_trees: list[FirmwarePath] = Field(default_factory=list)
     kernels: dict[str, Kernel] = Field(min_length=1, description="the first is the default")
     #: Raspberry Pi Imager's device tags (its os_list ``devices``), e.g. pi4-64bit
     imager_tags: list[str] = Field(default_factory=list)

@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 
 from imagesmith.config.facts import update_compatible
+from imagesmith.errors import ImagesmithError
+from imagesmith.host.run import Runner
 from imagesmith.outputs.base import Output, Release
 from imagesmith.outputs.files import sha256
 
@@ -77,6 +79,23 @@ class Bundle(Output):
         )
         shutil.rmtree(content)
         return [target]
+
+
+def how_to_install(bundle: Path) -> str:
+    return (
+        f"to update a device: copy {bundle.name} to it and run `rauc install {bundle.name}` there, "
+        "then reboot into the new slot"
+    )
+
+
+def refused(runner: Runner, bundle: Path, keyring: Path) -> str | None:
+    """Why RAUC, trusting only ``keyring``, refuses ``bundle`` (None: it accepts it)."""
+    try:
+        runner.run(["rauc", "info", f"--keyring={keyring}", str(bundle)], capture=True, name="rauc info")
+    except ImagesmithError as exc:
+        lines = [line for line in (exc.details or exc.message).splitlines() if line.strip()]
+        return lines[-1].strip() if lines else "rauc info failed"
+    return None
 
 
 OUTPUT = Bundle()

@@ -338,6 +338,8 @@ def run(ctx: Context) -> None:
     run_scripts(ctx)
     if spec.config.slim.firmware:  # before the initramfs copies any of it
         prune.prune_firmware(ctx.runner, spec, rootfs)
+    if spec.config.slim.device_trees:  # before the hooks copy them to the boot partition
+        prune.prune_device_trees(ctx.runner, spec, rootfs)
     deferred.finish(
         ctx.runner,
         rootfs,

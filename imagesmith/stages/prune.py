@@ -1,5 +1,5 @@
-"""``slim.modules`` and ``slim.firmware``: the kernel modules and firmware files the
-device does not use are left out of the image.
+"""``slim.modules``, ``slim.firmware`` and ``slim.device_trees``: the kernel modules,
+firmware files and device trees the device does not use are left out of the image.
 
 Modules: what is kept is named (the device's catalog entry, ``slim.keep_modules``, the
 modules the layout's filesystems and systemd need, and every name in /etc/modules,
@@ -11,10 +11,12 @@ pruned tree and modules.dep describes exactly the modules that are there.
 
 Firmware: files under /usr/lib/firmware are kept when they match the device's catalog
 globs or ``slim.keep_firmware``, and so are the targets of kept links; the wireless
-regulatory database always stays. Everything else goes, before the initramfs is made.
+regulatory database always stays. Device trees: under /usr/lib/linux-image-VERSION
+(where the kernel packages put every board's), what the device's catalog globs name.
+Both go before the kernel's hooks copy anything to the initramfs or the boot partition.
 
-Both are judged by pure functions over the file lists (``kept_modules``,
-``kept_firmware``); only ``prune_modules`` and ``prune_firmware`` touch the image.
+What is kept is chosen by pure functions over the file lists (``kept_modules``,
+``kept_files``); only the ``prune_*`` functions touch the image.
 """
 
 from __future__ import annotations
@@ -211,15 +213,15 @@ def prune_modules(runner: Runner, spec: Spec, rootfs: Path, version: str) -> Non
     )
 
 
-def kept_firmware(files: dict[str, str | None], globs: Iterable[str]) -> set[str]:
-    """The firmware paths kept: those matching ``globs`` (a compressed file matches as its
-    plain name) and what kept links point to. ``files`` maps each path under the firmware
-    directory to its link target resolved in that directory (None: not a link)."""
-    patterns = [*ALWAYS_FIRMWARE, *globs]
+def kept_files(files: dict[str, str | None], patterns: Iterable[str]) -> set[str]:
+    """The paths kept: those matching ``patterns`` (shell wildcards; a compressed file
+    matches as its plain name too) and what kept links point to. ``files`` maps each path
+    to its link's target in the same tree (None: not a link, or one leaving the tree)."""
+    globs = list(patterns)
 
     def matches(path: str) -> bool:
         plain = re.sub(r"\.(xz|zst)$", "", path)
-        return any(fnmatch.fnmatchcase(p, g) for g in patterns for p in (path, plain))
+        return any(fnmatch.fnmatchcase(p, g) for g in globs for p in (path, plain))
 
     todo = [path for path in files if matches(path)]
     keep: set[str] = set()
@@ -237,9 +239,10 @@ def kept_firmware(files: dict[str, str | None], globs: Iterable[str]) -> set[str
     return keep
 
 
-def firmware_files(directory: Path) -> dict[str, str | None]:
+def tree_files(directory: Path, rootfs: Path) -> dict[str, str | None]:
     """Each file or link under ``directory``: its relative path → its link's target, relative
-    to ``directory`` (None for a file, or a link that leaves the directory)."""
+    to ``directory`` (None for a file, or a link that leaves the directory). Absolute links
+    are read as the image reads them, from ``rootfs``."""
     found: dict[str, str | None] = {}
     for root, dirs, names in os.walk(directory):
         for name in [*names, *(d for d in dirs if os.path.islink(os.path.join(root, d)))]:
@@ -248,20 +251,21 @@ def firmware_files(directory: Path) -> dict[str, str | None]:
             target: str | None = None
             if path.is_symlink():
                 link = os.readlink(path)
-                resolved = os.path.normpath(link if link.startswith("/") else os.path.join(root, link))
-                inner = os.path.relpath(resolved, directory)
+                start = (
+                    os.path.join(rootfs, link.lstrip("/"))
+                    if link.startswith("/")
+                    else os.path.join(root, link)
+                )
+                inner = os.path.relpath(os.path.normpath(start), directory)
                 target = None if inner.startswith("..") else inner
             found[rel] = target
     return found
 
 
-def prune_firmware(runner: Runner, spec: Spec, rootfs: Path) -> None:
-    """Remove the firmware files the device's chips and the config do not name."""
-    directory = inside(rootfs, FIRMWARE)
-    if not directory.is_dir():
-        return
-    files = firmware_files(directory)
-    keep = kept_firmware(files, [*spec.device.firmware, *spec.config.slim.keep_firmware])
+def prune_tree(runner: Runner, what: str, directory: Path, rootfs: Path, patterns: list[str]) -> None:
+    """Remove what ``patterns`` do not keep under ``directory``; say how much went."""
+    files = tree_files(directory, rootfs)
+    keep = kept_files(files, patterns)
     size = 0
     for rel in sorted(set(files) - keep):
         path = directory / rel
@@ -269,9 +273,32 @@ def prune_firmware(runner: Runner, spec: Spec, rootfs: Path) -> None:
             size += path.stat().st_size
         path.unlink()
     _remove_empty_dirs(directory)
-    runner.info(
-        f"slim.firmware: kept {len(keep)} files, left out {len(files) - len(keep)} ({size // 1024} KiB)"
-    )
+    runner.info(f"{what}: kept {len(keep)} files, left out {len(files) - len(keep)} ({size // 1024} KiB)")
+
+
+def firmware_patterns(spec: Spec) -> list[str]:
+    return [*ALWAYS_FIRMWARE, *spec.device.firmware, *spec.config.slim.keep_firmware]
+
+
+def prune_firmware(runner: Runner, spec: Spec, rootfs: Path) -> None:
+    """Remove the firmware files the device's chips and the config do not name."""
+    directory = inside(rootfs, FIRMWARE)
+    if directory.is_dir():
+        prune_tree(runner, "slim.firmware", directory, rootfs, firmware_patterns(spec))
+
+
+def device_tree_dirs(rootfs: Path) -> list[Path]:
+    """Where Debian's (and the Raspberry Pi's) kernel packages put their device trees."""
+    return sorted(p for p in inside(rootfs, "/usr/lib").glob("linux-image-*") if p.is_dir())
+
+
+def prune_device_trees(runner: Runner, spec: Spec, rootfs: Path) -> None:
+    """Remove the device trees (and overlays) of other boards, before the kernel's hooks
+    copy the device's own to the boot partition."""
+    for directory in device_tree_dirs(rootfs):
+        prune_tree(
+            runner, f"slim.device_trees ({directory.name})", directory, rootfs, spec.device.device_trees
+        )
 
 
 def savings(spec: Spec, rootfs: Path) -> dict[str, int]:
@@ -288,13 +315,18 @@ def savings(spec: Spec, rootfs: Path) -> dict[str, int]:
                 if (directory / path).is_file():
                     total += (directory / path).lstat().st_size
         found["slim.modules"] = total
-    firmware = inside(rootfs, FIRMWARE)
-    if not slim.firmware and firmware.is_dir():
-        files = firmware_files(firmware)
-        keep = kept_firmware(files, [*spec.device.firmware, *slim.keep_firmware])
-        found["slim.firmware"] = sum(
-            (firmware / rel).lstat().st_size for rel in set(files) - keep if files[rel] is None
-        )
+    trees: list[tuple[str, Path, list[str]]] = []
+    if not slim.firmware:
+        trees.append(("slim.firmware", inside(rootfs, FIRMWARE), firmware_patterns(spec)))
+    if not slim.device_trees:
+        trees += [("slim.device_trees", d, spec.device.device_trees) for d in device_tree_dirs(rootfs)]
+    for key, directory, patterns in trees:
+        if directory.is_dir():
+            files = tree_files(directory, rootfs)
+            left_out = set(files) - kept_files(files, patterns)
+            found[key] = found.get(key, 0) + sum(
+                (directory / rel).stat().st_size for rel in left_out if not (directory / rel).is_symlink()
+            )
     return {key: size for key, size in found.items() if size}
 
 

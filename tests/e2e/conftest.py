@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from imagesmith.stages.prune import Modules
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -120,6 +122,18 @@ def build(config: Path | None, output: Path, *extra: str) -> Built:
         args.insert(1, str(config))
     imagesmith(*args)
     return built(output)
+
+
+def kernel_modules(built: Built) -> tuple[str, Modules]:
+    """The kernel version in a built image and its modules, as depmod described them."""
+    listing = built.debugfs("ls -p /usr/lib/modules").splitlines()
+    version = next(
+        e.split("/")[5] for e in listing if e.count("/") > 5 and e.split("/")[5] not in (".", "..")
+    )
+    files = (
+        built.cat(f"/usr/lib/modules/{version}/modules.{n}") for n in ("dep", "softdep", "builtin", "alias")
+    )
+    return version, Modules.parse(*files)
 
 
 def built(output: Path) -> Built:

@@ -16,7 +16,7 @@ import pytest
 from imagesmith.outputs.files import sha256
 
 from ..conftest import EXAMPLE_KEY
-from .conftest import REPO, Built, built, deb_purl, imagesmith, installed
+from .conftest import REPO, Built, built, deb_purl, imagesmith, installed, kernel_modules
 
 pytestmark = pytest.mark.slow
 
@@ -232,16 +232,8 @@ def test_the_pi_boards_module_lists_name_modules_of_debian_s_kernel(pi4: Built) 
     from imagesmith.config.model import Device
     from imagesmith.config.nodes import load_yaml
     from imagesmith.config.validate import validate
-    from imagesmith.stages.prune import Modules
 
-    versions = [
-        e.split("/")[5] for e in pi4.debugfs("ls -p /usr/lib/modules").splitlines() if e.count("/") > 5
-    ]
-    version = next(v for v in versions if v not in (".", ".."))
-    directory = f"/usr/lib/modules/{version}"
-    modules = Modules.parse(
-        *(pi4.cat(f"{directory}/modules.{n}") for n in ("dep", "softdep", "builtin", "alias"))
-    )
+    modules = kernel_modules(pi4)[1]
     assert len(modules.paths) > 3000
     for name in ("pi3", "pi4", "zero2w", "cm4"):  # Debian's kernel has no Pi 5 (RP1) drivers
         path = catalog.find("devices", name)

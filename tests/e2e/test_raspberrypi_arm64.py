@@ -18,7 +18,7 @@ import pytest
 from imagesmith.outputs.files import sha256
 
 from .aptrepo import Deb, archive, make_key, stop_agent
-from .conftest import Built, build, check_filesystem, extract, installed, same_bytes
+from .conftest import Built, build, check_filesystem, extract, imagesmith, installed, same_bytes
 
 pytestmark = pytest.mark.slow
 VERSION = "6.12.47+rpt-rpi-v8"
@@ -243,3 +243,16 @@ def test_the_update_bundle_holds_slot_a_and_the_image_trusts_its_signer(image: B
     refused = subprocess.run(["rauc", "extract", f"--keyring={cert}", str(damaged), str(tmp_path / "x")],
                              capture_output=True)  # fmt: skip
     assert refused.returncode != 0
+
+
+def test_verify_checks_the_bundle_s_signer_and_the_build_says_how_to_install_it(image: Built) -> None:
+    project = image.output.parent / "project"
+    good = imagesmith("verify", str(image.output), "--keyring", str(project / "update.cert.pem"))
+    assert "ok      rpi.raucb (rauc: signed by a certificate of update.cert.pem)" in good.stdout
+    other = project / "other.pem"
+    argv = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(project / "o.key"),
+            "-out", str(other), "-days", "1", "-subj", "/CN=other"]  # fmt: skip
+    subprocess.run(argv, check=True, capture_output=True)
+    refused = imagesmith("verify", str(image.output), "--keyring", str(other), check=False)
+    assert refused.returncode == 1 and "FAILED  rpi.raucb: rauc refuses it with other.pem" in refused.stdout
+    assert "rauc install rpi.raucb" in (image.output / "build.log").read_text()

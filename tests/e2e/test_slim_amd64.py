@@ -9,9 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from imagesmith.stages import prune
-
-from .conftest import REPO, Built, build, imagesmith
+from .conftest import REPO, Built, build, imagesmith, kernel_modules
 
 pytestmark = pytest.mark.slow
 
@@ -61,19 +59,9 @@ def test_every_package_keeps_its_licence(vm: Built, tmp_path: Path) -> None:
     assert slim_root < full_root
 
 
-def modules_of(built: Built) -> tuple[str, list[str]]:
-    """The kernel version and the module files of a built image (from its modules.dep)."""
-    version = next(
-        e.split("/")[5] for e in built.debugfs("ls -p /usr/lib/modules").splitlines()
-        if e.count("/") > 5 and e.split("/")[5] not in (".", "..")
-    )  # fmt: skip
-    dep = built.cat(f"/usr/lib/modules/{version}/modules.dep")
-    return version, [line.split(":")[0] for line in dep.splitlines()]
-
-
 def test_only_the_device_s_modules_and_their_dependencies_are_left(vm: Built, tmp_path: Path) -> None:
-    version, listed = modules_of(vm)
-    names = {prune.module_name(p) for p in listed}
+    version, modules = kernel_modules(vm)
+    listed, names = list(modules.paths.values()), set(modules.paths)
     # the catalog's virtio drivers, the filesystems (vfat with its code pages), systemd's own
     assert {"virtio_blk", "virtio_net", "ext4", "jbd2", "vfat", "fat", "nls_cp437", "dm_mod"} <= names
     assert "crc32c_intel" in names or "crc32c_generic" in names, "ext4's soft dependency, by alias"
