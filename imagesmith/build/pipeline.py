@@ -136,7 +136,7 @@ def build(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache | None
     work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=output))
     tools = manifest.host_tools()
     try:
-        ctx = Context(spec=spec, runner=runner, work=work, debs=cache.debs if cache else None)
+        ctx = Context(spec=spec, runner=runner, work=work, debs=cache.debs if cache else None, store=cache)
         if options.source_date_epoch is not None:
             ctx.set_epoch(options.source_date_epoch)
         if lock_file is not None and options.update_lock:

@@ -313,8 +313,10 @@ class Bootstrap(Stage):
     used, and the native tools tree of a foreign target."""
 
     name = "bootstrap"
-    code = ("stages/bootstrap.py", "stages/deferred.py", "stages/tools.py", "host/rootfs.py",
-            "host/binfmt.py", "repro/lock.py", "repro/mirror.py", "repro/sources.py")  # fmt: skip
+    # not stages/deferred.py: the bootstrap takes only its divert hook, whose text is an
+    # input ("mmdebstrap options"); how the deferred jobs run later is customize's code
+    code = ("stages/bootstrap.py", "stages/tools.py", "host/rootfs.py", "host/binfmt.py", "repro/lock.py",
+            "repro/mirror.py", "repro/sources.py")  # fmt: skip
 
     def inputs(self, given: KeyInputs) -> dict[str, str]:
         spec = given.spec

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagesmith.cache.store import Cache
 from imagesmith.config.load import Spec
 from imagesmith.host.run import Runner
 from imagesmith.repro.lock import Lock
@@ -36,6 +37,7 @@ class Context:
     image: Path | None = None
     tools_tree: Path | None = None  # native tools of the image's versions (foreign targets)
     debs: Path | None = None  # downloaded .deb files shared between builds (the cache's)
+    store: Cache | None = None  # the stage cache: deferred jobs keep their results in it
     lock: Lock | None = None  # the lock file's pins, when the build uses one
     #: SOURCE_DATE_EPOCH: given, the lock's, or (after the bootstrap) the packages' newest
     #: changelog; no later time reaches the image (see reproducible.py)

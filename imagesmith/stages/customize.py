@@ -30,6 +30,7 @@ from imagesmith.stages import bootfiles, bootstrap, deferred, prune, storage, up
 from imagesmith.stages.base import KeyInputs, Stage, digest, tree_digest
 from imagesmith.stages.bootfiles import write
 from imagesmith.stages.context import Context
+from imagesmith.stages.jobs import JobCache
 
 POLICY_RC_D = "#!/bin/sh\n# imagesmith: no services start while the image is built\nexit 101\n"
 UNIT_DIRS = ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system")
@@ -346,6 +347,8 @@ def run(ctx: Context) -> None:
         ctx.tools,
         prune=pruner(ctx) if spec.config.slim.modules else None,
         initramfs=not spec.config.slim.initramfs,
+        jobs=JobCache(ctx.runner, ctx.store, str(spec.config_path)),
+        epoch=ctx.known_epoch,
     )
     bootfiles.after_hooks(spec, rootfs)
     first_boot_hygiene(rootfs)
@@ -423,7 +426,7 @@ class Customize(Stage):
     code = ("stages/customize.py", "stages/bootfiles.py", "stages/storage.py", "stages/update.py",
             "stages/deferred.py", "stages/tools.py", "host/rootfs.py", "disk/ids.py", "outputs/inventory.py",
             "outputs/licenses.py", "repro/reproducible.py", "config/overlay.py", "stages/prune.py",
-            "disk/fs/base.py", "disk/fs/ext4.py", "disk/fs/vfat.py")  # fmt: skip
+            "stages/jobs.py", "disk/fs/base.py", "disk/fs/ext4.py", "disk/fs/vfat.py")  # fmt: skip
     resumable = False  # a later stage restores it with its own entry
 
     def inputs(self, given: KeyInputs) -> dict[str, str]:

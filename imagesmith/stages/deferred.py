@@ -8,7 +8,9 @@ the end of customize the real programs come back and each job runs once:
 - depmod and the hwdb compiler write architecture-independent data: they run natively
   in the tools tree when it has the image's versions (see ``tools.py``);
 - the kernel's postinst hooks (/etc/kernel/postinst.d) run once per installed kernel,
-  which makes the initramfs and, on Raspberry Pi, fills /boot/firmware.
+  which makes the initramfs and, on Raspberry Pi, fills /boot/firmware; what they write
+  is kept in the cache by a fingerprint of what they read, and put back when that is
+  unchanged (``jobs.py``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from imagesmith.host.progress import Steps
 from imagesmith.host.rootfs import chroot, inside
 from imagesmith.host.run import Runner
+from imagesmith.stages.jobs import JobCache, hook_inputs
 from imagesmith.stages.tools import Tools
 
 SUFFIX = ".imagesmith-deferred"
@@ -101,6 +104,8 @@ def finish(
     prune: Callable[[str], None] | None = None,
     *,
     initramfs: bool = True,
+    jobs: JobCache | None = None,
+    epoch: int = 0,
 ) -> None:
     """Restore the diverted programs and run each deferred job once. ``prune`` (slim.modules)
     removes a kernel's modules between depmod's two runs: the first tells it what depends
@@ -113,4 +118,12 @@ def finish(
         if prune is not None:
             prune(version)
             tools.depmod(version)
-        run_kernel_hooks(runner, rootfs, version, initramfs=initramfs)
+
+        def hooks(version: str = version) -> None:
+            run_kernel_hooks(runner, rootfs, version, initramfs=initramfs)
+
+        if jobs is None:
+            hooks()
+        else:  # put back from the cache when what they read is unchanged (stages/jobs.py)
+            inputs = hook_inputs(rootfs, version, epoch, initramfs)
+            jobs.run(f"kernel {version}: postinst hooks", rootfs, inputs, hooks)

@@ -97,6 +97,8 @@ def test_an_overlay_change_reuses_the_bootstrap(
     assert all(" run " in rows[stage] for stage in stages[1:])
     log = run_build(changed, tmp_path / "out", cache)
     assert stages_from_cache(log) == {"bootstrap"} and stages_run(log) == {"customize", "filesystems", "disk"}
+    # nothing the kernel hooks read changed: their initramfs and boot files are put back
+    assert re.search(r"kernel \S+: postinst hooks: from the cache", log), log
     new = tmp_path / "out" / "cached.img"
     assert partition(new, 0) == partition(image, 0), "the boot partition is the same, byte for byte"
     assert partition(new, 1) != partition(image, 1)
@@ -105,6 +107,28 @@ def test_an_overlay_change_reuses_the_bootstrap(
         ["debugfs", "-R", "cat /etc/cache-test.txt", root], capture_output=True, text=True
     ).stdout
     assert cat == "second version\n"
+
+
+def test_hooks_put_back_from_the_cache_give_the_bytes_of_a_cold_build(
+    project: Path, reference: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """A warm build (kernel hooks from the cache) and a cold one of the same changed config,
+    and a change the initramfs reads (modprobe.d), which runs the hooks again."""
+    _, cache, _ = reference
+    changed = tmp_path / "p"
+    shutil.copytree(project, changed)
+    (changed / "overlay/etc/cache-test.txt").write_text("third version\n")
+    warm = run_build(changed, tmp_path / "warm", cache)
+    assert re.search(r"postinst hooks: from the cache", warm)
+    cold = run_build(
+        changed, tmp_path / "cold", tmp_path / "empty-cache", "--shared-debs", str(cache / "debs")
+    )
+    assert "from the cache" not in cold
+    assert (tmp_path / "warm/cached.img").read_bytes() == (tmp_path / "cold/cached.img").read_bytes()
+    (changed / "overlay/etc/modprobe.d").mkdir(parents=True)
+    (changed / "overlay/etc/modprobe.d/test.conf").write_text("options loop max_loop=4\n")
+    again = run_build(changed, tmp_path / "again", cache)
+    assert "postinst hooks: from the cache" not in again and "customize" in stages_run(again)
 
 
 def test_a_package_change_reruns_the_bootstrap_and_downloads_only_what_is_new(

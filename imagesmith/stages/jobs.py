@@ -1,0 +1,165 @@
+"""A deferred job's result kept in the stage cache, keyed by exactly what the job reads.
+
+The kernel's postinst hooks (the initramfs; on a Raspberry Pi the boot firmware files)
+are the slowest part of customize under emulation, and their inputs rarely change when a
+config does: an overlay file, a user or a service. Before the hooks run, a fingerprint is
+taken of what they read (``hook_inputs``); when the cache holds an entry for it, the
+files the hooks wrote last time are put back instead of running them, else the hooks run
+and what they changed under the watched directories is saved under the fingerprint.
+
+The fingerprint is explicit (``imagesmith plan`` style): the installed packages (dpkg's
+status: every program, hook and library the initramfs copies comes from a package), the
+directories whose files the hooks and mkinitramfs read, the kernel's own files, the
+epoch, and whether an initramfs is made at all. A change to any of them runs the hooks.
+
+An entry is committed like a stage's (atomic rename, a lock per key, a content digest
+checked before use), so a killed build leaves nothing a later build trusts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagesmith.cache.store import Cache
+from imagesmith.host.rootfs import inside
+from imagesmith.host.run import Runner
+from imagesmith.stages.base import digest, tree_digest
+
+#: the cache's name for these entries (``imagesmith cache list`` shows it)
+STAGE = "hooks"
+#: what the kernel's hooks write: the initramfs and boot files, initramfs-tools' state
+OUTPUTS = ("/boot", "/var/lib/initramfs-tools")
+#: what they read besides the packages' own files (a directory, or one file)
+READ = (
+    "/etc/initramfs-tools", "/usr/share/initramfs-tools", "/etc/modprobe.d", "/usr/lib/modprobe.d",
+    "/etc/modules", "/etc/modules-load.d", "/etc/udev", "/usr/lib/udev", "/usr/lib/firmware",
+    "/etc/kernel", "/etc/default", "/etc/fstab", "/etc/crypttab", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
+    "/boot",
+)  # fmt: skip
+CODE = (Path(__file__), Path(__file__).with_name("deferred.py"))
+FILES = "files"
+REMOVED = "removed.json"
+
+
+def hook_inputs(rootfs: Path, version: str, epoch: int, initramfs: bool) -> dict[str, str]:
+    """What the kernel hooks of ``version`` read, each by its digest."""
+    found = {"kernel": version, "epoch": str(epoch), "initramfs": str(initramfs)}
+    # how the hooks are run and their results kept (this module, deferred.py's caller)
+    found["code"] = digest([hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in CODE])
+    status = inside(rootfs, "/var/lib/dpkg/status")
+    found["installed packages"] = tree_digest(status) if status.is_file() else "-"
+    for path in [*READ, f"/usr/lib/modules/{version}", f"/usr/lib/linux-image-{version}"]:
+        host = inside(rootfs, path, follow_last=False)
+        found[path] = tree_digest(host) if host.exists() and not host.is_symlink() else "-"
+    return found
+
+
+def _state(rootfs: Path) -> dict[str, tuple[int, int, int, str]]:
+    """Each entry under the output directories: its type and mode, size, change time and
+    link target (what tells a file the hooks wrote from one they left)."""
+    found: dict[str, tuple[int, int, int, str]] = {}
+    for top in OUTPUTS:
+        host = inside(rootfs, top, follow_last=False)
+        if not host.is_dir() or host.is_symlink():
+            continue
+        for root, dirs, names in os.walk(host):
+            for name in [*dirs, *names]:
+                path = Path(root) / name
+                info = path.lstat()
+                link = os.readlink(path) if stat.S_ISLNK(info.st_mode) else ""
+                size = 0 if stat.S_ISDIR(info.st_mode) else info.st_size
+                found["/" + path.relative_to(rootfs).as_posix()] = (
+                    info.st_mode,
+                    size,
+                    info.st_mtime_ns,
+                    link,
+                )
+    return found
+
+
+def _copy(source: Path, target: Path) -> None:
+    """One file, link or directory, with its mode and times (a link as a link)."""
+    if source.is_symlink():
+        target.symlink_to(os.readlink(source))
+    elif source.is_dir():
+        target.mkdir(exist_ok=True)
+        shutil.copystat(source, target)
+    else:
+        shutil.copy2(source, target)
+
+
+def _save(entry: Path, rootfs: Path, changed: list[str], removed: list[str]) -> None:
+    for path in sorted(changed):  # parents before what is in them
+        target = entry / FILES / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _copy(inside(rootfs, path, follow_last=False), target)
+    (entry / REMOVED).write_text(json.dumps(sorted(removed)), encoding="utf-8")
+
+
+def _restore(entry: Path, rootfs: Path) -> int:
+    """Put the saved result in place; nothing is written through a link of the image."""
+    for path in json.loads((entry / REMOVED).read_text(encoding="utf-8")):
+        host = inside(rootfs, path, follow_last=False)
+        if host.is_dir() and not host.is_symlink():
+            shutil.rmtree(host)
+        elif host.exists() or host.is_symlink():
+            host.unlink()
+    files = entry / FILES
+    count = 0
+    for root, dirs, names in os.walk(files):
+        for name in sorted([*dirs, *names]):
+            source = Path(root) / name
+            host = inside(rootfs, "/" + source.relative_to(files).as_posix(), follow_last=False)
+            both_dirs = host.is_dir() and source.is_dir() and not source.is_symlink()
+            if host.is_symlink():  # a link of the image is replaced, never written through
+                host.unlink()
+            elif host.exists() and not both_dirs:
+                shutil.rmtree(host) if host.is_dir() else host.unlink()
+            _copy(source, host)
+            count += 1
+    # directory times last: putting files in them changed them
+    for root, dirs, _names in os.walk(files):
+        for name in dirs:
+            source = Path(root) / name
+            if not source.is_symlink():
+                host = inside(rootfs, "/" + source.relative_to(files).as_posix(), follow_last=False)
+                shutil.copystat(source, host)
+    return count
+
+
+@dataclass
+class JobCache:
+    """Runs a job, or puts back what it wrote when its inputs are those of a cached run."""
+
+    runner: Runner
+    store: Cache | None
+    config: str = ""  # the config that used an entry (cache list, pruning by last use)
+
+    def run(self, what: str, rootfs: Path, inputs: dict[str, str], job: Callable[[], None]) -> bool:
+        """Run ``job`` unless the cache has its result for ``inputs``; True when it ran."""
+        if self.store is None:
+            job()
+            return True
+        key = digest(inputs)
+        with self.store.lock(STAGE, key):
+            entry = self.store.checked(STAGE, key, self.runner.info)
+            if entry is not None:
+                count = _restore(entry.path, rootfs)
+                self.store.touch(entry, self.config)
+                self.runner.info(f"{what}: from the cache ({count} files, inputs {key[:12]})")
+                return False
+            before = _state(rootfs)
+            job()
+            after = _state(rootfs)
+            changed = [path for path, state in after.items() if before.get(path) != state]
+            removed = [path for path in before if path not in after]
+            self.store.commit(STAGE, key, lambda entry: _save(entry, rootfs, changed, removed))
+            self.runner.detail(f"{what}: ran; {len(changed)} files kept in the cache (inputs {key[:12]})")
+            return True

@@ -1,0 +1,125 @@
+"""The kernel hooks' results kept in the cache by what they read (no build: a fake job)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from imagesmith.cache.store import Cache
+from imagesmith.host.run import Runner
+from imagesmith.stages import jobs
+
+VERSION = "6.12.0-test"
+
+
+def rootfs(path: Path) -> Path:
+    for name, text in {
+        f"boot/vmlinuz-{VERSION}": "kernel",
+        "boot/firmware/old.txt": "left by the bootstrap",
+        f"usr/lib/modules/{VERSION}/modules.dep": "kernel/a.ko:\n",
+        "etc/initramfs-tools/modules": "# none\n",
+        "etc/app/app.conf": "unrelated\n",
+        "var/lib/dpkg/status": "Package: linux-image\n",
+    }.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+        os.utime(path / name, ns=(10**18, 10**18))  # both trees alike, as two bootstraps are
+    return path
+
+
+def hooks(root: Path, runs: list[int]) -> None:
+    """What the kernel hooks do: make an initramfs, lay out boot files, remove one."""
+    runs.append(1)
+    initrd = root / f"boot/initrd.img-{VERSION}"
+    initrd.write_bytes(b"initramfs of " + (root / "etc/initramfs-tools/modules").read_bytes())
+    os.chmod(initrd, 0o600)
+    os.utime(initrd, ns=(1_000_000_000, 1_000_000_000))
+    (root / "boot/firmware/overlays").mkdir()
+    (root / "boot/firmware/overlays/a.dtbo").write_text("overlay")
+    os.symlink(f"initrd.img-{VERSION}", root / "boot/initrd.img")
+    (root / "boot/firmware/old.txt").unlink()
+    (root / "var/lib/initramfs-tools").mkdir(parents=True, exist_ok=True)
+    (root / f"var/lib/initramfs-tools/{VERSION}").write_text("sha1")
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int, int]]:
+    found = {}
+    for top in ("boot", "var/lib/initramfs-tools"):
+        for path in sorted((root / top).rglob("*")):
+            info = path.lstat()
+            body = os.readlink(path) if path.is_symlink() else (path.read_text() if path.is_file() else "dir")
+            mtime = info.st_mtime_ns if path.is_file() and not path.is_symlink() else 0
+            found[str(path.relative_to(root))] = (body, info.st_mode, mtime)
+    return found
+
+
+@pytest.fixture()
+def cache(tmp_path: Path) -> Cache:
+    return Cache(tmp_path / "cache")
+
+
+def run(cache: Cache, root: Path, runs: list[int], tmp_path: Path) -> bool:
+    inputs = jobs.hook_inputs(root, VERSION, 1700000000, True)
+    job = jobs.JobCache(Runner(log_path=tmp_path / "log"), cache)
+    return job.run("hooks", root, inputs, lambda: hooks(root, runs))
+
+
+def test_the_result_is_put_back_as_the_hooks_left_it(cache: Cache, tmp_path: Path) -> None:
+    runs: list[int] = []
+    first = rootfs(tmp_path / "a")
+    assert run(cache, first, runs, tmp_path) and runs == [1]
+    second = rootfs(tmp_path / "b")
+    assert not run(cache, second, runs, tmp_path) and runs == [1], "restored, not run"
+    assert snapshot(second) == snapshot(first)
+    assert not (second / "boot/firmware/old.txt").exists(), "what the hooks removed is removed"
+    assert "hooks: from the cache" in (tmp_path / "log").read_text()
+
+
+def test_a_file_the_hooks_do_not_read_does_not_run_them_again(cache: Cache, tmp_path: Path) -> None:
+    runs: list[int] = []
+    run(cache, rootfs(tmp_path / "a"), runs, tmp_path)
+    other = rootfs(tmp_path / "b")
+    (other / "etc/app/app.conf").write_text("changed\n")
+    (other / "etc/motd").write_text("hello\n")
+    assert not run(cache, other, runs, tmp_path) and runs == [1]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["etc/initramfs-tools/modules", "etc/modprobe.d/x.conf", "etc/udev/rules.d/9.rules",
+     "usr/lib/firmware/f.bin", f"usr/lib/modules/{VERSION}/modules.dep", "var/lib/dpkg/status",
+     "etc/default/raspi-firmware", "boot/firmware/cmdline.txt", "etc/modules-load.d/m.conf",
+     f"usr/lib/linux-image-{VERSION}/b/x.dtb"],
+)  # fmt: skip
+def test_each_input_runs_them_again(cache: Cache, tmp_path: Path, path: str) -> None:
+    runs: list[int] = []
+    run(cache, rootfs(tmp_path / "a"), runs, tmp_path)
+    other = rootfs(tmp_path / "b")
+    (other / path).parent.mkdir(parents=True, exist_ok=True)
+    (other / path).write_text("changed\n")
+    assert run(cache, other, runs, tmp_path) and runs == [1, 1]
+    assert jobs.hook_inputs(other, VERSION, 1, True) != jobs.hook_inputs(other, VERSION, 2, True), "the epoch"
+
+
+def test_a_link_in_the_image_is_never_followed_out_of_it(cache: Cache, tmp_path: Path) -> None:
+    runs: list[int] = []
+    run(cache, rootfs(tmp_path / "a"), runs, tmp_path)
+    outside = tmp_path / "host"
+    outside.mkdir()
+    other = rootfs(tmp_path / "b")
+    # where the result puts a directory (initramfs-tools' state is written, not read)
+    (other / "var/lib").mkdir(parents=True, exist_ok=True)
+    os.symlink(str(outside), other / "var/lib/initramfs-tools")
+    assert not run(cache, other, runs, tmp_path)
+    assert list(outside.iterdir()) == []
+    assert (other / f"var/lib/initramfs-tools/{VERSION}").read_text() == "sha1"
+    assert not (other / "var/lib/initramfs-tools").is_symlink()
+
+
+def test_without_a_cache_the_hooks_just_run(tmp_path: Path) -> None:
+    runs: list[int] = []
+    root = rootfs(tmp_path / "a")
+    job = jobs.JobCache(Runner(log_path=tmp_path / "log"), None)
+    assert job.run("hooks", root, {}, lambda: hooks(root, runs)) and runs == [1]
