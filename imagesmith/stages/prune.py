@@ -302,8 +302,8 @@ def prune_device_trees(runner: Runner, spec: Spec, rootfs: Path) -> None:
 
 
 def savings(spec: Spec, rootfs: Path) -> dict[str, int]:
-    """What slim.modules and slim.firmware, where not set, would leave out, in bytes
-    (``packages --trim`` suggests them)."""
+    """What slim.modules, slim.firmware and slim.device_trees, where not set, would leave
+    out, in bytes (``packages --trim`` suggests them)."""
     found: dict[str, int] = {}
     slim = spec.config.slim
     modules_dir = inside(rootfs, "/usr/lib/modules")
