@@ -18,7 +18,6 @@ checked before use), so a killed build leaves nothing a later build trusts.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -52,7 +51,7 @@ def hook_inputs(rootfs: Path, version: str, epoch: int, initramfs: bool) -> dict
     """What the kernel hooks of ``version`` read, each by its digest."""
     found = {"kernel": version, "epoch": str(epoch), "initramfs": str(initramfs)}
     # how the hooks are run and their results kept (this module, deferred.py's caller)
-    found["code"] = digest([hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in CODE])
+    found["code"] = digest([tree_digest(p) for p in CODE])
     status = inside(rootfs, "/var/lib/dpkg/status")
     found["installed packages"] = tree_digest(status) if status.is_file() else "-"
     for path in [*READ, f"/usr/lib/modules/{version}", f"/usr/lib/linux-image-{version}"]:
