@@ -124,7 +124,7 @@ def test_the_raspberry_pi_kernel_gets_raspberry_pi_os_boot_files(
     outside = tmp_path / "outside"
     outside.mkdir()
     (rootfs / "boot" / "firmware" / "overlays").symlink_to(outside)  # never written through
-    bootfiles.after_hooks(spec, rootfs)
+    bootfiles.after_hooks(spec, rootfs, 0)
     firmware = rootfs / "boot" / "firmware"
     assert sorted(p.name for p in firmware.iterdir()) == [
         "bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb", "cmdline.txt", "config.txt", "initramfs8",
@@ -151,12 +151,12 @@ def test_a_kernel_package_without_device_trees_is_an_error(write: Write, key: Pa
     for dtb in (rootfs / "usr" / "lib" / f"linux-image-{VERSION}" / "broadcom").iterdir():
         dtb.unlink()
     with pytest.raises(ImagesmithError, match="ships no device trees") as caught:
-        bootfiles.after_hooks(spec, rootfs)
+        bootfiles.after_hooks(spec, rootfs, 0)
     assert "linux-image-rpi-v8" in (caught.value.hint or "")
 
 
 def test_devices_lists_each_kernel_and_what_it_gives() -> None:
-    result = CliRunner().invoke(main, ["devices"], env={"COLUMNS": "300"})
+    result = CliRunner().invoke(main, ["devices"], env={"COLUMNS": "400"})
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if "raspberrypi" in line and "RP1 drivers" in line]
     assert any("Ethernet" in row and "tryboot A/B" in row for row in rows), result.output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,12 +75,18 @@ def test_what_slim_would_save_is_measured_in_the_rootfs(write: Write, tmp_path: 
     assert slimmable(spec, tmp_path) == {}
 
 
-def test_every_example_and_its_variants_load() -> None:
+def test_every_example_and_its_variants_load(tmp_path: Path) -> None:
     from imagesmith.stages.customize import check_spec
 
-    examples = Path(__file__).parents[1] / "examples"
+    from .test_update import key_pair
+
+    # a copy, with the update key pair examples/ota.yaml asks its user to make
+    examples = tmp_path / "examples"
+    source = Path(__file__).parents[1] / "examples"
+    shutil.copytree(source, examples, ignore=shutil.ignore_patterns("update.*"))
+    key_pair(examples / "keys", "update")
     configs = [p for p in examples.glob("*.yaml") if p.name.count(".") == 1]
-    assert {p.stem for p in configs} >= {"minimal", "slim", "webkiosk"}
+    assert {p.stem for p in configs} >= {"minimal", "slim", "webkiosk", "ota"}
     for config in configs:
         check_spec(load_spec(config))
         for variant in examples.glob(f"{config.stem}.*.yaml"):

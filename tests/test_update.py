@@ -41,10 +41,13 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"key": key, "cert": cert, "other_key": other_key, "other_cert": other_cert}
 
 
-def config(write: Write, keys: dict[str, Path], layout: str = "ab-tryboot", extra: str = "") -> Path:
+def config(
+    write: Write, keys: dict[str, Path], layout: str = "ab-tryboot", extra: str = "", device: str = "pi4"
+) -> Path:
+    kernel = "\nkernel: raspberrypi" if device in ("pi4", "pi5") else ""
     return write(
         "u.yaml",
-        f"name: u\ndevice: pi4\nkernel: raspberrypi\nlayout: {layout}\nread_only: true\n"
+        f"name: u\ndevice: {device}{kernel}\nlayout: {layout}\nread_only: true\n"
         f"update: {{key: {keys['key']}, cert: {keys['cert']}{extra}}}\n",
     )
 
@@ -71,13 +74,16 @@ def test_the_image_s_system_conf_names_both_slots_and_the_tryboot_backend(
 
 
 @pytest.mark.parametrize(
-    ("layout", "said"),
-    [("simple", "need A/B slots"), ("ab", "U-Boot's boot counter, which imagesmith does not")],
+    ("layout", "device", "said"),
+    [
+        ("simple", "pi4", "need A/B slots"),
+        ("ab", "pi5", "U-Boot's boot counter, and the catalog has no U-Boot for device pi5"),
+    ],
 )
 def test_bundles_need_slots_and_a_way_to_switch(
-    write: Write, keys: dict[str, Path], layout: str, said: str
+    write: Write, keys: dict[str, Path], layout: str, device: str, said: str
 ) -> None:
-    spec = load_spec(config(write, keys, layout))
+    spec = load_spec(config(write, keys, layout, device=device))
     with pytest.raises(ImagesmithError, match=said) as caught:
         update.check(spec)
     assert caught.value.exit_code == 2 and "u.yaml:6" in str(caught.value.location)

@@ -2,6 +2,9 @@
 
 The image's own kernel, initrd and command line (from its boot partition) are booted
 with ``-kernel``/``-initrd`` on a generic virtual machine of the image's architecture.
+An image that boots through U-Boot's A/B boot counter (device qemu-arm64) is booted by
+its own U-Boot instead (``u-boot.bin`` on its boot partition, given as the firmware),
+which runs its ``boot.scr`` and boots a slot as the device would.
 The image itself is never written: the guest runs on a copy-on-write overlay that is
 larger than the image, so first-boot growth of the root partition is exercised too.
 """
@@ -58,9 +61,10 @@ MACHINES = {
 @dataclass
 class BootFiles:
     arch: str
-    kernel: Path
+    kernel: Path | None
     initrd: Path | None
     cmdline: str
+    firmware: Path | None = None  # U-Boot, which boots the image itself
 
 
 def _partitions(runner: Runner, image: Path) -> list[dict[str, object]]:
@@ -108,11 +112,21 @@ def extract(runner: Runner, image: Path, into: Path) -> BootFiles:
             return None
         return target
 
+    config = fetch("config.txt")
+    if fetch("boot.scr") is not None:
+        if config is not None:  # the Raspberry Pi firmware runs U-Boot: not the virt machine's
+            raise ImagesmithError(
+                f"{image} boots through U-Boot for the Raspberry Pi, which qemu's virtual machine cannot run",
+                hint="boot the same config built for device qemu-arm64 (e.g. its qemu variant)",
+            )
+        uboot = fetch("u-boot.bin")
+        if uboot is None:
+            raise ImagesmithError(f"{image}: the boot partition has boot.scr but no u-boot.bin")
+        return BootFiles("arm64", None, None, "", firmware=uboot)
     cmdline_file = fetch("cmdline.txt")
     if cmdline_file is None:
         raise ImagesmithError(f"{image}: the boot partition has no cmdline.txt")
     kernel_name, initrd_name = "vmlinuz", "initrd.img"
-    config = fetch("config.txt")
     if config is not None:
         k, i = _config_txt(config.read_text(errors="replace"))
         kernel_name, initrd_name = k or kernel_name, i or initrd_name
@@ -138,11 +152,13 @@ def boot(
     log: Path | None = None,
     expect: str | None = None,
     disk: Path | None = None,
+    attach: tuple[Path, ...] = (),
 ) -> str:
     """Boot ``image`` until a login prompt (or the text ``expect``); return the console
     transcript. The guest writes to a qcow2 overlay over the image (the image itself is
     never changed): a temporary one, or ``disk``, made if missing and kept, so that a
-    later boot with the same ``disk`` sees what this one wrote."""
+    later boot with the same ``disk`` sees what this one wrote. Each of ``attach`` is given
+    to the guest as one more disk, read-only."""
     if not image.is_file():
         raise ImagesmithError(f"no such image: {image}", exit_code=EXIT_CONFIG)
     with tempfile.TemporaryDirectory(prefix="imagesmith-boot-") as tmp:
@@ -171,30 +187,29 @@ def boot(
                     str(size),
                 ]
             )
-        argv = [
-            system,
-            *machine["args"],
-            "-smp",
-            "2",
-            "-m",
-            "1024",
-            "-nographic",
-            "-no-reboot",
-            "-kernel",
-            str(files.kernel),
-            "-append",
-            guest_cmdline(files.cmdline, str(machine["console"])),
-            "-drive",
-            f"if=none,id=disk,format=qcow2,file={overlay}",
-            "-device",
-            "virtio-blk-pci,drive=disk",
-            "-netdev",
-            "user,id=net",
-            "-device",
-            "virtio-net-pci,netdev=net",
-        ]
-        if files.initrd is not None:
-            argv += ["-initrd", str(files.initrd)]
+        argv = [system, *machine["args"], "-smp", "2", "-m", "1024", "-nographic", "-no-reboot"]
+        if files.firmware is not None:
+            argv += ["-bios", str(files.firmware)]
+        else:
+            assert files.kernel is not None
+            line = guest_cmdline(files.cmdline, str(machine["console"]))
+            argv += ["-kernel", str(files.kernel), "-append", line]
+            if files.initrd is not None:
+                argv += ["-initrd", str(files.initrd)]
+        argv += ["-drive", f"if=none,id=disk,format=qcow2,file={overlay}"]
+        argv += ["-device", "virtio-blk-pci,drive=disk"]
+        for number, extra in enumerate(attach):
+            if not extra.is_file():
+                raise ImagesmithError(f"no such file to attach: {extra}", exit_code=EXIT_CONFIG)
+            argv += [
+                "-drive",
+                f"if=none,id=extra{number},format=raw,readonly=on,file={extra}",
+                "-device",
+                f"virtio-blk-pci,drive=extra{number}",
+            ]
+        # U-Boot would load the network card's boot ROM, which qemu may not have: none
+        nic = "virtio-net-pci,netdev=net" + (",romfile=" if files.firmware is not None else "")
+        argv += ["-netdev", "user,id=net", "-device", nic]
         return run_guest(argv, accelerators(files.arch), runner, timeout, log, expect)
 
 

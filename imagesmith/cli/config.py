@@ -24,9 +24,19 @@ from imagesmith.cli.app import (
 )
 from imagesmith.config import catalog
 from imagesmith.config.load import SECRET
-from imagesmith.config.model import Device
+from imagesmith.config.model import Device, Kernel
 from imagesmith.config.nodes import load_yaml
 from imagesmith.errors import ImagesmithError
+
+
+def update_methods(device: Device, kernel: Kernel) -> list[str]:
+    """Which A/B layouts can take update bundles on ``device`` with ``kernel``, and how."""
+    found = []
+    if device.uboot is not None:
+        found.append("ab, ab-gpt (U-Boot)")
+    if kernel.tryboot:
+        found.append("ab-tryboot")
+    return found
 
 
 @main.command()
@@ -35,7 +45,11 @@ def devices() -> None:
     """List the devices imagesmith knows, each kernel it can run and what that kernel gives."""
     from imagesmith.config.validate import validate
 
-    table = Table("device", "arch", "kernel", "gives", "lacks", "notes", show_lines=True)
+    table = Table(show_lines=True)
+    for heading in ("device", "arch", "kernel"):
+        table.add_column(heading, no_wrap=True)
+    for heading in ("A/B updates", "gives", "lacks", "notes"):
+        table.add_column(heading, overflow="fold")  # a narrow terminal wraps, never cuts, what a device says
     for name in catalog.names("devices"):
         path = catalog.find("devices", name)
         assert path is not None
@@ -46,6 +60,7 @@ def devices() -> None:
                 dev.device if first else "",
                 dev.arch if first else "",
                 f"{kernel_name} (default)" if first else kernel_name,
+                "; ".join(update_methods(dev, kernel)) or "none",
                 "; ".join(kernel.gives),
                 "; ".join(kernel.lacks),
                 f"{dev.description}. {dev.notes}".strip() if first else "",

@@ -117,6 +117,13 @@ def show_checks(found: list[Any], user: str) -> None:
     help="Keep the guest's writes in this qcow2 file (made over IMAGE if missing): a later boot "
     "with the same file sees them, as a device sees its card after a reboot.",
 )
+@click.option(
+    "--attach",
+    multiple=True,
+    type=click.Path(path_type=Path, resolve_path=True, dir_okay=False, exists=True),
+    help="Give the guest this file as one more disk, read-only (e.g. a filesystem image holding an "
+    "update bundle). Repeatable.",
+)
 @verbose_option
 @handled
 def boot(
@@ -125,6 +132,7 @@ def boot(
     console_log: Path | None,
     expect: str | None,
     disk: Path | None,
+    attach: tuple[Path, ...],
     verbose: bool,
 ) -> None:
     """Boot IMAGE in qemu-system and wait for a login prompt on its serial console.
@@ -136,4 +144,4 @@ def boot(
     runner = Runner(verbose=verbose)
     goal = "a login prompt" if expect is None else repr(expect)
     with runner.stage("boot", f"{image.name} in qemu, waiting for {goal}"):
-        qemu.boot(image, runner, timeout=timeout, log=console_log, expect=expect, disk=disk)
+        qemu.boot(image, runner, timeout=timeout, log=console_log, expect=expect, disk=disk, attach=attach)

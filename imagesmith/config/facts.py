@@ -31,9 +31,18 @@ def packages(spec: Spec) -> list[str]:
         wanted.add("mtools")
     if spec.config.update is not None:  # RAUC and its D-Bus service (stages/update.py)
         wanted.update(("rauc", "rauc-service"))
+    if boots_through_uboot(spec) and spec.device.uboot is not None:  # stages/uboot.py
+        wanted.update((spec.device.uboot.package, "libubootenv-tool"))
     wanted -= removed
     # a removal that matched nothing in any layer still keeps the package out
     return sorted(wanted) + sorted(f"{name}-" for name in removed - set(device))
+
+
+def boots_through_uboot(spec: Spec) -> bool:
+    """Does the image boot through U-Boot's A/B boot counter (``stages/uboot.py``)? Update
+    bundles on A/B root slots that share one boot partition (layouts ab and ab-gpt)."""
+    layout = spec.layout
+    return spec.config.update is not None and layout.slotted and layout.role("boot-a") is None
 
 
 def components(spec: Spec) -> list[str]:

@@ -215,6 +215,24 @@ class Update(Strict):
     key: str = Field(description="the private key (PEM) that signs bundles; relative to this file")
     cert: str = Field(description="its certificate (PEM); relative to this file")
     keyring: str | None = Field(None, description="the certificate(s) a device trusts (PEM); default: cert")
+    attempts: int = Field(
+        3,
+        ge=1,
+        le=15,
+        description="boots a slot gets before U-Boot falls back to the other (layouts ab and ab-gpt); "
+        "a new slot gets as many",
+    )
+    health: str | None = Field(
+        None,
+        min_length=1,
+        description="a shell command that must succeed, once the system has reached its target, before "
+        "the booted slot is marked good; failing, the device reboots and the boot counter falls",
+    )
+    watchdog: str | None = Field(
+        None,
+        pattern=r"^[0-9]+(ms|s|min)$",
+        description="systemd's RuntimeWatchdogSec, e.g. 30s: a hung system is reset by the hardware watchdog",
+    )
 
 
 class ImageConfig(Strict):
@@ -344,6 +362,14 @@ class Kernel(Strict):
         return self
 
 
+class UBoot(Strict):
+    """The U-Boot build a device boots through for the A/B boot counter."""
+
+    package: str = Field(pattern=r"^[a-z0-9][a-z0-9+.-]+$")
+    #: the binary in the image, copied to the boot partition as u-boot.bin
+    binary: str = Field(pattern=r"^/usr/lib/u-boot/[A-Za-z0-9_.-]+/u-boot\.bin$")
+
+
 class Device(Strict):
     device: str = Field(pattern=NAME_RE)
     description: str
@@ -361,6 +387,8 @@ class Device(Strict):
     #: its device trees and overlays, under /usr/lib/linux-image-VERSION (slim.device_trees)
     device_trees: list[FirmwarePath] = Field(default_factory=list)
     kernels: dict[str, Kernel] = Field(min_length=1, description="the first is the default")
+    #: U-Boot for the boot counter of layouts ab and ab-gpt (none: those layouts cannot update)
+    uboot: UBoot | None = None
     #: Raspberry Pi Imager's device tags (its os_list ``devices``), e.g. pi4-64bit
     imager_tags: list[str] = Field(default_factory=list)
     notes: str = ""

@@ -125,6 +125,10 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     ),
     Requirement("tar", ("tar",), "packs and unpacks shared cache entries (--cache-remote)", ("build",)),
     Requirement("cpio", ("cpio",), "the test suite lists the images' initramfs", ("test",)),
+    Requirement("u-boot-qemu", (), "the test suite runs the A/B boot script in U-Boot for qemu", ("test",)),
+    Requirement(
+        "libubootenv-tool", ("fw_setenv",), "the test suite writes the boot state as a device does", ("test",)
+    ),
     Requirement(
         "docker-registry",
         ("docker-registry",),

@@ -82,6 +82,13 @@ def _known() -> dict[str, str]:
     return names
 
 
+@cache
+def _exceptions() -> frozenset[str]:
+    """Identifiers that SPDX lets stand only after WITH (e.g. eCos-2.0, an exception in
+    the licence list, though its name reads as a licence), lower-case."""
+    return frozenset(str(s.key).lower() for s in spdx().known_symbols.values() if s.is_exception)
+
+
 def ref(name: str) -> str:
     """``LicenseRef-`` with only the characters SPDX allows in an identifier."""
     name = name.replace("+", "-plus")
@@ -127,7 +134,7 @@ def identifier(name: str) -> str:
     if gpl:
         return gpl
     known = _known().get(lowered)
-    if known and not known.endswith("exception") and "exception-" not in known.lower():
+    if known and known.lower() not in _exceptions():
         return known
     return ref(name)
 

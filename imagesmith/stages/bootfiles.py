@@ -11,6 +11,8 @@
   and overlays come from the kernel package, and imagesmith writes config.txt and
   cmdline.txt itself, after every hook has run (Debian's hook would write
   ``upstream_kernel=1``, which is wrong for this kernel).
+- U-Boot's A/B boot counter (``stages/uboot.py``), on either: the boot partition holds
+  U-Boot, its script and the boot state, and each root slot its own kernel.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import os
 import shutil
 from pathlib import Path
 
+from imagesmith.config.facts import boots_through_uboot
 from imagesmith.config.load import Spec
 from imagesmith.disk import ids
 from imagesmith.errors import ImagesmithError
 from imagesmith.host.rootfs import inside
-from imagesmith.stages import deferred
+from imagesmith.stages import deferred, uboot
 
 FIRMWARE = "/boot/firmware"
 
@@ -73,12 +76,16 @@ def before_hooks(spec: Spec, rootfs: Path) -> None:
             inside(rootfs, path).unlink(missing_ok=True)
 
 
-def after_hooks(spec: Spec, rootfs: Path) -> None:
-    """The boot files that imagesmith places itself, once the hooks have run."""
-    if spec.device.boot == "direct-kernel":
+def after_hooks(spec: Spec, rootfs: Path, epoch: int) -> None:
+    """The boot files that imagesmith places itself, once the hooks have run; with U-Boot's
+    boot counter, U-Boot and its script instead of the kernel (``stages/uboot.py``)."""
+    with_uboot = boots_through_uboot(spec)
+    if spec.device.boot == "direct-kernel" and not with_uboot:
         direct_kernel_files(rootfs)
     elif spec.kernel.image is not None:
         raspberrypi_files(spec, rootfs)
+    if with_uboot:
+        uboot.place(spec, rootfs, cmdline(spec), newest_kernel(rootfs), epoch)
 
 
 def newest_kernel(rootfs: Path) -> str:

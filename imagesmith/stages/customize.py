@@ -350,7 +350,7 @@ def run(ctx: Context) -> None:
         jobs=JobCache(ctx.runner, ctx.store, str(spec.config_path)),
         epoch=ctx.known_epoch,
     )
-    bootfiles.after_hooks(spec, rootfs)
+    bootfiles.after_hooks(spec, rootfs, ctx.known_epoch)
     first_boot_hygiene(rootfs)
     storage.finish(spec, rootfs)
     reproducible.clamp_shadow(rootfs, ctx.known_epoch)
@@ -424,6 +424,7 @@ class Customize(Stage):
 
     name = "customize"
     code = ("stages/customize.py", "stages/bootfiles.py", "stages/storage.py", "stages/update.py",
+            "stages/uboot.py",
             "stages/deferred.py", "stages/tools.py", "host/rootfs.py", "disk/ids.py", "outputs/inventory.py",
             "outputs/licenses.py", "repro/reproducible.py", "config/overlay.py", "stages/prune.py",
             "stages/jobs.py", "disk/fs/base.py", "disk/fs/ext4.py", "disk/fs/vfat.py")  # fmt: skip
@@ -445,6 +446,7 @@ class Customize(Stage):
         if spec.config.update is not None:  # the certificates the device trusts
             trusted = spec.config.update.keyring or spec.config.update.cert
             found[f"update keyring {spec.portable(trusted)}"] = tree_digest(Path(trusted))
+            found["imagesmith:storage/update/"] = tree_digest(update.FILES)  # the mark-good unit
         found["device"] = digest(spec.device.model_dump(mode="json"))
         found["layout"] = digest(spec.layout.model_dump(mode="json"))
         return found

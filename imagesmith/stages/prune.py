@@ -39,6 +39,8 @@ _KO = re.compile(r"\.ko(\.(xz|zst|gz))?$")
 SYSTEM_MODULES = ("autofs4", "configfs", "dm_mod", "drm", "efi_pstore", "fuse", "loop")
 #: overlayfs: the read-only root's /etc (stages/storage.py's initramfs script)
 READ_ONLY_MODULES = ("overlay",)
+#: RAUC mounts a bundle: its squashfs on a loop device, checked by dm-verity (or dm-crypt)
+UPDATE_MODULES = ("squashfs", "dm_verity", "dm_crypt")
 #: lists of modules the system loads by name
 LOAD_LISTS = ("/etc/modules", "/etc/initramfs-tools/modules")
 LOAD_DIRS = ("/etc/modules-load.d", "/usr/lib/modules-load.d")
@@ -173,6 +175,8 @@ def wanted_modules(spec: Spec, rootfs: Path) -> list[str]:
     names += [m for f in sorted(filesystems) for m in fs.get(f).modules]
     if spec.config.read_only:
         names += READ_ONLY_MODULES
+    if spec.config.update is not None:
+        names += UPDATE_MODULES
     return names + load_lists(rootfs)
 
 

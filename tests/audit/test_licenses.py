@@ -24,6 +24,8 @@ from imagesmith.outputs.licenses import NOASSERTION, expression, from_copyright,
         ("GPL-3+ with Bison exception", "GPL-3.0-or-later WITH Bison-exception-2.2"),
         ("GPL-2 with Linux-syscall-note exception", "GPL-2.0-only WITH Linux-syscall-note"),
         ("public-domain", "LicenseRef-public-domain"),
+        # an exception in SPDX's list, though it reads as a licence (u-boot's copyright file)
+        ("eCos-2.0", "LicenseRef-eCos-2.0"),
         ("GPL-2+-with-link-exception", "LicenseRef-GPL-2-plus-with-link-exception"),
         # "or" binds tighter than "and"; a comma closes what came before it
         ("GPL-1+ or Artistic, and BSD-3-clause", "(GPL-1.0-or-later OR Artistic-1.0-Perl) AND BSD-3-Clause"),
