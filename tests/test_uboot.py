@@ -291,3 +291,32 @@ def test_slim_keeps_what_rauc_mounts_a_bundle_with(
     spec = load_spec(path)
     names = wanted_modules(spec, tmp_path)
     assert {"loop", "squashfs", "dm_verity", "dm_mod"} <= set(names)
+
+
+def test_placing_u_boot_never_writes_through_a_link_and_links_the_slot_s_kernel(
+    write: Write, keys: tuple[Path, Path], tmp_path: Path
+) -> None:
+    spec = load_spec(config(write, keys))
+    rootfs, outside = tmp_path / "rootfs", tmp_path / "outside"
+    outside.write_text("the build host's\n")
+    (rootfs / "usr/lib/u-boot/qemu_arm64").mkdir(parents=True)
+    (rootfs / "usr/lib/u-boot/qemu_arm64/u-boot.bin").write_bytes(b"u-boot")
+    (rootfs / "boot/firmware").mkdir(parents=True)
+    for name in ("vmlinuz-1", "initrd.img-1"):
+        (rootfs / "boot" / name).write_text(name)
+    (rootfs / "boot/firmware/vmlinuz").write_text("a copy the hooks left")
+    (rootfs / "boot/firmware/uboot.env").symlink_to(outside)
+    uboot.place(spec, rootfs, bootfiles.cmdline(spec), "1", 0)
+    assert outside.read_text() == "the build host's\n"
+    firmware = rootfs / "boot/firmware"
+    assert sorted(p.name for p in firmware.iterdir()) == [
+        "boot.scr",
+        "u-boot.bin",
+        "uboot-redund.env",
+        "uboot.env",
+    ]
+    assert uboot.read_copy((firmware / "uboot.env").read_bytes()) == (1, uboot.initial_state(3))
+    assert (rootfs / "boot/vmlinuz").readlink() == Path("vmlinuz-1")
+    assert (
+        (rootfs / "etc/fw_env.config").read_text().endswith("/boot/firmware/uboot-redund.env 0x0000 0x4000\n")
+    )

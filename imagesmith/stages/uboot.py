@@ -131,6 +131,13 @@ def config_txt(spec: Spec) -> str:
     return "\n".join(lines) + "\n"
 
 
+def put(rootfs: Path, name: str, data: bytes) -> None:
+    """A new file on the boot partition (whatever was there, a link too, goes first)."""
+    path = inside(rootfs, f"{FIRMWARE}/{name}", follow_last=False)
+    path.unlink(missing_ok=True)
+    path.write_bytes(data)
+
+
 def place(spec: Spec, rootfs: Path, command_line: str, version: str, epoch: int) -> None:
     """After the kernel's hooks: U-Boot and its script and state on the boot partition, the
     slot's kernel under fixed names; the kernel copies the hooks left there go (the slot's
@@ -147,18 +154,16 @@ def place(spec: Spec, rootfs: Path, command_line: str, version: str, epoch: int)
             f"U-Boot is not at {uboot.binary} in the image",
             hint=f"the catalog's device {spec.device.device} names it; check that {uboot.package} ships it",
         )
-    (firmware / "u-boot.bin").unlink(missing_ok=True)
-    (firmware / "u-boot.bin").write_bytes(binary.read_bytes())
-    stale = [*firmware.glob("vmlinuz*"), *firmware.glob("initrd.img*"), firmware / "cmdline.txt"]
+    put(rootfs, "u-boot.bin", binary.read_bytes())
     kernel = spec.kernel
-    stale += [firmware / name for name in (kernel.image, kernel.initramfs) if name is not None]
-    for path in stale:
-        if path.is_file() or path.is_symlink():
-            path.unlink()
-    (firmware / "boot.scr").write_bytes(script_image(boot_script(spec, command_line), epoch))
+    for pattern in ("vmlinuz*", "initrd.img*", "cmdline.txt", kernel.image, kernel.initramfs):
+        for path in firmware.glob(pattern) if pattern else []:
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+    put(rootfs, "boot.scr", script_image(boot_script(spec, command_line), epoch))
     state = initial_state(spec.config.update.attempts if spec.config.update else 3)
     for name, counter in zip(ENV_FILES, (1, 0), strict=True):
-        (firmware / name).write_bytes(environment_copy(state, counter))
+        put(rootfs, name, environment_copy(state, counter))
     if spec.device.boot == "raspi-firmware":
         write(rootfs, f"{FIRMWARE}/config.txt", config_txt(spec))
     write(rootfs, FW_ENV_CONFIG, fw_env_config())
