@@ -320,3 +320,16 @@ def test_placing_u_boot_never_writes_through_a_link_and_links_the_slot_s_kernel(
     assert (
         (rootfs / "etc/fw_env.config").read_text().endswith("/boot/firmware/uboot-redund.env 0x0000 0x4000\n")
     )
+
+
+def test_a_layout_without_a_fat_boot_partition_is_a_config_error(
+    write: Write, keys: tuple[Path, Path]
+) -> None:
+    ab = (Path(uboot.__file__).parents[1] / "catalog" / "layouts" / "ab.yaml").read_text()
+    write(
+        "layouts/mine.yaml",
+        ab.replace("layout: ab", "layout: mine").replace("mount: /boot/firmware", "mount: /boot"),
+    )
+    with pytest.raises(ImagesmithError, match="no FAT partition at /boot/firmware") as caught:
+        update.check(load_spec(config(write, keys, layout="mine")))
+    assert caught.value.exit_code == 2 and "u.yaml:3" in str(caught.value.location)

@@ -32,16 +32,16 @@ from imagesmith.host.rootfs import inside
 FIRMWARE = "/boot/firmware"
 ENV_FILES = ("uboot.env", "uboot-redund.env")
 ENV_SIZE = 0x4000  # each copy; what /etc/fw_env.config says too
-#: the variables U-Boot reads from and writes to the copies (nothing else enters its environment)
-STATE = ("BOOT_ORDER", "BOOT_A_LEFT", "BOOT_B_LEFT")
 KERNEL = "/boot/vmlinuz"
 INITRD = "/boot/initrd.img"
 FW_ENV_CONFIG = "/etc/fw_env.config"
 SCRIPT = catalog.CATALOG / "storage" / "uboot" / "boot.cmd"
 
 
-def boot_partition(spec: Spec) -> int:
-    return next(i for i, p in enumerate(spec.layout.partitions, 1) if p.mount == FIRMWARE and p.fs == "vfat")
+def boot_partition(spec: Spec) -> int | None:
+    """The FAT partition at /boot/firmware (U-Boot, its script and the state), by number."""
+    found = (i for i, p in enumerate(spec.layout.partitions, 1) if p.mount == FIRMWARE and p.fs == "vfat")
+    return next(found, None)
 
 
 def initial_state(attempts: int) -> dict[str, str]:
@@ -99,7 +99,7 @@ def boot_script(spec: Spec, command_line: str) -> str:
     the slots' root devices, the attempts and the rest of the command line filled in."""
     update = spec.config.update
     values = {
-        "BOOT": str(boot_partition(spec)),
+        "BOOT": str(boot_partition(spec) or 1),
         "ATTEMPTS": f"{update.attempts if update else 3:x}",
         "ARGS": kernel_arguments(command_line),
     }

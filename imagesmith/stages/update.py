@@ -22,6 +22,7 @@ from imagesmith.disk import ids
 from imagesmith.errors import config_error
 from imagesmith.host.rootfs import inside
 from imagesmith.stages.bootfiles import write
+from imagesmith.stages.uboot import boot_partition as uboot_boot_partition
 
 SYSTEM_CONF = "/etc/rauc/system.conf"
 KEYRING = "/etc/rauc/keyring.pem"
@@ -52,6 +53,13 @@ def check(spec: Spec) -> None:
             spec.locate("update"),
             "use layout ab-tryboot, whose slots the Raspberry Pi firmware switches (tryboot); "
             "`imagesmith devices` shows which A/B method each device has",
+        )
+    if boots_through_uboot(spec) and uboot_boot_partition(spec) is None:
+        raise config_error(
+            f"layout {layout.layout!r} has no FAT partition at /boot/firmware, where U-Boot's boot counter "
+            "keeps U-Boot, its script and the boot state",
+            spec.locate("layout"),
+            "give the layout's boot partition `fs: vfat` and `mount: /boot/firmware`, as layout ab has",
         )
     update = spec.config.update
     if boots_through_uboot(spec) and update.attempts != 3 and spec.config.distribution.suite == "bookworm":
