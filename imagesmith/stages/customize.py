@@ -335,6 +335,8 @@ def run(ctx: Context) -> None:
         add_user(ctx, index, user)
     for index, entry in enumerate(spec.config.files):
         copy_overlay(ctx, index, entry)
+    # after the files (a site's own CAs), before the scripts (which may fetch over https)
+    deferred.certificates(ctx.runner, rootfs, ctx.tools)
     services(ctx)
     run_scripts(ctx)
     if spec.config.slim.firmware:  # before the initramfs copies any of it

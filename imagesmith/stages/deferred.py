@@ -1,10 +1,16 @@
 """Work that maintainer scripts would repeat per package, done once at the end instead.
 
-During bootstrap, ``update-initramfs``, ``depmod`` and ``systemd-hwdb`` are diverted
-(dpkg-divert, the Debian way) to stubs, so installing a kernel, firmware and udev does
-not build the initramfs twice or run depmod and the hwdb compiler under emulation. At
-the end of customize the real programs come back and each job runs once:
+During bootstrap, ``update-initramfs``, ``depmod``, ``systemd-hwdb`` and
+``update-ca-certificates`` are diverted (dpkg-divert, the Debian way) to stubs, so
+installing a kernel, firmware, udev and ca-certificates does not build the initramfs
+twice, or run depmod, the hwdb compiler and the certificate store's shell loops under
+emulation (the store: 20 to 25 s a run, twice, postinst then trigger). In customize the
+real programs come back and each job runs once:
 
+- the certificate store (/etc/ssl/certs) is made after the overlay files (a site's own
+  CAs in /usr/local/share/ca-certificates count) and before the scripts (which may
+  need it), natively in the tools tree when it has the image's ca-certificates and
+  openssl and the image has no update hooks of its own;
 - depmod and the hwdb compiler write architecture-independent data: they run natively
   in the tools tree when it has the image's versions (see ``tools.py``);
 - the kernel's postinst hooks (/etc/kernel/postinst.d) run once per installed kernel,
@@ -16,7 +22,7 @@ the end of customize the real programs come back and each job runs once:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from imagesmith.host.progress import Steps
@@ -32,7 +38,9 @@ DIVERTED = {
     "/usr/sbin/update-initramfs": ["/usr/sbin/update-initramfs", "/sbin/update-initramfs"],
     "/usr/sbin/depmod": ["/usr/sbin/depmod", "/sbin/depmod"],
     "/usr/bin/systemd-hwdb": ["/usr/bin/systemd-hwdb", "/bin/systemd-hwdb"],
+    "/usr/sbin/update-ca-certificates": ["/usr/sbin/update-ca-certificates", "/sbin/update-ca-certificates"],
 }
+CERTIFICATES = "/usr/sbin/update-ca-certificates"
 
 
 def divert_hook() -> str:
@@ -48,13 +56,19 @@ def divert_hook() -> str:
     )
 
 
-def restore(runner: Runner, rootfs: Path) -> None:
-    """Remove the stubs and the diversions; the packages' own programs return."""
-    for stub in DIVERTED:
+def restore(runner: Runner, rootfs: Path, programs: Sequence[str] = tuple(DIVERTED)) -> None:
+    """Remove the stubs and the diversions of ``programs`` (keys of DIVERTED); the
+    packages' own programs return. A program restored before is left as it is."""
+    for stub in programs:
         host = inside(rootfs, stub, follow_last=False)
         if host.is_file() and STUB_MARK in host.read_text(errors="replace"):
             host.unlink()
-    script = " ".join(p for aliases in DIVERTED.values() for p in aliases)
+    diverted = inside(rootfs, "/var/lib/dpkg/diversions")
+    listed = set(diverted.read_text(errors="replace").splitlines()) if diverted.is_file() else set()
+    paths = [p for program in programs for p in DIVERTED[program] if p in listed]
+    if not paths:
+        return
+    script = " ".join(paths)
     chroot(
         runner,
         rootfs,
@@ -95,6 +109,14 @@ def run_kernel_hooks(runner: Runner, rootfs: Path, version: str, *, initramfs: b
         if made.exists() or made.is_symlink():
             runner.detail(f"slim.initramfs: removed the initramfs a hook made for {version}")
             made.unlink()
+
+
+def certificates(runner: Runner, rootfs: Path, tools: Tools) -> None:
+    """The certificate store, made once: update-ca-certificates comes back and runs, if
+    ca-certificates is installed."""
+    restore(runner, rootfs, [CERTIFICATES])
+    if inside(rootfs, CERTIFICATES).exists():
+        tools.certificates()
 
 
 def finish(

@@ -1,9 +1,10 @@
 """Architecture-independent jobs run natively, with the image's own tool versions.
 
-Under qemu-user, depmod, the udev hwdb compiler and localedef take close to a minute
-each, yet what they write is data that does not depend on the CPU. When the image is for
-a foreign architecture, imagesmith bootstraps a small *tools tree* for the build host's
-architecture from the same suite and mirror (kmod, udev, locales: about 20 s natively),
+Under qemu-user, depmod, the udev hwdb compiler, localedef and update-ca-certificates
+take close to a minute each, yet what they write is data that does not depend on the
+CPU. When the image is for a foreign architecture, imagesmith bootstraps a small *tools
+tree* for the build host's architecture from the same suite and mirror (kmod, udev,
+locales, ca-certificates: about 20 s natively),
 and runs those jobs there, with the image bind-mounted at /target. A job runs in the
 tools tree only when the package that provides it has exactly the image's version, so
 the output is the same file the image's own tool would write; otherwise it runs in the
@@ -21,7 +22,14 @@ from imagesmith.host import binfmt as host
 from imagesmith.host.rootfs import CHROOT_ENV, ISOLATE, chroot, package_version
 from imagesmith.host.run import Runner
 
-PACKAGES = ["kmod", "udev", "locales"]
+PACKAGES = ["kmod", "udev", "locales", "ca-certificates"]
+#: What update-ca-certificates reads and writes in the image, bound over the tools tree's own
+CERTIFICATE_PATHS = [
+    "/etc/ca-certificates.conf",
+    "/usr/share/ca-certificates",
+    "/usr/local/share/ca-certificates",
+    "/etc/ssl/certs",
+]
 
 # bind the image at /target (and any extra paths over the tools tree's), then chroot
 _ENTER = r"""
@@ -100,6 +108,15 @@ class Tools:
             self._in_tree(["systemd-hwdb", "update", "--usr"], binds=["/usr/lib/udev", "/etc/udev"])
         else:
             chroot(self.runner, self.image, ["systemd-hwdb", "update", "--usr"])
+
+    def certificates(self) -> None:
+        hooks = self.image / "etc/ca-certificates/update.d"  # a hook may be a program of the image's
+        native = not (hooks.is_dir() and any(hooks.iterdir()))
+        if native and self._usable(["ca-certificates", "openssl"]):
+            # the same paths as in the image: the links in /etc/ssl/certs name the image's files
+            self._in_tree(["update-ca-certificates"], binds=CERTIFICATE_PATHS)
+        else:
+            chroot(self.runner, self.image, ["update-ca-certificates"])
 
     def locale_gen(self) -> None:
         if self._usable(["locales", "libc-bin"]):

@@ -198,15 +198,29 @@ def test_boots_to_a_login_prompt(pi4: Built, tmp_path: Path) -> None:
 
 def test_arch_independent_jobs_ran_natively_once(pi4: Built) -> None:
     log = (pi4.output / "build.log").read_text()
-    # depmod, the hwdb and locale-gen ran in the native tools tree, with the image's versions
-    assert log.count("imagesmith-tools") >= 3
+    # depmod, the hwdb, locale-gen and the certificate store ran in the native tools tree,
+    # with the image's versions, once each
+    assert log.count("imagesmith-tools") >= 4
     assert "running it emulated" not in log
+    assert log.count("Updating certificates in /etc/ssl/certs") == 1
     # and their results are in the image
     modules = pi4.debugfs("ls /usr/lib/modules")
     version = next(word for word in modules.split() if word.endswith("-arm64"))
     assert "modules.dep.bin" in pi4.debugfs(f"ls /usr/lib/modules/{version}")
     assert "Type: regular" in pi4.debugfs("stat /usr/lib/udev/hwdb.bin")
     assert "Type: regular" in pi4.debugfs("stat /usr/lib/locale/locale-archive")
+    # the store names the image's own files: each certificate the configuration enables
+    # has its link to /usr/share/ca-certificates and is in the bundle
+    enabled = [n for n in pi4.cat("/etc/ca-certificates.conf").splitlines() if n and n[0] not in "#!"]
+    links = pi4.debugfs("ls -l /etc/ssl/certs")
+    for name in enabled:
+        link = f"/etc/ssl/certs/{Path(name).stem}.pem"
+        fast = re.search(r'Fast link dest: "(.*)"', pi4.debugfs(f"stat {link}"))
+        target = fast.group(1) if fast else pi4.cat(link)  # debugfs cat gives a slow link's target
+        assert target == f"/usr/share/ca-certificates/{name}", (link, target)
+    bundle = pi4.cat("/etc/ssl/certs/ca-certificates.crt")
+    assert bundle.count("BEGIN CERTIFICATE") == len(enabled) > 100
+    assert "/target" not in links
     # the initramfs was made once: one mkinitramfs run in the whole build
     assert log.count("update-initramfs: Generating /boot/initrd.img-") == 1
 

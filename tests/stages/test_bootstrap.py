@@ -75,7 +75,7 @@ def test_mmdebstrap_is_called_with_the_spec(
     hook = next(a for a in args if a.startswith("--essential-hook="))
     assert "dpkg-divert" in hook and "/usr/sbin/update-initramfs" in hook and "depmod" in hook
     assert (ctx.rootfs / "etc").is_dir()
-    assert "--arch=amd64" in tools_args and "--include=kmod,udev,locales" in tools_args
+    assert "--arch=amd64" in tools_args and "--include=kmod,udev,locales,ca-certificates" in tools_args
     assert tools_args[-3:] == ["bookworm", str(ctx.tools_tree), "http://m/debian"]
 
 
@@ -119,3 +119,68 @@ def test_a_package_the_suite_does_not_have_is_found_at_its_config_line(write: Wr
     # a virtual package counts: apt installs a package that provides it
     spec = load_spec(write("ok.yaml", "name: x\ndevice: qemu-amd64\npackages: [ssh-server]\n"))
     bootstrap.unknown_packages(spec, Index({(n, "amd64"): v for n, v in known.items()}, {"ssh-server"}))
+
+
+def _status(rootfs: Path, versions: dict[str, str]) -> None:
+    status = rootfs / "var/lib/dpkg/status"
+    status.parent.mkdir(parents=True, exist_ok=True)
+    stanzas = [f"Package: {n}\nStatus: install ok installed\nVersion: {v}\n" for n, v in versions.items()]
+    status.write_text("\n".join(stanzas))
+
+
+def test_restoring_one_program_leaves_the_others_deferred(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagesmith.stages import deferred
+
+    for stub in deferred.DIVERTED:
+        (tmp_path / stub.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / stub.lstrip("/")).write_text(f"#!/bin/sh\n{deferred.STUB_MARK}\nexit 0\n")
+    diversions = tmp_path / "var/lib/dpkg/diversions"
+    diversions.parent.mkdir(parents=True)
+    diversions.write_text(
+        "".join(f"{p}\n{p}{deferred.SUFFIX}\n:\n" for ps in deferred.DIVERTED.values() for p in ps)
+    )
+    calls: list[list[str]] = []
+    monkeypatch.setattr(deferred, "chroot", lambda runner, rootfs, argv, **kw: calls.append(argv))
+    runner = Runner(log_path=tmp_path / "log")
+
+    deferred.restore(runner, tmp_path, [deferred.CERTIFICATES])
+    assert not (tmp_path / deferred.CERTIFICATES.lstrip("/")).exists()
+    assert all((tmp_path / p.lstrip("/")).exists() for p in deferred.DIVERTED if p != deferred.CERTIFICATES)
+    assert len(calls) == 1 and "/usr/sbin/update-ca-certificates /sbin/update-ca-certificates" in calls[0][-1]
+    assert "depmod" not in calls[0][-1]
+
+    diversions.write_text("")  # dpkg-divert removed them: nothing left to undo, nothing run
+    deferred.restore(runner, tmp_path, [deferred.CERTIFICATES])
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    ("tree_versions", "hook", "native"),
+    [
+        ({"ca-certificates": "1", "openssl": "3"}, False, True),
+        ({"ca-certificates": "1", "openssl": "2"}, False, False),  # another openssl: emulated
+        ({"ca-certificates": "1", "openssl": "3"}, True, False),  # an update hook of the image's
+    ],
+)
+def test_the_certificate_store_is_made_natively_only_by_the_image_s_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tree_versions: dict[str, str], hook: bool, native: bool
+) -> None:
+    from imagesmith.stages import tools
+
+    image, tree = tmp_path / "image", tmp_path / "tree"
+    _status(image, {"ca-certificates": "1", "openssl": "3"})
+    _status(tree, tree_versions)
+    if hook:
+        (image / "etc/ca-certificates/update.d").mkdir(parents=True)
+        (image / "etc/ca-certificates/update.d/jks-keystore").write_text("#!/bin/sh\n")
+    ran: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(tools, "chroot", lambda runner, rootfs, argv, **kw: ran.append(("emulated", argv)))
+    job = tools.Tools(Runner(log_path=tmp_path / "log"), image, tree)
+    monkeypatch.setattr(job, "_in_tree", lambda argv, binds=(): ran.append(("native", [*argv, *binds])))
+    job.certificates()
+    assert [kind for kind, _ in ran] == ["native" if native else "emulated"]
+    assert ran[0][1][0] == "update-ca-certificates"
+    if native:  # the links it makes name the image's own paths
+        assert ran[0][1][1:] == tools.CERTIFICATE_PATHS
