@@ -178,3 +178,33 @@ def test_the_relock_hint_names_the_variant(write: Write) -> None:
     assert lock.relock_command(result, Path("/p/a.yaml")).startswith(
         "`imagesmith lock /p/a.yaml --variant dev`"
     )
+
+
+def test_the_index_is_parsed_line_by_line_never_held_whole(tmp_path: Path) -> None:
+    import tracemalloc
+
+    stanzas = [
+        f"Package: p{i}\nVersion: 1.{i}\nArchitecture: amd64\nProvides: v{i} (= 1), w{i}\n"
+        f"Description: package {i}\n{' .' * 2000}\nSHA256: {i:064x}\n"
+        for i in range(8000)
+    ]
+    text = "\n".join(stanzas)  # the last stanza has no blank line after it
+    size = len(text)
+    assert size > 32_000_000
+    url = fake_mirror(tmp_path / "mirror", "")
+    data = lzma.compress(text.encode(), preset=0)  # quick to make; a 256 KiB dictionary
+    del text, stanzas
+    (tmp_path / "mirror/dists/trixie/main/binary-amd64/Packages.xz").write_bytes(data)
+    (tmp_path / "mirror/dists/trixie/InRelease").write_text(
+        f"SHA256:\n {hashlib.sha256(data).hexdigest()} {len(data)} main/binary-amd64/Packages.xz\n"
+    )
+    tracemalloc.start()
+    try:
+        index = mirror._fetch(url, "trixie", ["main"], "amd64")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(index.packages) == 8000 and index.versions("p7999", "amd64") == {"1.7999": f"{7999:064x}"}
+    assert {"v0", "w0", "v7999"} <= index.provided
+    # held whole, the index alone would be over 32 MB (and its text copies more)
+    assert peak < size / 4, (peak, size)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import lzma
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from imagesmith import redact
@@ -88,22 +90,33 @@ def release_hashes(text: str) -> dict[str, str]:
     return hashes
 
 
-def parse_packages(text: str, provided: set[str] | None = None) -> dict[tuple[str, str], dict[str, str]]:
-    """(package, architecture) → {version: sha256} of a Packages file; the names in its
-    Provides: fields are added to ``provided``."""
+def parse_packages(
+    lines: Iterable[str], provided: set[str] | None = None
+) -> dict[tuple[str, str], dict[str, str]]:
+    """(package, architecture) → {version: sha256} of a Packages file, read line by line
+    (the file is tens of MB: never held whole); the names in its Provides: fields are
+    added to ``provided``."""
     found: dict[tuple[str, str], dict[str, str]] = {}
-    for stanza in text.split("\n\n"):
-        fields: dict[str, str] = {}
-        for line in stanza.splitlines():
-            key, sep, value = line.partition(": ")
-            if sep and key in ("Package", "Version", "Architecture", "SHA256", "Provides"):
-                fields[key] = value
+    fields: dict[str, str] = {}
+
+    def stanza_ends() -> None:
         if "Package" in fields:
             found.setdefault((fields["Package"], fields.get("Architecture", "")), {})[
                 fields.get("Version", "")
             ] = fields.get("SHA256", "")
         if provided is not None and "Provides" in fields:
             provided.update(item.split("(")[0].strip() for item in fields["Provides"].split(","))
+        fields.clear()
+
+    for line in lines:
+        line = line.rstrip("\n")
+        if not line:
+            stanza_ends()
+            continue
+        key, sep, value = line.partition(": ")
+        if sep and key in ("Package", "Version", "Architecture", "SHA256", "Provides"):
+            fields[key] = value
+    stanza_ends()
     return found
 
 
@@ -140,7 +153,9 @@ def _fetch(mirror: str, suite: str, components: list[str], arch: str) -> Index:
                 f"{shown}/dists/{suite}/{rel} does not match its InRelease (the mirror is being updated?)",
                 hint="try again in a few minutes",
             )
-        text = lzma.decompress(data).decode("utf-8", errors="replace")
-        for key, versions in parse_packages(text, provided).items():
+        with io.TextIOWrapper(lzma.LZMAFile(io.BytesIO(data)), encoding="utf-8", errors="replace") as text:
+            parsed = parse_packages(text, provided)
+        del data
+        for key, versions in parsed.items():
             packages.setdefault(key, {}).update(versions)
     return Index(packages, provided)
