@@ -123,3 +123,60 @@ def test_without_a_cache_the_hooks_just_run(tmp_path: Path) -> None:
     root = rootfs(tmp_path / "a")
     job = jobs.JobCache(Runner(log_path=tmp_path / "log"), None)
     assert job.run("hooks", root, {}, lambda: hooks(root, runs)) and runs == [1]
+
+
+def depmod(root: Path, runs: list[int]) -> None:
+    """What depmod and slim's pruning do: describe the modules, remove one no one keeps."""
+    runs.append(1)
+    modules = root / f"usr/lib/modules/{VERSION}"
+    (modules / "kernel/b.ko").unlink()
+    (modules / "modules.dep").write_text("kernel/a.ko:\n")
+    (modules / "modules.dep.bin").write_bytes(b"\x00binary")
+
+
+def modules_tree(path: Path) -> Path:
+    root = rootfs(path)
+    for name in ("kernel/a.ko", "kernel/b.ko"):
+        (root / f"usr/lib/modules/{VERSION}/{name}").parent.mkdir(parents=True, exist_ok=True)
+        (root / f"usr/lib/modules/{VERSION}/{name}").write_bytes(name.encode())
+    return root
+
+
+def run_depmod(cache: Cache, root: Path, runs: list[int], tmp_path: Path, pruning: str = "p1") -> bool:
+    inputs = jobs.module_inputs(root, VERSION, pruning)
+    job = jobs.JobCache(Runner(log_path=tmp_path / "log"), cache)
+    return job.run("depmod", root, inputs, lambda: depmod(root, runs), [f"/usr/lib/modules/{VERSION}"])
+
+
+def test_depmod_and_pruning_are_put_back_when_the_modules_are_unchanged(cache: Cache, tmp_path: Path) -> None:
+    runs: list[int] = []
+    first = modules_tree(tmp_path / "a")
+    assert run_depmod(cache, first, runs, tmp_path) and runs == [1]
+    second = modules_tree(tmp_path / "b")
+    (second / "etc/app/app.conf").write_text("an unrelated change\n")
+    assert not run_depmod(cache, second, runs, tmp_path) and runs == [1], "restored, not run"
+    modules = second / f"usr/lib/modules/{VERSION}"
+    assert not (modules / "kernel/b.ko").exists(), "the pruned module is removed again"
+    assert (modules / "modules.dep.bin").read_bytes() == b"\x00binary"
+    assert (modules / "kernel/a.ko").read_bytes() == b"kernel/a.ko"
+    assert not (second / "boot/initrd.img").exists(), "only the modules are the job's result"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [f"usr/lib/modules/{VERSION}/kernel/c.ko", "etc/depmod.d/x.conf", "etc/modules-load.d/m.conf",
+     "etc/modules", f"boot/System.map-{VERSION}", "var/lib/dpkg/status", "usr/lib/depmod.d/y.conf"],
+)  # fmt: skip
+def test_each_input_of_depmod_runs_it_again(cache: Cache, tmp_path: Path, path: str) -> None:
+    runs: list[int] = []
+    run_depmod(cache, modules_tree(tmp_path / "a"), runs, tmp_path)
+    other = modules_tree(tmp_path / "b")
+    (other / path).parent.mkdir(parents=True, exist_ok=True)
+    (other / path).write_text("changed\n")
+    assert run_depmod(cache, other, runs, tmp_path) and runs == [1, 1]
+
+
+def test_what_slim_keeps_is_an_input_of_depmod(cache: Cache, tmp_path: Path) -> None:
+    runs: list[int] = []
+    run_depmod(cache, modules_tree(tmp_path / "a"), runs, tmp_path, pruning="p1")
+    assert run_depmod(cache, modules_tree(tmp_path / "b"), runs, tmp_path, pruning="p2") and runs == [1, 1]

@@ -351,6 +351,7 @@ def run(ctx: Context) -> None:
         initramfs=not spec.config.slim.initramfs,
         jobs=JobCache(ctx.runner, ctx.store, str(spec.config_path)),
         epoch=ctx.known_epoch,
+        pruning=digest(prune.configured_modules(spec)) if spec.config.slim.modules else "-",
     )
     bootfiles.after_hooks(spec, rootfs, ctx.known_epoch)
     first_boot_hygiene(rootfs)

@@ -28,7 +28,7 @@ from pathlib import Path
 from imagesmith.host.progress import Steps
 from imagesmith.host.rootfs import chroot, inside
 from imagesmith.host.run import Runner
-from imagesmith.stages.jobs import JobCache, hook_inputs
+from imagesmith.stages.jobs import JobCache, hook_inputs, module_inputs
 from imagesmith.stages.tools import Tools
 
 SUFFIX = ".imagesmith-deferred"
@@ -128,18 +128,28 @@ def finish(
     initramfs: bool = True,
     jobs: JobCache | None = None,
     epoch: int = 0,
+    pruning: str = "-",
 ) -> None:
     """Restore the diverted programs and run each deferred job once. ``prune`` (slim.modules)
     removes a kernel's modules between depmod's two runs: the first tells it what depends
-    on what, the second describes what is left, and the initramfs is made from that."""
+    on what, the second describes what is left, and the initramfs is made from that;
+    ``pruning`` is the digest of what it keeps (part of depmod's cache key)."""
     restore(runner, rootfs)
     if inside(rootfs, "/usr/bin/systemd-hwdb").exists():
         tools.hwdb()
     for version in kernel_versions(rootfs):
-        tools.depmod(version)
-        if prune is not None:
-            prune(version)
+
+        def modules(version: str = version) -> None:
             tools.depmod(version)
+            if prune is not None:
+                prune(version)
+                tools.depmod(version)
+
+        if jobs is None:
+            modules()
+        else:
+            inputs = module_inputs(rootfs, version, pruning)
+            jobs.run(f"kernel {version}: depmod", rootfs, inputs, modules, [f"/usr/lib/modules/{version}"])
 
         def hooks(version: str = version) -> None:
             run_kernel_hooks(runner, rootfs, version, initramfs=initramfs)

@@ -6,6 +6,8 @@ config does: an overlay file, a user or a service. Before the hooks run, a finge
 taken of what they read (``hook_inputs``); when the cache holds an entry for it, the
 files the hooks wrote last time are put back instead of running them, else the hooks run
 and what they changed under the watched directories is saved under the fingerprint.
+depmod (with slim's module pruning between its two runs) is kept the same way, by
+``module_inputs``: the kernel's modules, depmod's configuration and what slim keeps.
 
 The fingerprint is explicit (``imagesmith plan`` style): the installed packages (dpkg's
 status: every program, hook and library the initramfs copies comes from a package), the
@@ -22,7 +24,7 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +45,11 @@ READ = (
     "/boot",
 )  # fmt: skip
 CODE = (Path(__file__), Path(__file__).with_name("deferred.py"))
+#: what depmod reads besides the kernel's modules and System.map: its configuration and
+#: the lists of modules loaded at boot (slim keeps those)
+MODULES_READ = ("/etc/depmod.d", "/usr/lib/depmod.d", "/etc/modules", "/etc/modules-load.d",
+                "/usr/lib/modules-load.d")  # fmt: skip
+MODULES_CODE = (*CODE, Path(__file__).with_name("tools.py"), Path(__file__).with_name("prune.py"))
 FILES = "files"
 REMOVED = "removed.json"
 
@@ -60,11 +67,23 @@ def hook_inputs(rootfs: Path, version: str, epoch: int, initramfs: bool) -> dict
     return found
 
 
-def _state(rootfs: Path) -> dict[str, tuple[int, int, int, str]]:
-    """Each entry under the output directories: its type and mode, size, change time and
-    link target (what tells a file the hooks wrote from one they left)."""
+def module_inputs(rootfs: Path, version: str, pruning: str) -> dict[str, str]:
+    """What depmod of ``version`` reads, and slim's pruning between its runs (``pruning``:
+    the digest of what the config and device keep, "-" for no pruning), by digest."""
+    found = {"kernel": version, "pruning": pruning, "code": digest([tree_digest(p) for p in MODULES_CODE])}
+    status = inside(rootfs, "/var/lib/dpkg/status")
+    found["installed packages"] = tree_digest(status) if status.is_file() else "-"
+    for path in [*MODULES_READ, f"/usr/lib/modules/{version}", f"/boot/System.map-{version}"]:
+        host = inside(rootfs, path, follow_last=False)
+        found[path] = tree_digest(host) if host.exists() and not host.is_symlink() else "-"
+    return found
+
+
+def _state(rootfs: Path, outputs: Sequence[str]) -> dict[str, tuple[int, int, int, str]]:
+    """Each entry under the ``outputs`` directories: its type and mode, size, change time
+    and link target (what tells a file the job wrote from one it left)."""
     found: dict[str, tuple[int, int, int, str]] = {}
-    for top in OUTPUTS:
+    for top in outputs:
         host = inside(rootfs, top, follow_last=False)
         if not host.is_dir() or host.is_symlink():
             continue
@@ -141,12 +160,20 @@ class JobCache:
     store: Cache | None
     config: str = ""  # the config that used an entry (cache list, pruning by last use)
 
-    def run(self, what: str, rootfs: Path, inputs: dict[str, str], job: Callable[[], None]) -> bool:
-        """Run ``job`` unless the cache has its result for ``inputs``; True when it ran."""
+    def run(
+        self,
+        what: str,
+        rootfs: Path,
+        inputs: dict[str, str],
+        job: Callable[[], None],
+        outputs: Sequence[str] = OUTPUTS,
+    ) -> bool:
+        """Run ``job`` unless the cache has its result for ``inputs``; True when it ran.
+        What it changes under the ``outputs`` directories is its result."""
         if self.store is None:
             job()
             return True
-        key = digest(inputs)
+        key = digest([inputs, list(outputs)])
         with self.store.lock(STAGE, key):
             entry = self.store.checked(STAGE, key, self.runner.info)
             if entry is not None:
@@ -154,9 +181,9 @@ class JobCache:
                 self.store.touch(entry, self.config)
                 self.runner.info(f"{what}: from the cache ({count} files, inputs {key[:12]})")
                 return False
-            before = _state(rootfs)
+            before = _state(rootfs, outputs)
             job()
-            after = _state(rootfs)
+            after = _state(rootfs, outputs)
             changed = [path for path, state in after.items() if before.get(path) != state]
             removed = [path for path in before if path not in after]
             self.store.commit(STAGE, key, lambda entry: _save(entry, rootfs, changed, removed))

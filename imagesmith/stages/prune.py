@@ -170,6 +170,12 @@ def load_lists(rootfs: Path) -> list[str]:
 
 def wanted_modules(spec: Spec, rootfs: Path) -> list[str]:
     """The names slim.modules keeps, before their dependencies."""
+    return configured_modules(spec) + load_lists(rootfs)
+
+
+def configured_modules(spec: Spec) -> list[str]:
+    """The names slim.modules keeps for the device, the config and the layout (the image's
+    own lists of modules loaded at boot come on top)."""
     filesystems = {p.fs for p in spec.layout.partitions}
     names = [*spec.device.modules, *spec.config.slim.keep_modules, *SYSTEM_MODULES]
     names += [m for f in sorted(filesystems) for m in fs.get(f).modules]
@@ -177,7 +183,7 @@ def wanted_modules(spec: Spec, rootfs: Path) -> list[str]:
         names += READ_ONLY_MODULES
     if spec.config.update is not None:
         names += UPDATE_MODULES
-    return names + load_lists(rootfs)
+    return names
 
 
 def check_modules(spec: Spec, modules: Modules, version: str) -> None:

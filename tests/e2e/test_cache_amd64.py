@@ -99,6 +99,7 @@ def test_an_overlay_change_reuses_the_bootstrap(
     assert stages_from_cache(log) == {"bootstrap"} and stages_run(log) == {"customize", "filesystems", "disk"}
     # nothing the kernel hooks read changed: their initramfs and boot files are put back
     assert re.search(r"kernel \S+: postinst hooks: from the cache", log), log
+    assert re.search(r"kernel \S+: depmod: from the cache", log), log
     new = tmp_path / "out" / "cached.img"
     assert partition(new, 0) == partition(image, 0), "the boot partition is the same, byte for byte"
     assert partition(new, 1) != partition(image, 1)
@@ -112,8 +113,9 @@ def test_an_overlay_change_reuses_the_bootstrap(
 def test_hooks_put_back_from_the_cache_give_the_bytes_of_a_cold_build(
     project: Path, reference: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
-    """A warm build (kernel hooks from the cache) and a cold one of the same changed config,
-    and a change the initramfs reads (modprobe.d), which runs the hooks again."""
+    """A warm build (kernel hooks and depmod from the cache) and a cold one of the same
+    changed config, and changes the initramfs (modprobe.d) and depmod (depmod.d) read,
+    which run them again."""
     _, cache, _ = reference
     changed = tmp_path / "p"
     shutil.copytree(project, changed)
@@ -127,8 +129,11 @@ def test_hooks_put_back_from_the_cache_give_the_bytes_of_a_cold_build(
     assert (tmp_path / "warm/cached.img").read_bytes() == (tmp_path / "cold/cached.img").read_bytes()
     (changed / "overlay/etc/modprobe.d").mkdir(parents=True)
     (changed / "overlay/etc/modprobe.d/test.conf").write_text("options loop max_loop=4\n")
+    (changed / "overlay/etc/depmod.d").mkdir(parents=True)
+    (changed / "overlay/etc/depmod.d/test.conf").write_text("search updates built-in\n")
     again = run_build(changed, tmp_path / "again", cache)
     assert "postinst hooks: from the cache" not in again and "customize" in stages_run(again)
+    assert "depmod: from the cache" not in again
 
 
 def test_a_package_change_reruns_the_bootstrap_and_downloads_only_what_is_new(
