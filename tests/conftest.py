@@ -10,16 +10,21 @@ from imagesmith.host.run import Runner
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE_KEY = (REPO / "examples" / "keys" / "admin.pub").read_text().strip()
-#: The longest modules of real builds, longest first (pytest --durations on a 2-core
-#: machine): `./dev test` hands out modules in collection order (--dist loadfile,
-#: --no-loadscope-reorder), so both workers start on a long one and end together.
+#: The longest modules of real builds, longest first (worker-seconds measured with pytest
+#: --durations on a 2-core machine, 2026-12-04): `./dev test` hands out modules in
+#: collection order (--dist loadfile, --no-loadscope-reorder), so each worker starts on
+#: a long one and both end together.
 LONGEST_FIRST = [
-    "e2e/test_ota_arm64.py",
-    "e2e/test_pi4.py",
-    "e2e/test_raspberrypi_arm64.py",
-    "e2e/test_ota_pi_arm64.py",
-    "e2e/test_slim_amd64.py",
+    "e2e/test_ota_arm64.py",  # 1470 s: an arm64 build and six boots through U-Boot
+    "e2e/test_pi4.py",  # 1060 s: two Pi 4 builds from empty caches, at once
+    "e2e/test_ota_pi_arm64.py",  # 560 s
+    "e2e/test_cache_amd64.py",  # 500 s
+    "e2e/test_raspberrypi_arm64.py",  # 380 s
+    "e2e/test_publish_amd64.py",
     "e2e/test_fresh_machine.py",
+    "e2e/test_storage_amd64.py",
+    "e2e/test_reproducible_amd64.py",
+    "e2e/test_farm_amd64.py",
     "e2e/test_kiosk_amd64.py",
 ]
 

@@ -77,3 +77,11 @@ def test_the_check_sees_a_wrong_import() -> None:
 def test_no_module_is_over_500_lines() -> None:
     long = {name: n for name, path in modules() if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def test_the_suite_s_longest_modules_exist() -> None:
+    """A module renamed in LONGEST_FIRST (tests/conftest.py) would quietly lose its place."""
+    from tests.conftest import LONGEST_FIRST
+
+    tests = Path(__file__).parent
+    assert [m for m in LONGEST_FIRST if not (tests / m).is_file()] == []
