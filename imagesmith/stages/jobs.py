@@ -54,29 +54,31 @@ FILES = "files"
 REMOVED = "removed.json"
 
 
+def _read(rootfs: Path, paths: list[str]) -> dict[str, str]:
+    """The installed packages (dpkg's status) and each of ``paths`` in the image, by digest
+    ("-": not there, or a link, which is never followed)."""
+    status = inside(rootfs, "/var/lib/dpkg/status")
+    found = {"installed packages": tree_digest(status) if status.is_file() else "-"}
+    for path in paths:
+        host = inside(rootfs, path, follow_last=False)
+        found[path] = tree_digest(host) if host.exists() and not host.is_symlink() else "-"
+    return found
+
+
 def hook_inputs(rootfs: Path, version: str, epoch: int, initramfs: bool) -> dict[str, str]:
     """What the kernel hooks of ``version`` read, each by its digest."""
     found = {"kernel": version, "epoch": str(epoch), "initramfs": str(initramfs)}
     # how the hooks are run and their results kept (this module, deferred.py's caller)
     found["code"] = digest([tree_digest(p) for p in CODE])
-    status = inside(rootfs, "/var/lib/dpkg/status")
-    found["installed packages"] = tree_digest(status) if status.is_file() else "-"
-    for path in [*READ, f"/usr/lib/modules/{version}", f"/usr/lib/linux-image-{version}"]:
-        host = inside(rootfs, path, follow_last=False)
-        found[path] = tree_digest(host) if host.exists() and not host.is_symlink() else "-"
-    return found
+    return found | _read(rootfs, [*READ, f"/usr/lib/modules/{version}", f"/usr/lib/linux-image-{version}"])
 
 
 def module_inputs(rootfs: Path, version: str, pruning: str) -> dict[str, str]:
     """What depmod of ``version`` reads, and slim's pruning between its runs (``pruning``:
     the digest of what the config and device keep, "-" for no pruning), by digest."""
     found = {"kernel": version, "pruning": pruning, "code": digest([tree_digest(p) for p in MODULES_CODE])}
-    status = inside(rootfs, "/var/lib/dpkg/status")
-    found["installed packages"] = tree_digest(status) if status.is_file() else "-"
-    for path in [*MODULES_READ, f"/usr/lib/modules/{version}", f"/boot/System.map-{version}"]:
-        host = inside(rootfs, path, follow_last=False)
-        found[path] = tree_digest(host) if host.exists() and not host.is_symlink() else "-"
-    return found
+    kernel = [f"/usr/lib/modules/{version}", f"/boot/System.map-{version}"]
+    return found | _read(rootfs, [*MODULES_READ, *kernel])
 
 
 def _state(rootfs: Path, outputs: Sequence[str]) -> dict[str, tuple[int, int, int, str]]:
