@@ -4,11 +4,11 @@ Under qemu-user, depmod, the udev hwdb compiler, localedef and update-ca-certifi
 take close to a minute each, yet what they write is data that does not depend on the
 CPU. When the image is for a foreign architecture, imagesmith bootstraps a small *tools
 tree* for the build host's architecture from the same suite and mirror (kmod, udev,
-locales, ca-certificates: about 20 s natively),
-and runs those jobs there, with the image bind-mounted at /target. A job runs in the
-tools tree only when the package that provides it has exactly the image's version, so
-the output is the same file the image's own tool would write; otherwise it runs in the
-image under emulation, as before.
+locales, ca-certificates: about 20 s natively), and runs those jobs there, with the image
+bind-mounted at /target. A job runs in the tools tree only when the package that provides
+it has exactly the image's version, so the output is the same file the image's own tool
+would write, and when the image's paths it binds over the tree's are no links (a bind
+mount resolves them on the host); otherwise it runs in the image under emulation.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from imagesmith.config.load import Spec
 from imagesmith.host import binfmt as host
-from imagesmith.host.rootfs import CHROOT_ENV, ISOLATE, chroot, package_version
+from imagesmith.host.rootfs import CHROOT_ENV, ISOLATE, chroot, inside, package_version
 from imagesmith.host.run import Runner
 
 PACKAGES = ["kmod", "udev", "locales", "ca-certificates"]
@@ -72,6 +72,20 @@ class Tools:
                 return False
         return True
 
+    def _bindable(self, binds: Sequence[str]) -> bool:
+        """Whether each path exists in the image with no link on the way: a bind mount is
+        made on the host's side, where a link of the image would lead out of it."""
+        for path in binds:
+            parts = Path(path.lstrip("/")).parts
+            prefixes = [self.image.joinpath(*parts[: n + 1]) for n in range(len(parts))]
+            if any(p.is_symlink() for p in prefixes) or not prefixes[-1].exists():
+                self.runner.detail(f"{path} in the image is a link or missing: running it emulated")
+                return False
+        return True
+
+    def _native(self, packages: list[str], binds: Sequence[str] = ()) -> bool:
+        return self._usable(packages) and self._bindable(binds)
+
     def _in_tree(self, argv: list[str], binds: Sequence[str] = ()) -> None:
         assert self.tree is not None
         env = [f"{k}={v}" for k, v in CHROOT_ENV.items()]
@@ -103,24 +117,26 @@ class Tools:
             )
 
     def hwdb(self) -> None:
-        if self._usable(["udev"]):
+        binds = ["/usr/lib/udev", "/etc/udev"]
+        if self._native(["udev"], binds):
             # not --root: the compiler records source paths, which must be the image's own
-            self._in_tree(["systemd-hwdb", "update", "--usr"], binds=["/usr/lib/udev", "/etc/udev"])
+            self._in_tree(["systemd-hwdb", "update", "--usr"], binds=binds)
         else:
             chroot(self.runner, self.image, ["systemd-hwdb", "update", "--usr"])
 
     def certificates(self) -> None:
-        hooks = self.image / "etc/ca-certificates/update.d"  # a hook may be a program of the image's
+        hooks = inside(self.image, "/etc/ca-certificates/update.d")  # a hook may be the image's program
         native = not (hooks.is_dir() and any(hooks.iterdir()))
-        if native and self._usable(["ca-certificates", "openssl"]):
+        if native and self._native(["ca-certificates", "openssl"], CERTIFICATE_PATHS):
             # the same paths as in the image: the links in /etc/ssl/certs name the image's files
             self._in_tree(["update-ca-certificates"], binds=CERTIFICATE_PATHS)
         else:
             chroot(self.runner, self.image, ["update-ca-certificates"])
 
     def locale_gen(self) -> None:
-        if self._usable(["locales", "libc-bin"]):
+        binds = ["/etc/locale.gen", "/usr/lib/locale"]
+        if self._native(["locales", "libc-bin"], binds):
             # the tools tree's own locale-gen, reading the image's locale.gen, writing its archive
-            self._in_tree(["locale-gen"], binds=["/etc/locale.gen", "/usr/lib/locale"])
+            self._in_tree(["locale-gen"], binds=binds)
         else:
             chroot(self.runner, self.image, ["locale-gen"])

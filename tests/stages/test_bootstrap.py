@@ -172,6 +172,8 @@ def test_the_certificate_store_is_made_natively_only_by_the_image_s_versions(
     image, tree = tmp_path / "image", tmp_path / "tree"
     _status(image, {"ca-certificates": "1", "openssl": "3"})
     _status(tree, tree_versions)
+    for path in tools.CERTIFICATE_PATHS:  # what the native run binds over the tree's
+        (image / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
     if hook:
         (image / "etc/ca-certificates/update.d").mkdir(parents=True)
         (image / "etc/ca-certificates/update.d/jks-keystore").write_text("#!/bin/sh\n")
@@ -184,3 +186,30 @@ def test_the_certificate_store_is_made_natively_only_by_the_image_s_versions(
     assert ran[0][1][0] == "update-ca-certificates"
     if native:  # the links it makes name the image's own paths
         assert ran[0][1][1:] == tools.CERTIFICATE_PATHS
+
+
+@pytest.mark.parametrize("link", ["etc/ssl/certs", "etc/ssl"])
+def test_a_link_in_the_image_where_a_job_binds_runs_it_emulated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, link: str
+) -> None:
+    """A bind mount resolves the image's link on the host: /etc/ssl/certs -> /somewhere
+    would let the native job write there."""
+    from imagesmith.stages import tools
+
+    image, tree, host = tmp_path / "image", tmp_path / "tree", tmp_path / "host"
+    for root in (image, tree):
+        _status(root, {"ca-certificates": "1", "openssl": "3"})
+    for path in tools.CERTIFICATE_PATHS:
+        (image / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (image / path.lstrip("/")).mkdir(exist_ok=True)
+    host.mkdir()
+    target = image / link
+    target.rename(tmp_path / "moved")
+    target.symlink_to(host)
+    ran: list[str] = []
+    monkeypatch.setattr(tools, "chroot", lambda runner, rootfs, argv, **kw: ran.append("emulated"))
+    job = tools.Tools(Runner(log_path=tmp_path / "log"), image, tree)
+    monkeypatch.setattr(job, "_in_tree", lambda argv, binds=(): ran.append("native"))
+    job.certificates()
+    assert ran == ["emulated"] and list(host.iterdir()) == []
+    assert "is a link or missing: running it emulated" in (tmp_path / "log").read_text()
