@@ -98,3 +98,52 @@ def test_debs_shared_from_another_cache_that_does_not_exist_yet(tmp_path: Path) 
     cache = Cache(tmp_path / "scratch", debs=shared)
     assert cache.debs == shared and shared.is_dir()
     assert Cache(tmp_path / "own").debs == tmp_path / "own" / "debs"
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        [],  # empty
+        [("hole", 5 * 1024 * 1024)],  # all hole
+        [("data", 3000)],  # no hole, not a whole block
+        [("hole", 2 * 1024 * 1024 + 17), ("data", 70000), ("hole", 4096 * 3), ("data", 5)],
+        [("data", 4096), ("hole", 1024 * 1024 * 3 + 1)],  # ends in a hole
+        [("data", 1), ("zeros", 3 * 1024 * 1024), ("data", 2)],  # zeros written as data
+    ],
+)
+def test_digests_skip_holes_and_stay_those_of_the_bytes(
+    tmp_path: Path, layout: list[tuple[str, int]]
+) -> None:
+    """A file's digest reads only its data: holes count as the zeros they read as, so the
+    digest is sha256 of the bytes, as `sha256sum` sees them."""
+    import hashlib
+
+    from imagesmith.cache.hashing import extents, file_sha256, tree
+
+    path = tmp_path / "file"
+    expected = hashlib.sha256()
+    with open(path, "wb") as out:
+        for kind, size in layout:
+            if kind == "hole":
+                out.seek(size, os.SEEK_CUR)
+                out.truncate(out.tell())
+                expected.update(bytes(size))
+            else:
+                chunk = bytes(size) if kind == "zeros" else bytes((i * 7 + 1) % 251 for i in range(size))
+                out.write(chunk)
+                expected.update(chunk)
+    assert file_sha256(path) == expected.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+    with open(path, "rb") as handle:
+        ranges = list(extents(handle.fileno()))
+    data = sum(size for kind, size in layout if kind != "hole")
+    if any(kind == "hole" and size >= 1024 * 1024 for kind, size in layout):
+        assert sum(stop - start for start, stop in ranges) < path.stat().st_size  # a hole was skipped
+    assert sum(stop - start for start, stop in ranges) >= data
+    # a tree's digest does the same: the same file written out whole gives the same digest
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "file").write_bytes(path.read_bytes())
+    (tmp_path / "one").mkdir()
+    os.rename(path, tmp_path / "one" / "file")
+    os.chmod(other / "file", os.stat(tmp_path / "one" / "file").st_mode)
+    assert tree(tmp_path / "one") == tree(other)

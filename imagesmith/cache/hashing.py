@@ -7,17 +7,51 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 CHUNK = 1024 * 1024
+_ZEROS = bytes(CHUNK)
+
+
+def extents(fd: int) -> Iterator[tuple[int, int]]:
+    """The (start, stop) ranges of an open file that may hold data, in order; what lies
+    between them is a hole, which reads as zeros."""
+    end = os.fstat(fd).st_size
+    pos = 0
+    while pos < end:
+        try:
+            start = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:  # ENXIO: only a hole is left
+            return
+        stop = os.lseek(fd, start, os.SEEK_HOLE)
+        yield start, stop
+        pos = stop
+
+
+def _update(digest: Any, fd: int) -> None:
+    """Feed the whole file to ``digest`` without reading its holes: the zeros of a hole
+    come from memory. Reading a hole makes the kernel fill a page of zeros for each of
+    its pages, which on a just-written disk image costs seconds; the digest is the same."""
+    pos = 0
+    for start, stop in [*extents(fd), (os.fstat(fd).st_size, -1)]:
+        while pos < start:  # the hole before this extent
+            size = min(CHUNK, start - pos)
+            digest.update(_ZEROS if size == CHUNK else memoryview(_ZEROS)[:size])
+            pos += size
+        while 0 <= pos < stop:
+            chunk = os.pread(fd, min(CHUNK, stop - pos), pos)
+            if not chunk:  # the file was shortened meanwhile
+                raise OSError(f"short read at {pos}")
+            digest.update(chunk)
+            pos += len(chunk)
 
 
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
+        _update(digest, handle.fileno())
     return digest.hexdigest()
 
 
@@ -47,8 +81,7 @@ def tree(root: Path, items: Iterable[Path] | None = None, *, owners: bool = Fals
             h.update(os.readlink(item).encode())
         elif stat.S_ISREG(info.st_mode):
             with open(item, "rb") as handle:
-                while chunk := handle.read(CHUNK):
-                    h.update(chunk)
+                _update(h, handle.fileno())
         elif stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):
             h.update(f"{os.major(info.st_rdev)}:{os.minor(info.st_rdev)}".encode())
         h.update(b"\0")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from imagesmith.cache.hashing import extents
+
 CHUNK = 8 * 1024 * 1024
 BLOCK = 4096
 ZERO = bytes(BLOCK)
@@ -19,22 +21,14 @@ def copy_data(src: Path, dst: int, offset: int) -> None:
     the block map made from them, are the same in every build of the same image."""
     with open(src, "rb") as handle:
         fd = handle.fileno()
-        end = os.fstat(fd).st_size
-        pos = 0
-        while pos < end:
-            try:
-                start = os.lseek(fd, pos, os.SEEK_DATA)
-            except OSError:  # ENXIO: only a hole is left
-                break
-            start -= start % BLOCK
-            stop = os.lseek(fd, start, os.SEEK_HOLE)
+        for first, stop in extents(fd):
+            start = first - first % BLOCK
             while start < stop:
                 chunk = os.pread(fd, min(CHUNK, stop - start), start)
                 if not chunk:
                     raise OSError(f"short read from {src}")
                 _write_nonzero(dst, chunk, offset + start)
                 start += len(chunk)
-            pos = stop
 
 
 def _write_nonzero(dst: int, chunk: bytes, at: int) -> None:
