@@ -13,8 +13,9 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from imagesmith.build import locking
+from imagesmith.build import current, locking
 from imagesmith.build.stages import Stages
 from imagesmith.cache import Cache
 from imagesmith.config.load import Spec
@@ -121,6 +122,27 @@ def make_outputs(release: Release, kept: dict[str, list[Path]]) -> list[tuple[Ou
     return made
 
 
+def unchanged(
+    spec: Spec,
+    options: BuildOptions,
+    runner: Runner,
+    cache: Cache,
+    plans: list[plan.StagePlan],
+    found: dict[str, Any],
+) -> Result:
+    """The outputs in place are this build's (``current.py``): nothing is made again. The
+    stages' entries count as used, as a build restoring them would count them."""
+    with runner.stage("outputs", "up to date: the last build into this directory had the same inputs"):
+        for stage in plans:
+            entry = cache.lookup(stage.name, stage.key)
+            if entry is not None:
+                cache.touch(entry, str(spec.config_path))
+        cache.record_build(options.config_id, {p.name: {"key": p.key, "inputs": p.inputs} for p in plans})
+    outputs = [options.output / name for name in found["files"]]
+    image = next(p for p in outputs if p.name.endswith(IMAGES))
+    return Result(image, outputs, found.get("table", {}))
+
+
 def build(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache | None = None) -> Result:
     """Build ``spec`` into ``options.output``; with a lock file, from the locked packages."""
     output, lock_file = options.output, options.lock_file
@@ -146,14 +168,24 @@ def build(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache | None
         plans = plan.stages(spec, cache.salt if cache else b"", tools, ctx.lock, ctx.epoch)
         if cache is not None and cache.remote is not None:
             cache.remote.secret = plan.secret_stages(spec, tools, ctx.lock, ctx.epoch)
+        released = current.release_key(plans, spec, tools, key, cache.salt) if cache is not None else ""
+        shortcut = not (options.rebuild_from or options.update_lock)
+        if cache is not None and cache.remote is None and shortcut:  # a shared cache: push after every build
+            found = current.current(cache, output, released)
+            if found is not None:
+                return unchanged(spec, options, runner, cache, plans, found)
         stages = Stages(ctx, cache, plans, options.rebuild_from)
         stages.run()
         release = disk.release(ctx)
         release.signing_key, release.tools = key, tools
         release.table = disk.read_table(ctx, release.image)
         with runner.stage("artifacts", "manifest, checksums" + (", signature" if key else "")):
-            outputs = publish(make_outputs(release, ctx.products[disk.OUTPUTS]), spec, output)
+            made = make_outputs(release, ctx.products[disk.OUTPUTS])
+            if cache is not None:  # from the first file replaced, the record no longer holds
+                cache.forget_published(output)
+            outputs = publish(made, spec, output)
         if cache is not None:
+            current.record(cache, output, released, outputs, release.table)
             cache.record_build(options.config_id, {p.name: {"key": p.key, "inputs": p.inputs} for p in plans})
             if cache.remote is not None:
                 with runner.stage("share", f"push to {cache.remote.address}"):

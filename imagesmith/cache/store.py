@@ -12,6 +12,7 @@ Downloaded .deb files live in ``debs/`` and are shared by every bootstrap.
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import os
 import secrets
@@ -76,7 +77,7 @@ class Cache:
         self.remote: Any = None
         self._debs = debs or root / "debs"
         try:
-            for sub in ("entries", "tmp", "locks", "debs", "builds"):
+            for sub in ("entries", "tmp", "locks", "debs", "builds", "published"):
                 (root / sub).mkdir(parents=True, exist_ok=True)
             self._debs.mkdir(parents=True, exist_ok=True)  # another cache's, maybe not made yet
         except OSError as exc:
@@ -244,7 +245,7 @@ class Cache:
                 self.remove(entry)
         for deb in self.debs.glob("*.deb"):
             deb.unlink()
-        for record in (self.root / "builds").glob("*.json"):
+        for record in [*(self.root / "builds").glob("*.json"), *(self.root / "published").glob("*.json")]:
             record.unlink()
         return len(entries)
 
@@ -258,6 +259,23 @@ class Cache:
 
     def record_build(self, config_id: str, stages: dict[str, Any]) -> None:
         _write_json(self.root / "builds" / f"{config_id}.json", stages)
+
+    # -- what the last build into an output directory published (``build/current.py``)
+    def _published_path(self, output: Path) -> Path:
+        return self.root / "published" / f"{hashlib.sha256(str(output).encode()).hexdigest()[:32]}.json"
+
+    def published(self, output: Path) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(self._published_path(output).read_text(encoding="utf-8"))
+            return data
+        except (OSError, ValueError):
+            return {}
+
+    def record_published(self, output: Path, record: dict[str, Any]) -> None:
+        _write_json(self._published_path(output), {"output": str(output), **record})
+
+    def forget_published(self, output: Path) -> None:
+        self._published_path(output).unlink(missing_ok=True)
 
     def _remove_stale_tmp(self) -> None:
         """Leftovers of killed builds (their process is gone): never read, now removed."""
