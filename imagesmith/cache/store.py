@@ -77,7 +77,7 @@ class Cache:
         self.remote: Any = None
         self._debs = debs or root / "debs"
         try:
-            for sub in ("entries", "tmp", "locks", "debs", "builds", "published"):
+            for sub in ("entries", "tmp", "locks", "debs", "builds", "published", "memo"):
                 (root / sub).mkdir(parents=True, exist_ok=True)
             self._debs.mkdir(parents=True, exist_ok=True)  # another cache's, maybe not made yet
         except OSError as exc:
@@ -106,6 +106,11 @@ class Cache:
     @property
     def debs(self) -> Path:
         return self._debs
+
+    @property
+    def memo(self) -> Path:
+        """Results of pure work kept by their input's digest (the licences of copyright files)."""
+        return self.root / "memo"
 
     def _path(self, stage: str, key: str) -> Path:
         return self.root / "entries" / f"{stage}-{key}"
@@ -245,7 +250,8 @@ class Cache:
                 self.remove(entry)
         for deb in self.debs.glob("*.deb"):
             deb.unlink()
-        for record in [*(self.root / "builds").glob("*.json"), *(self.root / "published").glob("*.json")]:
+        for record in [*(self.root / "builds").glob("*.json"), *(self.root / "published").glob("*.json"),
+                       *(self.root / "memo").glob("*.json")]:  # fmt: skip
             record.unlink()
         return len(entries)
 

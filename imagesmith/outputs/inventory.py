@@ -166,20 +166,27 @@ def copyright_text(rootfs: Path, kept: Path | None, name: str) -> str | None:
 
 
 def collect(
-    spec: Spec, rootfs: Path, kept: Path | None = None, archives: dict[str, str] | None = None
+    spec: Spec,
+    rootfs: Path,
+    kept: Path | None = None,
+    archives: dict[str, str] | None = None,
+    memo: Path | None = None,
 ) -> tuple[list[Package], dict[str, str]]:
     """Everything the SBOMs and the manifest say about the image's packages, and the
     packages the spec names with who named each; ``archives``: ``name:arch`` → the extra
-    source a package came from."""
+    source a package came from; ``memo``: where the licences of copyright files read
+    before are kept (``licenses.Memo``)."""
     packages = read_status(rootfs)
     for package in packages:
         package.archive = (archives or {}).get(f"{package.name}:{package.arch}", "")
 
     origin = roots(spec, [n for n in requested(spec) if not n.endswith("-")])
     attribute(packages, origin)
+    known = licenses.Memo(memo)
     for package in packages:
-        found = licenses.from_copyright(copyright_text(rootfs, kept, package.name))
+        found = known.read(copyright_text(rootfs, kept, package.name))
         package.license, package.license_texts = found.declared, found.texts
+    known.save()
     return packages, origin
 
 

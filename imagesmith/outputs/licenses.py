@@ -10,11 +10,17 @@ package whose copyright file is not machine-readable has no declared licence
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import re
+import tempfile
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cache
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from license_expression import ExpressionError, get_spdx_licensing
@@ -220,3 +226,52 @@ def from_copyright(text: str | None) -> PackageLicense:
     used = {r: (t.strip() or "(no text in the package's copyright file)") for r, t in refs.items()}
     used = {r: t for r, t in used.items() if r in declared}
     return PackageLicense(declared, used, True)
+
+
+class Memo:
+    """What copyright files said, by the sha256 of their text, kept in ``directory`` (the
+    stage cache's): python-debian takes about 10 ms to parse one, and a build reads a few
+    hundred that the last build read too. The file's name carries the digest of this
+    module and the parsers' versions, so a change to either starts a new one."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.path: Path | None = None
+        self.known: dict[str, dict[str, Any]] = {}
+        self.new = False
+        if directory is None:
+            return
+        versions = [metadata.version(name) for name in ("python-debian", "license-expression")]
+        code = hashlib.sha256(Path(__file__).read_bytes() + repr(versions).encode()).hexdigest()[:16]
+        self.path = directory / f"licences-{code}.json"
+        try:
+            found = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        if isinstance(found, dict):
+            self.known = {k: v for k, v in found.items() if isinstance(v, dict)}
+
+    def read(self, text: str | None) -> PackageLicense:
+        if text is None:
+            return PackageLicense()
+        if self.path is None:
+            return from_copyright(text)
+        key = hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()
+        if key in self.known:
+            try:
+                return PackageLicense(**self.known[key])
+            except TypeError:  # not what this code writes: read the file again
+                pass
+        found = from_copyright(text)
+        self.known[key], self.new = asdict(found), True
+        return found
+
+    def save(self) -> None:
+        """Written whole under a temporary name, then renamed: never half a file."""
+        if self.path is None or not self.new:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".tmp-licences-")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(self.known, out)
+        os.replace(tmp, self.path)
+        self.new = False

@@ -410,7 +410,8 @@ NOT_IN_IMAGE = (
 
 def take_inventory(ctx: Context) -> inventory.Inventory:
     archives = sources.read_archives(ctx.work / sources.ARCHIVES)
-    packages, roots = inventory.collect(ctx.spec, ctx.rootfs, ctx.copyrights, archives)
+    memo = ctx.store.memo if ctx.store is not None else None
+    packages, roots = inventory.collect(ctx.spec, ctx.rootfs, ctx.copyrights, archives, memo)
     os_release = inside(ctx.rootfs, "/etc/os-release")
     text = os_release.read_text() if os_release.is_file() else ""
     distro = distro_of(text, ctx.spec.config.distribution.suite)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from imagesmith.outputs.licenses import NOASSERTION, expression, from_copyright, spdx
@@ -72,3 +74,32 @@ def test_a_machine_readable_file_gives_every_licence_once() -> None:
 def test_no_or_a_free_form_copyright_file_is_noassertion(text: str | None) -> None:
     found = from_copyright(text)
     assert found.declared == NOASSERTION and not found.machine_readable
+
+
+def test_a_memo_reads_each_copyright_file_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Licences kept by the text's digest: a second build takes them from the memo, the
+    same as parsing; a new text is parsed; a damaged memo is read as empty."""
+    from imagesmith.outputs import licenses
+
+    simple = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+    texts = [
+        f"{simple}Files: *\nCopyright: 2020 X\nLicense: {name}\n" for name in ("GPL-2+", "Expat", "mine")
+    ]
+    first = licenses.Memo(tmp_path)
+    parsed = [first.read(text) for text in texts]
+    first.save()
+    assert [p.declared for p in parsed] == ["GPL-2.0-or-later", "MIT", "LicenseRef-mine"]
+
+    def refuse(text: str | None) -> licenses.PackageLicense:
+        raise AssertionError("parsed again")
+
+    monkeypatch.setattr(licenses, "from_copyright", refuse)
+    second = licenses.Memo(tmp_path)
+    assert [second.read(text) for text in texts] == parsed
+    assert second.read(None) == licenses.PackageLicense()  # no copyright file: nothing to keep
+    monkeypatch.undo()
+    assert licenses.Memo(tmp_path).read(texts[0] + "\n") == parsed[0]  # another text: parsed
+    for memo in tmp_path.glob("licences-*.json"):
+        memo.write_text("{not json")
+    assert licenses.Memo(tmp_path).read(texts[1]) == parsed[1]
+    assert licenses.Memo(None).read(texts[1]) == parsed[1]  # no cache: parsed each time
