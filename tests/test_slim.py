@@ -91,3 +91,23 @@ def test_every_example_and_its_variants_load(tmp_path: Path) -> None:
         check_spec(load_spec(config))
         for variant in examples.glob(f"{config.stem}.*.yaml"):
             check_spec(load_spec(config, variant=variant.name.split(".")[1]))
+
+
+def test_huge_pages_left_out_on_every_kind_of_command_line(write: Write) -> None:
+    """slim.huge_pages reaches the kernel whichever way the device boots: cmdline.txt (the
+    virtual machines, U-Boot) and raspi-firmware's extra command line (the Pis)."""
+    from imagesmith.stages import bootfiles
+
+    for device in ("qemu-amd64", "pi4"):
+        text = f"name: s\ndevice: {device}\ncmdline: [quiet]\nslim: {{huge_pages: true}}\n"
+        spec = load_spec(write(f"{device}.yaml", text))
+        assert bootfiles.cmdline(spec).split()[-2:] == ["quiet", "transparent_hugepage=never"]
+        rootfs = write(f"{device}/etc/.keep", "").parent.parent
+        bootfiles.before_hooks(spec, rootfs)
+        if device == "pi4":
+            extra = (rootfs / "etc/default/raspi-extra-cmdline").read_text()
+            assert extra == "quiet transparent_hugepage=never\n"
+        else:
+            assert "transparent_hugepage=never" in (rootfs / "boot/firmware/cmdline.txt").read_text()
+    plain = load_spec(write("p.yaml", "name: p\ndevice: qemu-amd64\n"))
+    assert "transparent_hugepage" not in bootfiles.cmdline(plain)

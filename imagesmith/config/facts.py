@@ -61,6 +61,12 @@ def languages(locale: str) -> list[str]:
     return [name, name.split("_")[0]] if "_" in name else [name]
 
 
+def kernel_arguments(spec: Spec) -> list[str]:
+    """What the config adds to the kernel's command line: its own ``cmdline`` and what
+    ``slim`` asks of the kernel."""
+    return [*spec.config.cmdline, *(["transparent_hugepage=never"] if spec.config.slim.huge_pages else [])]
+
+
 def dpkg_filters(spec: Spec) -> list[str]:
     """dpkg's path-exclude/path-include lines for ``slim`` (empty: nothing left out).
     Copyright files always stay: the SBOMs' licences are read from them."""

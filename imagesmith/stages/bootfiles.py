@@ -21,7 +21,7 @@ import os
 import shutil
 from pathlib import Path
 
-from imagesmith.config.facts import boots_through_uboot
+from imagesmith.config.facts import boots_through_uboot, kernel_arguments
 from imagesmith.config.load import Spec
 from imagesmith.disk import ids
 from imagesmith.errors import ImagesmithError
@@ -47,7 +47,7 @@ def cmdline(spec: Spec) -> str:
     # checks it before it remounts it read-write (fstab)
     mode = "ro" if spec.config.read_only or spec.config.slim.initramfs else "rw"
     line = f"console=tty0 console={spec.console} root={root} {mode} fsck.repair=yes rootwait"
-    return " ".join([line, *spec.config.cmdline]) + "\n"
+    return " ".join([line, *kernel_arguments(spec)]) + "\n"
 
 
 def before_hooks(spec: Spec, rootfs: Path) -> None:
@@ -57,7 +57,7 @@ def before_hooks(spec: Spec, rootfs: Path) -> None:
         write(rootfs, f"{FIRMWARE}/cmdline.txt", cmdline(spec))
         return
     # Debian's hook writes "rw" before these: the last of ro/rw wins
-    extra = " ".join([*spec.config.cmdline, *(["ro"] if spec.config.read_only else [])])
+    extra = " ".join([*kernel_arguments(spec), *(["ro"] if spec.config.read_only else [])])
     write(
         rootfs,
         "/etc/default/raspi-firmware",

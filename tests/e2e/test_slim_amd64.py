@@ -90,3 +90,8 @@ def test_boots_to_a_login_with_networking_and_ssh(vm: Built, tmp_path: Path) -> 
         assert f"slim-probe: {unit} active" in console, unit
     assert re.search(r"slim-probe: address \S+ 10\.0\.2\.\d+/24", console), "DHCP from QEMU's network"
     assert "slim-probe: failed units 0" in console  # the serial getty above is the login
+    # slim.huge_pages: the kernel keeps its default reserve (about 4 MiB with 1 GiB), not the
+    # 44 MiB it raises it to for making transparent huge pages
+    assert "slim-probe: huge pages always madvise [never]" in console
+    reserve = int(re.search(r"slim-probe: min_free_kbytes (\d+)", console).group(1))  # type: ignore[union-attr]
+    assert reserve < 16384, reserve
