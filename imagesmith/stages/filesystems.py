@@ -130,6 +130,16 @@ def cached_partitions(entry: Path, into: Path | None) -> list[PartitionImage]:
     return found
 
 
+def keep(image: Path, target: Path) -> None:
+    """A partition image into the cache entry: a second name for the same file where both
+    are on one filesystem (no copy: nothing writes to a partition image once it is made,
+    the disk stage and the bundle only read it), else a copy."""
+    try:
+        os.link(image, target)
+    except OSError:
+        copy_file(image, target)
+
+
 class Filesystems(Stage):
     """One checked filesystem image per partition of the layout."""
 
@@ -156,7 +166,7 @@ class Filesystems(Stage):
     def save(self, ctx: Context, entry: Path) -> dict[str, str]:
         rows = []
         for part in ctx.partitions:
-            copy_file(part.path, entry / part.path.name)
+            keep(part.path, entry / part.path.name)
             row = {"name": part.name, "file": part.path.name, "size": part.size, "type": part.type}
             rows.append({**row, "label": part.label, "bootable": part.bootable, "used": part.used})
         (entry / PARTITIONS).write_text(json.dumps(rows), encoding="utf-8")

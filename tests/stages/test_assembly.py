@@ -125,3 +125,25 @@ def test_copies_leave_holes_for_zero_blocks_however_the_source_was_written(tmp_p
     assert copies[0].read_bytes()[8192 : 8192 + 65 * 4096 + 100] == written.read_bytes()
     for copy in copies:
         assert copy.stat().st_blocks * 512 <= 3 * 4096  # only the two data blocks
+
+
+def test_a_partition_image_is_kept_by_a_second_name_or_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagesmith.stages import filesystems
+
+    image = tmp_path / "root.ext4"
+    with open(image, "wb") as out:
+        out.write(b"x" * 4096)
+        out.truncate(8 * 1024 * 1024)
+    filesystems.keep(image, tmp_path / "linked")
+    assert os.stat(tmp_path / "linked").st_ino == image.stat().st_ino  # no copy on one filesystem
+
+    def cross_device(source: object, target: object) -> None:
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(filesystems.os, "link", cross_device)
+    filesystems.keep(image, tmp_path / "copied")
+    copied = tmp_path / "copied"
+    assert copied.stat().st_ino != image.stat().st_ino and copied.read_bytes() == image.read_bytes()
+    assert copied.stat().st_blocks * 512 < copied.stat().st_size  # a sparse copy
