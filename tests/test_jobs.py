@@ -180,3 +180,89 @@ def test_what_slim_keeps_is_an_input_of_depmod(cache: Cache, tmp_path: Path) -> 
     runs: list[int] = []
     run_depmod(cache, modules_tree(tmp_path / "a"), runs, tmp_path, pruning="p1")
     assert run_depmod(cache, modules_tree(tmp_path / "b"), runs, tmp_path, pruning="p2") and runs == [1, 1]
+
+
+def data_tree(path: Path) -> Path:
+    for name, text in {
+        "usr/lib/udev/hwdb.d/20-usb.hwdb": "usb:v1D6B*\n ID_VENDOR_FROM_DATABASE=Linux Foundation\n",
+        "usr/lib/udev/rules.d/50-udev.rules": "# rules\n",
+        "usr/share/ca-certificates/mozilla/A.crt": "cert A\n",
+        "etc/ca-certificates.conf": "mozilla/A.crt\n",
+        "etc/ssl/certs/.keep": "",
+        "etc/locale.gen": "en_GB.UTF-8 UTF-8\n",
+        "usr/share/i18n/locales/en_GB": "LC_CTYPE\n",
+        "usr/lib/locale/C.utf8/LC_CTYPE": "c",
+        "etc/app/app.conf": "unrelated\n",
+        "var/lib/dpkg/status": "Package: udev\n",
+    }.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+        os.utime(path / name, ns=(10**18, 10**18))
+    return path
+
+
+DATA_WRITES = {
+    "udev hwdb": ("usr/lib/udev/hwdb.bin", "usr/lib/udev/hwdb.d/20-usb.hwdb"),
+    "certificate store": ("etc/ssl/certs/ca-certificates.crt", "usr/share/ca-certificates/mozilla/A.crt"),
+    "locale-gen": ("usr/lib/locale/locale-archive", "etc/locale.gen"),
+}
+
+
+@pytest.mark.parametrize("job", list(jobs.DATA_JOBS))
+def test_a_data_job_is_put_back_until_what_it_reads_changes(cache: Cache, tmp_path: Path, job: str) -> None:
+    """The hwdb, the certificate store and the locale archive: the same bytes put back
+    from the cache while their sources are unchanged; a change to a source, or to the
+    installed packages, runs the job again; an unrelated file does not."""
+    output, source = DATA_WRITES[job]
+    runs: list[int] = []
+
+    def make(root: Path) -> None:
+        runs.append(1)
+        (root / output).write_bytes(b"made from " + (root / source).read_bytes())
+
+    def build(root: Path) -> bytes:
+        jobs.JobCache(Runner(), cache).data(job, root, lambda: make(root))
+        return (root / output).read_bytes()
+
+    first = build(data_tree(tmp_path / "one"))
+    assert build(data_tree(tmp_path / "two")) == first and len(runs) == 1
+    other = data_tree(tmp_path / "three")
+    (other / "etc/app/app.conf").write_text("changed\n")
+    assert build(other) == first and len(runs) == 1
+    changed = data_tree(tmp_path / "four")
+    (changed / source).write_text("another source\n")
+    assert build(changed) == b"made from another source\n" and len(runs) == 2
+    upgraded = data_tree(tmp_path / "five")
+    (upgraded / "var/lib/dpkg/status").write_text("Package: udev\nVersion: 2\n")
+    build(upgraded)
+    assert len(runs) == 3
+
+
+def test_certificate_hooks_are_never_put_back(tmp_path: Path, cache: Cache) -> None:
+    """A hook in update.d may write anywhere: with one, update-ca-certificates always runs."""
+    from imagesmith.stages import deferred
+
+    root = data_tree(tmp_path / "root")
+    (root / "usr/sbin").mkdir(parents=True)
+    (root / "usr/sbin/update-ca-certificates").write_text("#!/bin/sh\n")
+    runs: list[int] = []
+
+    class Tools:
+        def certificates(self) -> None:
+            runs.append(1)
+
+    calls: list[list[str]] = []
+
+    class Quiet(Runner):
+        def run(self, argv: list[str], **kwargs: object) -> str:  # type: ignore[override]
+            calls.append(argv)
+            return ""
+
+    for _ in range(2):
+        deferred.certificates(Quiet(), root, Tools(), jobs.JobCache(Runner(), cache))  # type: ignore[arg-type]
+    assert len(runs) == 1  # the second from the cache
+    (root / "etc/ca-certificates/update.d").mkdir(parents=True)
+    (root / "etc/ca-certificates/update.d/java").write_text("#!/bin/sh\n")
+    for _ in range(2):
+        deferred.certificates(Quiet(), root, Tools(), jobs.JobCache(Runner(), cache))  # type: ignore[arg-type]
+    assert len(runs) == 3

@@ -89,7 +89,12 @@ def set_locale(ctx: Context) -> None:
             "use a name from /usr/share/i18n/SUPPORTED, e.g. en_GB.UTF-8 or de_CH.UTF-8",
         )
     write(ctx.rootfs, "/etc/locale.gen", entries[loc] + "\n")
-    ctx.tools.locale_gen()
+    job_cache(ctx).data("locale-gen", ctx.rootfs, ctx.tools.locale_gen)
+
+
+def job_cache(ctx: Context) -> JobCache:
+    """Where the deferred jobs keep their results (``jobs.py``), in the build's stage cache."""
+    return JobCache(ctx.runner, ctx.store, str(ctx.spec.config_path))
 
 
 def boot_config(ctx: Context) -> None:
@@ -336,7 +341,7 @@ def run(ctx: Context) -> None:
     for index, entry in enumerate(spec.config.files):
         copy_overlay(ctx, index, entry)
     # after the files (a site's own CAs), before the scripts (which may fetch over https)
-    deferred.certificates(ctx.runner, rootfs, ctx.tools)
+    deferred.certificates(ctx.runner, rootfs, ctx.tools, job_cache(ctx))
     services(ctx)
     run_scripts(ctx)
     if spec.config.slim.firmware:  # before the initramfs copies any of it
@@ -349,7 +354,7 @@ def run(ctx: Context) -> None:
         ctx.tools,
         prune=pruner(ctx) if spec.config.slim.modules else None,
         initramfs=not spec.config.slim.initramfs,
-        jobs=JobCache(ctx.runner, ctx.store, str(spec.config_path)),
+        jobs=job_cache(ctx),
         epoch=ctx.known_epoch,
         pruning=digest(prune.configured_modules(spec)) if spec.config.slim.modules else "-",
     )

@@ -111,12 +111,18 @@ def run_kernel_hooks(runner: Runner, rootfs: Path, version: str, *, initramfs: b
             made.unlink()
 
 
-def certificates(runner: Runner, rootfs: Path, tools: Tools) -> None:
+def certificates(runner: Runner, rootfs: Path, tools: Tools, jobs: JobCache | None = None) -> None:
     """The certificate store, made once: update-ca-certificates comes back and runs, if
-    ca-certificates is installed."""
+    ca-certificates is installed (its result from the cache when ``jobs`` has it, unless
+    update.d holds hooks, which may write anywhere)."""
     restore(runner, rootfs, [CERTIFICATES])
-    if inside(rootfs, CERTIFICATES).exists():
+    if not inside(rootfs, CERTIFICATES).exists():
+        return
+    hooks = inside(rootfs, "/etc/ca-certificates/update.d")
+    if jobs is None or (hooks.is_dir() and any(hooks.iterdir())):
         tools.certificates()
+    else:
+        jobs.data("certificate store", rootfs, tools.certificates)
 
 
 def finish(
@@ -136,7 +142,7 @@ def finish(
     ``pruning`` is the digest of what it keeps (part of depmod's cache key)."""
     restore(runner, rootfs)
     if inside(rootfs, "/usr/bin/systemd-hwdb").exists():
-        tools.hwdb()
+        tools.hwdb() if jobs is None else jobs.data("udev hwdb", rootfs, tools.hwdb)
     for version in kernel_versions(rootfs):
 
         def modules(version: str = version) -> None:

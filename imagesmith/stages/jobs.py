@@ -7,7 +7,9 @@ taken of what they read (``hook_inputs``); when the cache holds an entry for it,
 files the hooks wrote last time are put back instead of running them, else the hooks run
 and what they changed under the watched directories is saved under the fingerprint.
 depmod (with slim's module pruning between its two runs) is kept the same way, by
-``module_inputs``: the kernel's modules, depmod's configuration and what slim keeps.
+``module_inputs``: the kernel's modules, depmod's configuration and what slim keeps; so
+are the udev hwdb, the certificate store and the locale archive (``data_inputs``: their
+sources, their configuration and the directory they write, as it was before).
 
 The fingerprint is explicit (``imagesmith plan`` style): the installed packages (dpkg's
 status: every program, hook and library the initramfs copies comes from a package), the
@@ -50,6 +52,21 @@ CODE = (Path(__file__), Path(__file__).with_name("deferred.py"))
 MODULES_READ = ("/etc/depmod.d", "/usr/lib/depmod.d", "/etc/modules", "/etc/modules-load.d",
                 "/usr/lib/modules-load.d")  # fmt: skip
 MODULES_CODE = (*CODE, Path(__file__).with_name("tools.py"), Path(__file__).with_name("prune.py"))
+#: the data jobs that tools.py runs natively where it can (the same bytes either way):
+#: name → (what each reads, where it writes); the output directory's state before the
+#: job is an input too
+DATA_JOBS = {
+    "udev hwdb": (("/usr/lib/udev/hwdb.d", "/etc/udev/hwdb.d", "/usr/lib/udev"), ("/usr/lib/udev",)),
+    "certificate store": (
+        ("/etc/ca-certificates.conf", "/usr/share/ca-certificates", "/usr/local/share/ca-certificates",
+         "/etc/ca-certificates/update.d", "/etc/ssl/certs"),
+        ("/etc/ssl/certs",),
+    ),
+    "locale-gen": (
+        ("/etc/locale.gen", "/usr/share/i18n", "/usr/share/locale/locale.alias", "/usr/lib/locale"),
+        ("/usr/lib/locale",),
+    ),
+}  # fmt: skip
 FILES = "files"
 REMOVED = "removed.json"
 
@@ -79,6 +96,13 @@ def module_inputs(rootfs: Path, version: str, pruning: str) -> dict[str, str]:
     found = {"kernel": version, "pruning": pruning, "code": digest([tree_digest(p) for p in MODULES_CODE])}
     kernel = [f"/usr/lib/modules/{version}", f"/boot/System.map-{version}"]
     return found | _read(rootfs, [*MODULES_READ, *kernel])
+
+
+def data_inputs(rootfs: Path, job: str) -> dict[str, str]:
+    """What the data job ``job`` (a key of DATA_JOBS) reads, by digest."""
+    read, outputs = DATA_JOBS[job]
+    found = {"job": job, "code": digest([tree_digest(p) for p in MODULES_CODE])}
+    return found | _read(rootfs, [*read, *outputs])
 
 
 def _state(rootfs: Path, outputs: Sequence[str]) -> dict[str, tuple[int, int, int, str]]:
@@ -191,3 +215,7 @@ class JobCache:
             self.store.commit(STAGE, key, lambda entry: _save(entry, rootfs, changed, removed))
             self.runner.detail(f"{what}: ran; {len(changed)} files kept in the cache (inputs {key[:12]})")
             return True
+
+    def data(self, job: str, rootfs: Path, run: Callable[[], None]) -> None:
+        """The data job ``job`` (a key of DATA_JOBS), or its result from the cache."""
+        self.run(job, rootfs, data_inputs(rootfs, job), run, DATA_JOBS[job][1])
