@@ -96,3 +96,12 @@ def test_the_release_key_follows_stages_tools_and_signing_keys(tmp_path: Path) -
     signing.write_text("two")
     assert key() != base
     assert "one" not in base and "two" not in key()
+
+
+def test_an_unreadable_key_is_a_clear_error(tmp_path: Path) -> None:
+    from imagesmith.errors import ImagesmithError
+
+    (tmp_path / "img.yaml").write_text("name: x\ndevice: qemu-amd64\nlayers: [base]\n")
+    spec = load_spec(tmp_path / "img.yaml")
+    with pytest.raises(ImagesmithError, match="cannot read the key"):
+        current.release_key([StagePlan("disk", {}, key="b")], spec, {}, tmp_path / "gone.pem", b"s")

@@ -20,6 +20,7 @@ from typing import Any
 from imagesmith import __version__
 from imagesmith.cache import Cache
 from imagesmith.config.load import Spec
+from imagesmith.errors import ImagesmithError
 from imagesmith.outputs import handlers
 from imagesmith.stages.base import digest, source_digest, tree_digest
 from imagesmith.stages.plan import StagePlan
@@ -43,7 +44,13 @@ def release_key(
     as HMACs with the cache's salt, as secrets enter the stage keys."""
 
     def secret(path: Path) -> str:
-        return hmac.new(salt, path.read_bytes(), hashlib.sha256).hexdigest()
+        try:
+            return hmac.new(salt, path.read_bytes(), hashlib.sha256).hexdigest()
+        except OSError as exc:
+            raise ImagesmithError(
+                f"{path}: cannot read the key: {exc.strerror}",
+                hint="the build signs with it: make it readable by the user who builds",
+            ) from None
 
     signing: dict[str, str] = {}
     if signing_key is not None:
