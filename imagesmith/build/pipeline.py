@@ -139,7 +139,7 @@ def unchanged(
                 cache.touch(entry, str(spec.config_path))
         cache.record_build(options.config_id, {p.name: {"key": p.key, "inputs": p.inputs} for p in plans})
     outputs = [options.output / name for name in found["files"]]
-    image = next(p for p in outputs if p.name.endswith(IMAGES))
+    image = next((p for p in outputs if p.name.endswith(IMAGES)), options.output / f"{spec.config.name}.img")
     return Result(image, outputs, found.get("table", {}))
 
 
