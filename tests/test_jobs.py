@@ -14,19 +14,26 @@ from imagesmith.stages import jobs
 VERSION = "6.12.0-test"
 
 
-def rootfs(path: Path) -> Path:
-    for name, text in {
-        f"boot/vmlinuz-{VERSION}": "kernel",
-        "boot/firmware/old.txt": "left by the bootstrap",
-        f"usr/lib/modules/{VERSION}/modules.dep": "kernel/a.ko:\n",
-        "etc/initramfs-tools/modules": "# none\n",
-        "etc/app/app.conf": "unrelated\n",
-        "var/lib/dpkg/status": "Package: linux-image\n",
-    }.items():
+def tree(path: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_text(text)
         os.utime(path / name, ns=(10**18, 10**18))  # both trees alike, as two bootstraps are
     return path
+
+
+def rootfs(path: Path) -> Path:
+    return tree(
+        path,
+        {
+            f"boot/vmlinuz-{VERSION}": "kernel",
+            "boot/firmware/old.txt": "left by the bootstrap",
+            f"usr/lib/modules/{VERSION}/modules.dep": "kernel/a.ko:\n",
+            "etc/initramfs-tools/modules": "# none\n",
+            "etc/app/app.conf": "unrelated\n",
+            "var/lib/dpkg/status": "Package: linux-image\n",
+        },
+    )
 
 
 def hooks(root: Path, runs: list[int]) -> None:
@@ -183,22 +190,21 @@ def test_what_slim_keeps_is_an_input_of_depmod(cache: Cache, tmp_path: Path) -> 
 
 
 def data_tree(path: Path) -> Path:
-    for name, text in {
-        "usr/lib/udev/hwdb.d/20-usb.hwdb": "usb:v1D6B*\n ID_VENDOR_FROM_DATABASE=Linux Foundation\n",
-        "usr/lib/udev/rules.d/50-udev.rules": "# rules\n",
-        "usr/share/ca-certificates/mozilla/A.crt": "cert A\n",
-        "etc/ca-certificates.conf": "mozilla/A.crt\n",
-        "etc/ssl/certs/.keep": "",
-        "etc/locale.gen": "en_GB.UTF-8 UTF-8\n",
-        "usr/share/i18n/locales/en_GB": "LC_CTYPE\n",
-        "usr/lib/locale/C.utf8/LC_CTYPE": "c",
-        "etc/app/app.conf": "unrelated\n",
-        "var/lib/dpkg/status": "Package: udev\n",
-    }.items():
-        (path / name).parent.mkdir(parents=True, exist_ok=True)
-        (path / name).write_text(text)
-        os.utime(path / name, ns=(10**18, 10**18))
-    return path
+    return tree(
+        path,
+        {
+            "usr/lib/udev/hwdb.d/20-usb.hwdb": "usb:v1D6B*\n ID_VENDOR_FROM_DATABASE=Linux Foundation\n",
+            "usr/lib/udev/rules.d/50-udev.rules": "# rules\n",
+            "usr/share/ca-certificates/mozilla/A.crt": "cert A\n",
+            "etc/ca-certificates.conf": "mozilla/A.crt\n",
+            "etc/ssl/certs/.keep": "",
+            "etc/locale.gen": "en_GB.UTF-8 UTF-8\n",
+            "usr/share/i18n/locales/en_GB": "LC_CTYPE\n",
+            "usr/lib/locale/C.utf8/LC_CTYPE": "c",
+            "etc/app/app.conf": "unrelated\n",
+            "var/lib/dpkg/status": "Package: udev\n",
+        },
+    )
 
 
 DATA_WRITES = {

@@ -81,3 +81,19 @@ def test_key_files_that_are_no_public_key(write: Write, key: Path, tmp_path: Pat
         assert caught.value.exit_code == 2 and "a.yaml:6" in str(caught.value.location)
     with pytest.raises(ImagesmithError, match="source key not found"):
         load_spec(config(write, tmp_path / "missing.asc"))
+
+
+def test_key_staging_of_a_killed_build_is_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import tempfile
+
+    from imagesmith.stages import bootstrap
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / f"{bootstrap.KEYS_PREFIX}999999999-abc"  # no such process
+    alive = tmp_path / f"{bootstrap.KEYS_PREFIX}{os.getpid()}-abc"
+    other = tmp_path / f"{bootstrap.KEYS_PREFIX}abc"  # not named by a process: not ours to judge
+    for path in (dead, alive, other):
+        path.mkdir()
+    bootstrap.remove_stale_keys()
+    assert not dead.exists() and alive.exists() and other.exists()

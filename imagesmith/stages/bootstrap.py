@@ -249,6 +249,17 @@ def check_names(ctx: Context) -> None:
     unknown_packages(spec, index)
 
 
+KEYS_PREFIX = "imagesmith-keys-"
+
+
+def remove_stale_keys() -> None:
+    """Key staging directories of builds that were killed (their process is gone)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{KEYS_PREFIX}*"):
+        pid = path.name.removeprefix(KEYS_PREFIX).split("-", 1)[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def run(ctx: Context) -> None:
     """The rootfs (and tools tree); ``ctx.work/debs.sha256`` lists the .deb files used."""
     ctx.runner.detail(f"packages: {shlex.join(packages(ctx.spec))}")
@@ -264,7 +275,9 @@ def run(ctx: Context) -> None:
     else:  # a lock names exactly what the mirror had
         check_names(ctx)
     auth = write_auth(ctx.spec, ctx.work / "apt-auth.conf")
-    staging = Path(tempfile.mkdtemp(prefix="imagesmith-keys-"))  # apt takes no spaces in signed-by
+    remove_stale_keys()
+    # apt takes no spaces in signed-by: not in the output directory, which may have some
+    staging = Path(tempfile.mkdtemp(prefix=f"{KEYS_PREFIX}{os.getpid()}-"))
     try:
         keys = sources.stage_keys(ctx.runner, ctx.spec, staging)
         pins = None
