@@ -47,8 +47,12 @@ def test_an_overlay_file_changes_customize_and_what_follows(project: Path) -> No
 @pytest.mark.parametrize(
     ("line", "changed"),
     [
-        ("packages: [jq]\n", ["bootstrap", "customize", "filesystems", "disk"]),
-        ("distribution: {suite: bookworm}\n", ["bootstrap", "customize", "filesystems", "disk"]),
+        # the config's own package: its stage, not the bootstrap of the layers' packages
+        ("packages: [jq]\n", ["packages", "customize", "filesystems", "disk"]),
+        ("users: [{name: a, sudo: true}]\n", ["packages", "customize", "filesystems", "disk"]),
+        # a layer's package taken away: never installed, so the bootstrap's
+        ("packages: [-less]\n", ["bootstrap", "packages", "customize", "filesystems", "disk"]),
+        ("distribution: {suite: bookworm}\n", ["bootstrap", "packages", "customize", "filesystems", "disk"]),
         ("hostname: other\n", ["customize", "filesystems", "disk"]),
         ("services: {disable: [e2scrub_reap.service]}\n", ["customize", "filesystems", "disk"]),
         ("signing_key: img.yaml\n", []),  # signs the outputs; the image is the same
@@ -74,15 +78,16 @@ def test_secrets_enter_keys_only_through_the_salt(write: Write, monkeypatch: pyt
     assert keys(path, salt=b"other")["customize"] != first["customize"]
     monkeypatch.setenv("HASH", "$6$a$c")
     assert keys(path)["customize"] != first["customize"]
-    stages = plan.stages(load_spec(path), b"s", TOOLS)
-    assert "$6$a$c" not in str(stages[1].inputs)
+    stages = {p.name: p for p in plan.stages(load_spec(path), b"s", TOOLS)}
+    assert "$6$a$c" not in str(stages["customize"].inputs)
 
 
 def test_changed_inputs_are_named(project: Path) -> None:
     spec = load_spec(project)
-    before = plan.stages(spec, b"s", TOOLS)[1].inputs
+    before = plan.stages(spec, b"s", TOOLS)[2].inputs
     (project.parent / "overlay/etc/motd").write_text("changed\n")
-    after = plan.stages(load_spec(project), b"s", TOOLS)[1].inputs
+    after = plan.stages(load_spec(project), b"s", TOOLS)[2].inputs
+    assert plan.NAMES[2] == "customize"
     changed = plan.changed_inputs(after, before)
     assert len(changed) == 1 and changed[0].startswith("files[1]") and changed[0].endswith("overlay")
     assert plan.changed_inputs(after, {}) == ["(no earlier build of this config)"]

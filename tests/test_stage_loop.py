@@ -41,18 +41,19 @@ class Fake(Stage):
 def pipeline() -> tuple[Fake, ...]:
     return (
         Fake("bootstrap"),
+        Fake("packages", restore_with=("bootstrap",)),
         Fake("customize", resumable=False),
         Fake("filesystems", restore_with=("customize",)),
         Fake("disk", restore_with=("filesystems", "customize")),
     )
 
 
-def plans(keys: str = "abcd") -> list[StagePlan]:
-    names = ("bootstrap", "customize", "filesystems", "disk")
+def plans(keys: str = "abpcd") -> list[StagePlan]:
+    names = ("bootstrap", "packages", "customize", "filesystems", "disk")
     return [StagePlan(name, {"x": key}, key=key * 8) for name, key in zip(names, keys, strict=True)]
 
 
-def build(write: Write, cache: Cache, stages: tuple[Fake, ...], keys: str = "abcd", **kw: str) -> Context:
+def build(write: Write, cache: Cache, stages: tuple[Fake, ...], keys: str = "abpcd", **kw: str) -> Context:
     spec = load_spec(write("a.yaml", "name: a\ndevice: qemu-amd64\n"))
     ctx = Context(spec=spec, runner=Runner(), work=cache.root / "work")
     Stages(ctx, cache, plans(keys), kw.get("rebuild_from")).run(stages)
@@ -63,7 +64,7 @@ def test_a_cold_build_runs_every_stage_and_a_warm_one_restores_the_last(write: W
     cache = Cache(tmp_path / "cache")
     stages = pipeline()
     cold = build(write, cache, stages)
-    assert cold.products == {"ran": ["bootstrap", "customize", "filesystems", "disk"]}
+    assert cold.products == {"ran": ["bootstrap", "packages", "customize", "filesystems", "disk"]}
     assert cache.lookup("disk", "dddddddd").meta["made"] == "disk"  # type: ignore[union-attr]
     warm = build(write, cache, stages)
     assert warm.products == {"restored": ["disk"]}
@@ -73,18 +74,24 @@ def test_a_later_change_restores_the_latest_resumable_stage(write: Write, tmp_pa
     cache = Cache(tmp_path / "cache")
     stages = pipeline()
     build(write, cache, stages)
-    # a new filesystems key: customize's entry alone cannot resume, the bootstrap can
-    assert restore_point(plans("abxy"), lambda p: cache.lookup(p.name, p.key) is not None) == 0
-    assert restore_point(plans("abcd"), lambda p: cache.lookup(p.name, p.key) is not None) == 3
-    changed = build(write, cache, stages, keys="abxy")
-    assert changed.products == {"restored": ["bootstrap"], "ran": ["customize", "filesystems", "disk"]}
+    # a new filesystems key: customize's entry alone cannot resume, the packages stage can
+    assert restore_point(plans("abpxy"), lambda p: cache.lookup(p.name, p.key) is not None) == 1
+    assert restore_point(plans("abpcd"), lambda p: cache.lookup(p.name, p.key) is not None) == 4
+    changed = build(write, cache, stages, keys="abpxy")
+    assert changed.products == {"restored": ["packages"], "ran": ["customize", "filesystems", "disk"]}
+    # a new packages key: the bootstrap's entry resumes
+    changed = build(write, cache, stages, keys="aqrst")
+    assert changed.products == {
+        "restored": ["bootstrap"],
+        "ran": ["packages", "customize", "filesystems", "disk"],
+    }
 
 
 def test_an_entry_that_does_not_restore_is_discarded(write: Write, tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
     stages = pipeline()
     build(write, cache, stages)
-    stages[3].good = False
+    stages[4].good = False
     again = build(write, cache, stages)
     assert again.products == {"restored": ["disk", "filesystems"], "ran": ["disk"]}
     assert cache.lookup("disk", "dddddddd") is not None  # made anew by the run
@@ -95,12 +102,12 @@ def test_rebuild_from_runs_that_stage_and_every_later_one(write: Write, tmp_path
     stages = pipeline()
     build(write, cache, stages)
     forced = build(write, cache, stages, rebuild_from="customize")
-    assert forced.products == {"restored": ["bootstrap"], "ran": ["customize", "filesystems", "disk"]}
+    assert forced.products == {"restored": ["packages"], "ran": ["customize", "filesystems", "disk"]}
 
 
 def test_a_stage_this_build_already_holds_is_neither_restored_nor_run(write: Write, tmp_path: Path) -> None:
     spec = load_spec(write("a.yaml", "name: a\ndevice: qemu-amd64\n"))
     ctx = Context(spec=spec, runner=Runner(), work=tmp_path / "work")
-    ctx.done.add("bootstrap")  # a re-lock made it
+    ctx.done.update(("bootstrap", "packages"))  # a re-lock made them
     Stages(ctx, None, plans(), None).run(pipeline())
     assert ctx.products == {"ran": ["customize", "filesystems", "disk"]}

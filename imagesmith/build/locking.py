@@ -15,7 +15,7 @@ from imagesmith.host.rootfs import remove_tree
 from imagesmith.host.run import Runner
 from imagesmith.outputs import manifest
 from imagesmith.repro import lock, reproducible, sources
-from imagesmith.stages import bootstrap, customize, plan
+from imagesmith.stages import bootstrap, customize, packages, plan
 from imagesmith.stages.context import Context
 
 
@@ -56,13 +56,17 @@ def locked_sources(runner: Runner, spec: Spec) -> list[dict[str, object]]:
     return [{k: v for k, v in entry.items() if k in keep} for entry in sources.described(runner, spec)]
 
 
+#: the stages a re-lock runs: those that install packages
+INSTALLS = (bootstrap.STAGE, packages.STAGE)
+
+
 def relock(ctx: Context, cache: Cache | None, tools: dict[str, str], lock_file: Path) -> lock.Lock:
-    """Bootstrap afresh (never from the cache: a lock says what the mirror gives now) and
+    """Install afresh (never from the cache: a lock says what the mirror gives now) and
     write the lock of what was installed. The rootfs stays in the work directory, and in
-    the cache under the new lock's key."""
+    the cache under the new lock's keys."""
     spec = ctx.spec
     plans = plan.stages(spec, cache.salt if cache else b"", tools, epoch=ctx.epoch)
-    Stages(ctx, cache, plans, "bootstrap").run((bootstrap.STAGE,))
+    Stages(ctx, cache, plans, bootstrap.STAGE.name).run(INSTALLS)
     epoch = reproducible.source_date_epoch(ctx.rootfs)
     made = lock.make(
         spec, facts.packages(spec), bootstrap.installed_debs(ctx), epoch,
@@ -81,15 +85,20 @@ def relock(ctx: Context, cache: Cache | None, tools: dict[str, str], lock_file: 
         ctx.set_epoch(epoch)
     if cache is not None:  # kept under the locked key: the next locked build starts from it
         locked = Stages(ctx, cache, plan.stages(spec, cache.salt, tools, made, ctx.epoch), None)
-        if locked.cached(bootstrap.STAGE.name) is None:
-            locked.commit(bootstrap.STAGE)
-    ctx.done.add(bootstrap.STAGE.name)
+        made_now = Stages(ctx, cache, plans, None)  # the entries the installs above committed
+        base = made_now.cached(bootstrap.STAGE.name)
+        if locked.cached(bootstrap.STAGE.name) is None and base is not None:
+            # from its entry: the rootfs in the work directory has the config's packages now
+            locked.commit_copy(bootstrap.STAGE.name, base)
+        if locked.cached(packages.STAGE.name) is None:
+            locked.commit(packages.STAGE)
+    ctx.done.update(stage.name for stage in INSTALLS)
     return made
 
 
 def lock_only(spec: Spec, runner: Runner, cache: Cache | None, lock_file: Path) -> lock.Lock:
-    """`imagesmith lock`: the bootstrap, the lock file, and the bootstrap kept in the
-    cache under the locked key (so the next locked build starts from it)."""
+    """`imagesmith lock`: the installs, the lock file, and the installs kept in the cache
+    under the locked keys (so the next locked build starts after them)."""
     customize.check_spec(spec)
     from imagesmith.build.pipeline import check_host
 

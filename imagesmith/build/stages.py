@@ -11,7 +11,7 @@ from __future__ import annotations
 from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 
-from imagesmith.cache import Cache, Entry
+from imagesmith.cache import META, Cache, Entry
 from imagesmith.stages.base import Stage
 from imagesmith.stages.context import Context
 from imagesmith.stages.pipeline import NAMES, STAGES
@@ -51,6 +51,19 @@ class Stages:
             info.update(stage.save(self.ctx, entry_dir))
 
         self.cache.commit(stage.name, self.plans[stage.name].key, make, info)
+
+    def commit_copy(self, stage: str, entry: Entry) -> None:
+        """``entry``'s content (made under another key) kept under this build's key too."""
+        if self.cache is None:
+            return
+        plan, config = self.plans[stage], str(self.ctx.spec.config_path)
+
+        def make(entry_dir: Path) -> None:
+            for part in sorted(entry.path.iterdir()):
+                if part.name != META:
+                    self.ctx.runner.run(["cp", "-a", "--reflink=auto", str(part), str(entry_dir / part.name)])
+
+        self.cache.commit(stage, plan.key, make, {"inputs": plan.inputs, "configs": [config]})
 
     def run(self, stages: tuple[Stage, ...] = STAGES) -> None:
         """Every stage's result in ``ctx``: the latest cached one restored, the rest run.

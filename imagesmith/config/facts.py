@@ -38,6 +38,32 @@ def packages(spec: Spec) -> list[str]:
     return sorted(wanted) + sorted(f"{name}-" for name in removed - set(device))
 
 
+def layer_packages(spec: Spec) -> set[str]:
+    """The names the device's catalog entry and the layers ask for: the bootstrap stage's."""
+    named = set(device_packages(spec))
+    layer_files = {ref.path.resolve() for ref in spec.layers}
+    listed = spec.tree.get("packages")
+    for item in listed.value if listed is not None and isinstance(listed.value, list) else []:
+        if isinstance(item.value, str) and item.location.file.resolve() in layer_files:
+            named.add(item.value)
+    return named
+
+
+def base_packages(spec: Spec) -> list[str]:
+    """What the bootstrap stage installs: ``packages`` without the config's own
+    (``own_packages``). Every removal (``name-``) is here: a package the config takes away
+    from a layer is never installed, rather than installed and removed."""
+    own = set(own_packages(spec))
+    return [name for name in packages(spec) if name not in own]
+
+
+def own_packages(spec: Spec) -> list[str]:
+    """What the packages stage adds over the bootstrap: the packages no layer and not the
+    device names (the config's own list, and those its settings need: sudo, locales, …)."""
+    layered = layer_packages(spec)
+    return [name for name in packages(spec) if not name.endswith("-") and name not in layered]
+
+
 def boots_through_uboot(spec: Spec) -> bool:
     """Does the image boot through U-Boot's A/B boot counter (``stages/uboot.py``)? Update
     bundles on A/B root slots that share one boot partition (layouts ab and ab-gpt)."""

@@ -48,11 +48,13 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         ("mmdebstrap",),
         "bootstraps the root filesystem",
         ("build",),
-        stages=("bootstrap",),
+        stages=("bootstrap", "packages"),
         minimum=("1.0.0", "hooks and --skip options"),
     ),
-    Requirement("apt", ("apt-get",), "resolves and downloads packages", ("build",), stages=("bootstrap",)),
-    Requirement("dpkg", ("dpkg-query",), "installs packages", ("build",), stages=("bootstrap",)),
+    Requirement(
+        "apt", ("apt-get",), "resolves and downloads packages", ("build",), stages=("bootstrap", "packages")
+    ),
+    Requirement("dpkg", ("dpkg-query",), "installs packages", ("build",), stages=("bootstrap", "packages")),
     Requirement("debian-archive-keyring", (), "verifies Debian's signed package indexes", ("build",)),
     Requirement("gpg", ("gpg",), "reads the keys of extra apt sources (their fingerprints)", ("build",)),
     Requirement(
@@ -60,7 +62,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         ("unshare",),
         "private namespaces for every step",
         ("build",),
-        stages=("bootstrap", "customize"),
+        stages=("bootstrap", "packages", "customize"),
         minimum=("2.35", "unshare --kill-child and sfdisk --json"),
     ),
     Requirement(
@@ -98,7 +100,7 @@ REQUIREMENTS: tuple[Requirement, ...] = (
         (),
         "runs the target's programs during the build",
         ("foreign",),
-        stages=("bootstrap", "customize"),
+        stages=("bootstrap", "packages", "customize"),
     ),
     Requirement("binfmt-support", ("update-binfmts",), "registers qemu-user with the kernel", ("foreign",)),
     Requirement(

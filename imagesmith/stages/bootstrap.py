@@ -7,6 +7,7 @@ no-op stubs here and done once, at the end of customize (see ``deferred.py``).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import os
@@ -14,19 +15,20 @@ import shlex
 import shutil
 import tempfile
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from imagesmith import redact
 from imagesmith.cache.hashing import file_sha256
 from imagesmith.cache.store import Entry
-from imagesmith.config.facts import components, dpkg_filters, packages
+from imagesmith.config.facts import base_packages, components, dpkg_filters, packages
 from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError, Location, config_error
 from imagesmith.host import binfmt as host
 from imagesmith.host import diagnose, progress
 from imagesmith.host.rootfs import ISOLATE
-from imagesmith.host.run import Runner
+from imagesmith.host.run import Explain, Runner
 from imagesmith.outputs import inventory
 from imagesmith.repro import lock, mirror, sources
 from imagesmith.stages import deferred, tools
@@ -143,7 +145,11 @@ def deb_hashes(target: Path) -> list[str]:
     """A hook that writes the sha256 of every .deb apt used to ``target``, outside the
     rootfs: the lock file records them."""
     out = shlex.quote(str(target))
-    return [f'--customize-hook=cd "$1/var/cache/apt/archives" && sha256sum -- *.deb > {out}']
+    # none at all when a second install found everything installed and no .deb store is used
+    return [
+        f'--customize-hook=cd "$1/var/cache/apt/archives" && '
+        f'for f in *.deb; do [ ! -e "$f" ] || sha256sum -- "$f"; done > {out}'
+    ]
 
 
 def pinned(preferences: Path | None) -> list[str]:
@@ -160,26 +166,33 @@ def pinned(preferences: Path | None) -> list[str]:
 def command(
     spec: Spec,
     target: Path,
+    include: list[str],
     debs: Path | None = None,
     hashes: Path | None = None,
     preferences: Path | None = None,
     auth: Path | None = None,
     sources_options: Sequence[str] = (),
+    *,
+    onto: bool = False,
 ) -> list[str]:
-    """The image's bootstrap: the device's, layers' and config's packages; ``sources_options``:
-    the extra sources' hooks, then their apt lines (mirrors after the distribution's)."""
+    """An image's install of ``include``: the bootstrap's, or (``onto``) the packages
+    stage's over a bootstrapped rootfs, where apt finds the essential packages installed
+    and installs only ``include`` (``packages.py``). ``sources_options``: the extra
+    sources' hooks, then their apt lines (mirrors after the distribution's)."""
     hooks = [o for o in sources_options if o.startswith("--")]
     lines = [o for o in sources_options if not o.startswith("--")]
+    # the programs are diverted once, before the first package that calls them
+    first = ["--skip=check/empty"] if onto else [f"--essential-hook={deferred.divert_hook()}"]
     return mmdebstrap(
         spec,
         target,
         arch=spec.device.arch,
         variant="apt",
-        include=packages(spec),
+        include=include,
         auth=auth,
         extra=[
             f"--components={','.join(components(spec))}",
-            f"--essential-hook={deferred.divert_hook()}",
+            *first,
             *pinned(preferences),
             *deb_cache(debs),
             *deb_hashes(hashes or target.with_name(lock.DEB_HASHES)),
@@ -249,6 +262,19 @@ def check_names(ctx: Context) -> None:
     unknown_packages(spec, index)
 
 
+def check_mirror(ctx: Context) -> None:
+    """Before the first install of a build: the mirror still has the locked versions, or
+    (no lock) every package named exists. Once a build: both install stages call it."""
+    if ctx.mirror_checked:
+        return
+    if ctx.lock is not None:
+        with ctx.runner.stage("lock", f"the mirror still has the {len(ctx.lock.packages)} locked versions"):
+            lock.check_available(ctx.lock, ctx.spec)
+    else:  # a lock names exactly what the mirror had
+        check_names(ctx)
+    ctx.mirror_checked = True
+
+
 KEYS_PREFIX = "imagesmith-keys-"
 
 
@@ -260,9 +286,20 @@ def remove_stale_keys() -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def run(ctx: Context) -> None:
-    """The rootfs (and tools tree); ``ctx.work/debs.sha256`` lists the .deb files used."""
-    ctx.runner.detail(f"packages: {shlex.join(packages(ctx.spec))}")
+@dataclass(frozen=True)
+class Access:
+    """What apt needs to reach the archives during an install, valid inside ``access``."""
+
+    auth: Path | None  # the credentials (apt's auth.conf)
+    preferences: Path | None  # the lock's pins
+    options: list[str]  # the extra sources' hooks and apt lines
+    explain: Explain  # apt's errors → what went wrong and what to do
+
+
+@contextlib.contextmanager
+def access(ctx: Context) -> Iterator[Access]:
+    """The credentials, the lock's pins and the extra sources' keys, for one install; the
+    credentials and keys are gone when it ends, whatever happened."""
     dist = ctx.spec.config.distribution
     extra = [(source.name, redact.strip_url(source.url)) for source in ctx.spec.config.sources]
     explain = functools.partial(
@@ -272,8 +309,6 @@ def run(ctx: Context) -> None:
     if ctx.lock is not None:
         preferences = ctx.work / "lock.pref"
         preferences.write_text(lock.preferences(ctx.lock), encoding="utf-8")
-    else:  # a lock names exactly what the mirror had
-        check_names(ctx)
     auth = write_auth(ctx.spec, ctx.work / "apt-auth.conf")
     remove_stale_keys()
     # apt takes no spaces in signed-by: not in the output directory, which may have some
@@ -285,25 +320,45 @@ def run(ctx: Context) -> None:
             pins = staging / "sources.pref"
             pins.write_text(sources.preferences(ctx.spec), encoding="utf-8")
         options = [*sources.hooks(ctx.spec, keys, pins), *sources.apt_lines(ctx.spec, keys, in_image=False)]
-        ctx.runner.run(
-            command(ctx.spec, ctx.rootfs, ctx.debs, ctx.work / lock.DEB_HASHES, preferences, auth, options),
-            name="mmdebstrap",
-            explain=explain,
-            progress=progress.Apt(),
-        )
-        if tools.needed(ctx.spec):
-            tree = ctx.work / "tools"
-            ctx.runner.run(
-                tools_command(ctx.spec, tree, ctx.debs, auth),
-                name="mmdebstrap (the native tools tree)",
-                explain=explain,
-                progress=progress.Apt(),
-            )
-            ctx.tools_tree = tree
+        yield Access(auth, preferences, options, explain)
     finally:  # the credentials exist only while apt needs them
         if auth is not None:
             auth.unlink(missing_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def run(ctx: Context) -> None:
+    """The rootfs of ``base_packages`` (and the tools tree); ``ctx.work/debs.sha256``
+    lists the .deb files used."""
+    include = base_packages(ctx.spec)
+    ctx.runner.detail(f"packages: {shlex.join(include)}")
+    with access(ctx) as apt:
+        ctx.runner.run(
+            command(ctx.spec, ctx.rootfs, include, ctx.debs, ctx.work / lock.DEB_HASHES, apt.preferences,
+                    apt.auth, apt.options),
+            name="mmdebstrap",
+            explain=apt.explain,
+            progress=progress.Apt(),
+        )  # fmt: skip
+        if tools.needed(ctx.spec):
+            tree = ctx.work / "tools"
+            ctx.runner.run(
+                tools_command(ctx.spec, tree, ctx.debs, apt.auth),
+                name="mmdebstrap (the native tools tree)",
+                explain=apt.explain,
+                progress=progress.Apt(),
+            )
+            ctx.tools_tree = tree
+
+
+def found_packages(ctx: Context) -> None:
+    """After an install: which packages the extra sources gave (SBOMs, manifest, lock), and
+    every copyright file kept (a script that strips /usr/share/doc must not cost the SBOM
+    its licences)."""
+    if ctx.spec.config.sources:
+        found = sources.archives_of(ctx.spec, installed_debs(ctx))
+        sources.write_archives(found, ctx.work / sources.ARCHIVES)
+    inventory.keep_copyrights(ctx.rootfs, ctx.copyrights)
 
 
 def installed_debs(ctx: Context) -> dict[tuple[str, str, str], str]:
@@ -321,9 +376,35 @@ def copy_tree(runner: Runner, source: Path, target: Path) -> None:
     runner.run(["cp", "-a", "--reflink=auto", str(source), str(target)])
 
 
+def save_rootfs(ctx: Context, entry: Path) -> None:
+    """The rootfs and what describes it (copyright files, .deb hashes, archives) into a
+    cache entry: the bootstrap's and the packages stage's."""
+    copy_tree(ctx.runner, ctx.rootfs, entry / "rootfs")
+    copy_tree(ctx.runner, ctx.copyrights, entry / COPYRIGHTS)
+    shutil.copyfile(ctx.work / lock.DEB_HASHES, entry / lock.DEB_HASHES)
+    if (ctx.work / sources.ARCHIVES).is_file():
+        shutil.copyfile(ctx.work / sources.ARCHIVES, entry / sources.ARCHIVES)
+
+
+def restore_rootfs(ctx: Context, entry: Path) -> None:
+    """What ``save_rootfs`` wrote, back into the build's work directory."""
+    copy_tree(ctx.runner, entry / "rootfs", ctx.rootfs)
+    copy_tree(ctx.runner, entry / COPYRIGHTS, ctx.copyrights)
+    shutil.copyfile(entry / lock.DEB_HASHES, ctx.work / lock.DEB_HASHES)
+    if (entry / sources.ARCHIVES).is_file():
+        shutil.copyfile(entry / sources.ARCHIVES, ctx.work / sources.ARCHIVES)
+
+
+def restore_tools(ctx: Context, entry: Path) -> None:
+    if (entry / "tools").is_dir():
+        copy_tree(ctx.runner, entry / "tools", ctx.work / "tools")
+        ctx.tools_tree = ctx.work / "tools"
+
+
 class Bootstrap(Stage):
-    """The rootfs of the config's packages, their copyright files, the sha256 of each .deb
-    used, and the native tools tree of a foreign target."""
+    """The rootfs of the device's and the layers' packages, their copyright files, the
+    sha256 of each .deb used, and the native tools tree of a foreign target. The config's
+    own packages come in the next stage (``packages.py``)."""
 
     name = "bootstrap"
     # not stages/deferred.py: the bootstrap takes only its divert hook, whose text is an
@@ -334,7 +415,7 @@ class Bootstrap(Stage):
     def inputs(self, given: KeyInputs) -> dict[str, str]:
         spec = given.spec
         found = {
-            "packages": digest(packages(spec)),
+            "packages": digest(base_packages(spec)),
             "distribution": digest([given.config["distribution"], components(spec)]),
             "architecture": digest([spec.device.arch, tools.needed(spec), tools.PACKAGES]),
         }
@@ -353,11 +434,7 @@ class Bootstrap(Stage):
         return found
 
     def check(self, ctx: Context) -> None:
-        if ctx.lock is not None:
-            with ctx.runner.stage(
-                "lock", f"the mirror still has the {len(ctx.lock.packages)} locked versions"
-            ):
-                lock.check_available(ctx.lock, ctx.spec)
+        check_mirror(ctx)
 
     def title(self, ctx: Context) -> str:
         dist = ctx.spec.config.distribution
@@ -365,34 +442,19 @@ class Bootstrap(Stage):
 
     def run(self, ctx: Context) -> None:
         run(ctx)
-        if ctx.spec.config.sources:  # which packages the extra sources gave (SBOMs, manifest, lock)
-            found = sources.archives_of(ctx.spec, installed_debs(ctx))
-            sources.write_archives(found, ctx.work / sources.ARCHIVES)
-        if ctx.lock is not None:
-            lock.check_installed(ctx.lock, installed_debs(ctx), ctx.spec.config_path)
-        # kept now: a script that strips /usr/share/doc must not cost the SBOM its licences
-        inventory.keep_copyrights(ctx.rootfs, ctx.copyrights)
+        found_packages(ctx)
+        if ctx.lock is not None:  # the config's own packages are not there yet
+            lock.check_installed(ctx.lock, installed_debs(ctx), ctx.spec.config_path, partial=True)
 
     def save(self, ctx: Context, entry: Path) -> dict[str, str]:
-        copy_tree(ctx.runner, ctx.rootfs, entry / "rootfs")
-        copy_tree(ctx.runner, ctx.copyrights, entry / COPYRIGHTS)
-        shutil.copyfile(ctx.work / lock.DEB_HASHES, entry / lock.DEB_HASHES)
-        if (ctx.work / sources.ARCHIVES).is_file():
-            shutil.copyfile(ctx.work / sources.ARCHIVES, entry / sources.ARCHIVES)
+        save_rootfs(ctx, entry)
         if ctx.tools_tree is not None:
             copy_tree(ctx.runner, ctx.tools_tree, entry / "tools")
         return {}
 
     def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
-        entry = entries[self.name].path
-        copy_tree(ctx.runner, entry / "rootfs", ctx.rootfs)
-        copy_tree(ctx.runner, entry / COPYRIGHTS, ctx.copyrights)
-        shutil.copyfile(entry / lock.DEB_HASHES, ctx.work / lock.DEB_HASHES)
-        if (entry / sources.ARCHIVES).is_file():
-            shutil.copyfile(entry / sources.ARCHIVES, ctx.work / sources.ARCHIVES)
-        if (entry / "tools").is_dir():
-            copy_tree(ctx.runner, entry / "tools", ctx.work / "tools")
-            ctx.tools_tree = ctx.work / "tools"
+        restore_rootfs(ctx, entries[self.name].path)
+        restore_tools(ctx, entries[self.name].path)
         return True
 
 

@@ -44,6 +44,8 @@ class Context:
     epoch: int | None = None
     #: stages whose result this build already holds (the bootstrap, after a re-lock)
     done: set[str] = field(default_factory=set)
+    #: the package names (or the lock's versions) were checked against the mirror
+    mirror_checked: bool = False
     #: what a stage hands to later ones and to the outputs, by name (the customize stage's
     #: inventory, the disk stage's image facts)
     products: dict[str, Any] = field(default_factory=dict)

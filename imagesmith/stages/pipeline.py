@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from imagesmith.stages import bootstrap, customize, disk, filesystems
+from imagesmith.stages import bootstrap, customize, disk, filesystems, packages
 from imagesmith.stages.base import Stage
 
-STAGES: tuple[Stage, ...] = (bootstrap.STAGE, customize.STAGE, filesystems.STAGE, disk.STAGE)
+STAGES: tuple[Stage, ...] = (bootstrap.STAGE, packages.STAGE, customize.STAGE, filesystems.STAGE, disk.STAGE)
 NAMES = tuple(stage.name for stage in STAGES)
 
 

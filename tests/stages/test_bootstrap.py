@@ -36,6 +36,36 @@ def test_package_list_merges_device_layers_and_removals(write: Write) -> None:
     assert pkgs == sorted(p for p in pkgs if not p.endswith("-")) + [p for p in pkgs if p.endswith("-")]
 
 
+def test_the_configs_own_packages_are_installed_after_the_layers(write: Write) -> None:
+    """The bootstrap stage installs what the device and the layers name (with every
+    removal), the packages stage what only the config and its settings name."""
+    from imagesmith.config import facts
+
+    spec = load_spec(
+        write(
+            "img.yaml",
+            """
+            name: x
+            device: qemu-amd64
+            layers: [base, openssh]
+            packages: [curl, less, -fdisk, -nano]
+            users: [{name: a, sudo: true}]
+            """,
+        )
+    )
+    base, own = facts.base_packages(spec), facts.own_packages(spec)
+    assert own == ["curl", "sudo"]  # less: the base layer names it too
+    assert {"openssh-server", "less", "systemd-sysv", "linux-image-amd64"} <= set(base)
+    assert "fdisk" not in base and "nano-" in base and not set(base) & set(own)
+    assert sorted(base + own) == sorted(bootstrap.packages(spec))
+    # the second install: onto the bootstrapped rootfs, without diverting the programs again
+    command = bootstrap.command(spec, Path("/r/rootfs"), own, onto=True)
+    assert "--skip=check/empty" in command and "--include=curl,sudo" in command
+    assert not any(a.startswith("--essential-hook=") for a in command)
+    first = bootstrap.command(spec, Path("/r/rootfs"), base)
+    assert "--skip=check/empty" not in first and any(a.startswith("--essential-hook=") for a in first)
+
+
 def test_mmdebstrap_is_called_with_the_spec(
     write: Write, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
