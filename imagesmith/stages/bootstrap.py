@@ -327,12 +327,42 @@ def access(ctx: Context) -> Iterator[Access]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+#: what mmdebstrap's setup copies from the build host into a rootfs that has none: also
+#: through a dangling symlink (systemd-resolved's /etc/resolv.conf), which may point anywhere
+HOST_FILES = ("etc/resolv.conf", "etc/hostname")
+HELD = ".imagesmith-held"
+
+
+@contextlib.contextmanager
+def host_files(rootfs: Path, host: Path = Path("/")) -> Iterator[None]:
+    """mmdebstrap run over ``rootfs`` leaves nothing of the build host's in it: the
+    rootfs's own HOST_FILES are moved aside while it runs (it then writes only to new plain
+    files in the rootfs's /etc); afterwards its copies of the host's are removed, and the
+    rootfs's own put back unless a package installed meanwhile wrote its own."""
+    copied = {name: (host / name).read_bytes() if (host / name).is_file() else None for name in HOST_FILES}
+    for name in HOST_FILES:
+        if os.path.lexists(rootfs / name):
+            os.rename(rootfs / name, rootfs / (name + HELD))
+    try:
+        yield
+    finally:
+        for name in HOST_FILES:
+            path, kept = rootfs / name, rootfs / (name + HELD)
+            if not path.is_symlink() and path.is_file() and path.read_bytes() == copied[name]:
+                path.unlink()  # the host's, copied by mmdebstrap
+            if os.path.lexists(kept):
+                if os.path.lexists(path):
+                    os.unlink(kept)
+                else:
+                    os.rename(kept, path)
+
+
 def run(ctx: Context) -> None:
     """The rootfs of ``base_packages`` (and the tools tree); ``ctx.work/debs.sha256``
     lists the .deb files used."""
     include = base_packages(ctx.spec)
     ctx.runner.detail(f"packages: {shlex.join(include)}")
-    with access(ctx) as apt:
+    with access(ctx) as apt, host_files(ctx.rootfs):
         ctx.runner.run(
             command(ctx.spec, ctx.rootfs, include, ctx.debs, ctx.work / lock.DEB_HASHES, apt.preferences,
                     apt.auth, apt.options),

@@ -11,10 +11,7 @@ config that adds or drops one of its packages runs this stage, not the bootstrap
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shlex
-from collections.abc import Iterator
 from pathlib import Path
 
 from imagesmith.cache.store import Entry
@@ -29,40 +26,11 @@ from imagesmith.stages.context import Context
 MORE_HASHES = "debs-more.sha256"
 
 
-#: what mmdebstrap's setup copies from the build host into a rootfs that has none: also
-#: through a dangling symlink (systemd-resolved's /etc/resolv.conf), which may point anywhere
-HOST_FILES = ("etc/resolv.conf", "etc/hostname")
-HELD = ".imagesmith-held"
-
-
-@contextlib.contextmanager
-def held(rootfs: Path) -> Iterator[None]:
-    """The rootfs's own HOST_FILES moved aside while mmdebstrap runs over it, so it writes
-    only to plain new files in the rootfs's /etc; afterwards its copies of the host's are
-    removed and the rootfs's put back, unless a package installed now wrote its own."""
-    host = {name: Path("/", name).read_bytes() if Path("/", name).is_file() else None for name in HOST_FILES}
-    for name in HOST_FILES:
-        if os.path.lexists(rootfs / name):
-            os.rename(rootfs / name, rootfs / (name + HELD))
-    try:
-        yield
-    finally:
-        for name in HOST_FILES:
-            path, kept = rootfs / name, rootfs / (name + HELD)
-            if path.is_file() and not path.is_symlink() and path.read_bytes() == host[name]:
-                path.unlink()  # the host's, copied by mmdebstrap
-            if os.path.lexists(kept):
-                if os.path.lexists(path):
-                    os.unlink(kept)
-                else:
-                    os.rename(kept, path)
-
-
 def run(ctx: Context, include: list[str]) -> None:
     """mmdebstrap over ``ctx.rootfs``; the .deb files it used join ``debs.sha256``."""
     ctx.runner.detail(f"packages: {shlex.join(include)}")
     more = ctx.work / MORE_HASHES
-    with bootstrap.access(ctx) as apt, held(ctx.rootfs):
+    with bootstrap.access(ctx) as apt, bootstrap.host_files(ctx.rootfs):
         ctx.runner.run(
             bootstrap.command(ctx.spec, ctx.rootfs, include, ctx.debs, more, apt.preferences, apt.auth,
                               apt.options, onto=True),
@@ -92,7 +60,8 @@ class Packages(Stage):
 
     def title(self, ctx: Context) -> str:
         found = own_packages(ctx.spec)
-        return f"{len(found)} of the config's own" if found else "none of the config's own"
+        shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
+        return f"the config's own: {shown}" if found else "none of the config's own"
 
     def run(self, ctx: Context) -> None:
         include = own_packages(ctx.spec)

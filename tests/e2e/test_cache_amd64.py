@@ -69,9 +69,9 @@ def test_no_op_rebuild_takes_everything_from_the_cache(
     project: Path, reference: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
     image, cache, cold = reference
-    assert stages_run(cold) == {"bootstrap", "customize", "filesystems", "disk"}
+    assert stages_run(cold) == {"bootstrap", "packages", "customize", "filesystems", "disk"}
     plan = imagesmith("plan", str(project / "image.yaml"), "--cache-dir", str(cache)).stdout
-    assert plan.count("come from the cache") == 4
+    assert plan.count("come from the cache") == 5
     log = run_build(project, tmp_path / "out", cache)
     assert stages_run(log) == set() and "disk" in stages_from_cache(log)
     out = tmp_path / "out" / "cached.img"
@@ -91,7 +91,7 @@ def test_no_op_rebuild_takes_everything_from_the_cache(
     subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=out.parent, check=True)
 
 
-def test_an_overlay_change_reuses_the_bootstrap(
+def test_an_overlay_change_reuses_the_installs(
     project: Path, reference: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
     image, cache, _ = reference
@@ -100,14 +100,14 @@ def test_an_overlay_change_reuses_the_bootstrap(
     (changed / "overlay/etc/cache-test.txt").write_text("second version\n")
     plan = imagesmith("plan", str(changed / "image.yaml"), "--cache-dir", str(cache)).stdout
     # a copy of the project is another config for the build record, so plan cannot name the
-    # input; what it must say is that only the bootstrap comes from the cache
-    stages = ("bootstrap", "customize", "filesystems", "disk")
+    # input; what it must say is that only the installs come from the cache
+    stages = ("bootstrap", "packages", "customize", "filesystems", "disk")
     rows = {line.split()[1]: line for line in plan.splitlines() if line.startswith("│ ")}
     assert set(stages) <= set(rows)
-    assert "come from the cache" in rows["bootstrap"]
-    assert all(" run " in rows[stage] for stage in stages[1:])
+    assert "come from the cache" in rows["bootstrap"] and "come from the cache" in rows["packages"]
+    assert all(" run " in rows[stage] for stage in stages[2:])
     log = run_build(changed, tmp_path / "out", cache)
-    assert stages_from_cache(log) == {"bootstrap"} and stages_run(log) == {"customize", "filesystems", "disk"}
+    assert stages_from_cache(log) == {"packages"} and stages_run(log) == {"customize", "filesystems", "disk"}
     # nothing the kernel hooks read changed: their initramfs and boot files are put back
     assert re.search(r"kernel \S+: postinst hooks: from the cache", log), log
     assert re.search(r"kernel \S+: depmod: from the cache", log), log
@@ -149,16 +149,32 @@ def test_hooks_put_back_from_the_cache_give_the_bytes_of_a_cold_build(
     assert "depmod: from the cache" not in again
 
 
-def test_a_package_change_reruns_the_bootstrap_and_downloads_only_what_is_new(
+def test_a_package_added_runs_the_packages_stage_alone_and_gives_the_bytes_of_a_cold_build(
     project: Path, reference: tuple[Path, Path, str], tmp_path: Path
 ) -> None:
+    """The config's own package: installed over the cached bootstrap, downloading only
+    what is new, and the image is the one a cold build (both installs run) makes."""
     _, cache, _ = reference
     debs_before = {p.name for p in (cache / "debs").glob("*.deb")}
     assert len(debs_before) > 100, "the cold build kept its downloads"
-    log = run_build(project, tmp_path / "out", cache, "--set", "packages=[jq]")
-    assert "bootstrap" in stages_run(log)
+    warm = run_build(project, tmp_path / "warm", cache, "--set", "packages=[jq]")
+    assert stages_from_cache(warm) == {"bootstrap"}
+    assert stages_run(warm) == {"packages", "customize", "filesystems", "disk"}
     new = {p.name for p in (cache / "debs").glob("*.deb")} - debs_before
     assert any(n.startswith("jq_") for n in new) and len(new) <= 5, new
+    cold = run_build(
+        project, tmp_path / "cold", tmp_path / "empty-cache", "--shared-debs", str(cache / "debs"),
+        "--set", "packages=[jq]",
+    )  # fmt: skip
+    assert "from the cache" not in cold and "bootstrap" in stages_run(cold)
+    image = tmp_path / "warm/cached.img"
+    assert image.read_bytes() == (tmp_path / "cold/cached.img").read_bytes()
+    root = f"{image}?offset={offset(image, 1)[0]}"
+    listed = subprocess.run(["debugfs", "-R", "stat /usr/bin/jq", root], capture_output=True, text=True)
+    assert "Type: regular" in listed.stdout, listed.stderr
+    # the host's resolver and name are not left in the image by the second install
+    hostname = subprocess.run(["debugfs", "-R", "cat /etc/hostname", root], capture_output=True, text=True)
+    assert hostname.stdout == "cached\n"
 
 
 def kill_during(project: Path, out: Path, cache: Path, marker: str, delay: float) -> None:

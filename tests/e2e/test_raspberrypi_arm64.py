@@ -81,7 +81,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Built:
 def lean(image: Built) -> Built:
     """The same kernel with no initramfs (slim.initramfs) on the simple layout. Its packages
     are those of ``image`` (what the A/B layout and the updater bring are named here), so
-    the bootstrap is the same stage and comes from the cache."""
+    both installs are the same stages and come from the cache."""
     project = image.output.parent / "project"
     text = (project / "image.yaml").read_text()
     (project / "lean.yaml").write_text(
@@ -101,7 +101,7 @@ def test_no_initramfs_with_a_kernel_that_mounts_the_root_itself(lean: Built) -> 
     assert "initramfs8" not in listing and "initrd.img" not in listing
     assert " ro fsck.repair=yes rootwait" in lean.boot_file("cmdline.txt"), "systemd checks the root first"
     assert "initrd.img" not in lean.debugfs("ls /boot")
-    assert "==> bootstrap: from the cache" in (lean.output / "build.log").read_text(), "shared with image"
+    assert "==> packages: from the cache" in (lean.output / "build.log").read_text(), "shared with image"
 
 
 def slot_b(image: Built) -> Built:

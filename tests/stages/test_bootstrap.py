@@ -243,3 +243,30 @@ def test_a_link_in_the_image_where_a_job_binds_runs_it_emulated(
     job.certificates()
     assert ran == ["emulated"] and list(host.iterdir()) == []
     assert "is a link or missing: running it emulated" in (tmp_path / "log").read_text()
+
+
+def test_no_file_of_the_build_host_is_left_in_the_rootfs(tmp_path: Path) -> None:
+    """mmdebstrap copies the host's resolv.conf and hostname into a rootfs without them,
+    through a dangling symlink too: the rootfs's own are kept aside and put back."""
+    host, rootfs = tmp_path / "host", tmp_path / "rootfs"
+    (host / "etc").mkdir(parents=True)
+    (rootfs / "etc").mkdir(parents=True)
+    (host / "etc/resolv.conf").write_text("nameserver 10.0.0.1\n")
+    (host / "etc/hostname").write_text("buildhost\n")
+    (rootfs / "etc/resolv.conf").symlink_to("/run/systemd/resolve/stub-resolv.conf")
+
+    def setup() -> None:  # what mmdebstrap's setup does
+        for name in bootstrap.HOST_FILES:
+            assert not os.path.lexists(rootfs / name)
+            (rootfs / name).write_bytes((host / name).read_bytes())
+
+    with bootstrap.host_files(rootfs, host):
+        setup()
+    assert os.readlink(rootfs / "etc/resolv.conf") == "/run/systemd/resolve/stub-resolv.conf"
+    assert not os.path.lexists(rootfs / "etc/hostname")
+    # a package installed meanwhile that writes its own keeps it
+    with bootstrap.host_files(rootfs, host):
+        setup()
+        (rootfs / "etc/resolv.conf").write_text("nameserver 127.0.0.53\n")
+    assert (rootfs / "etc/resolv.conf").read_text() == "nameserver 127.0.0.53\n"
+    assert sorted(p.name for p in (rootfs / "etc").iterdir()) == ["resolv.conf"]
