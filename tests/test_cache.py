@@ -29,6 +29,19 @@ def test_commit_is_atomic_and_a_failed_make_leaves_nothing(tmp_path: Path) -> No
     assert cache.lookup("bootstrap", "k1") is not None
 
 
+def test_a_stage_run_again_on_purpose_replaces_its_entry(tmp_path: Path) -> None:
+    """Two builds making one key keep the first entry; a forced run (newer packages from
+    --rebuild-from, a re-lock) replaces it, so later builds get what it made."""
+    cache = Cache(tmp_path / "c")
+    cache.commit("bootstrap", "k1", lambda d: (d / "f").write_text("old"))
+    assert (
+        cache.commit("bootstrap", "k1", lambda d: (d / "f").write_text("meanwhile")).path / "f"
+    ).read_text() == "old"
+    entry = cache.commit("bootstrap", "k1", lambda d: (d / "f").write_text("new"), replace=True)
+    assert (entry.path / "f").read_text() == "new"
+    assert list((tmp_path / "c" / "tmp").iterdir()) == []
+
+
 def test_an_entry_without_its_meta_is_never_used(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
     (tmp_path / "entries" / "disk-k2").mkdir()

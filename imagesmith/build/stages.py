@@ -50,7 +50,10 @@ class Stages:
         def make(entry_dir: Path) -> None:
             info.update(stage.save(self.ctx, entry_dir))
 
-        self.cache.commit(stage.name, self.plans[stage.name].key, make, info)
+        # a stage run again on purpose (--rebuild-from, a re-lock) replaces its entry
+        self.cache.commit(
+            stage.name, self.plans[stage.name].key, make, info, replace=stage.name in self.forced
+        )
 
     def commit_copy(self, stage: str, entry: Entry) -> None:
         """``entry``'s content (made under another key) kept under this build's key too."""

@@ -150,9 +150,12 @@ class Cache:
         make: Callable[[Path], None],
         meta: dict[str, Any] | None = None,
         expected: str | None = None,
+        replace: bool = False,
     ) -> Entry:
         """Run ``make(directory)`` in a private directory, then rename it into place.
-        ``expected``: the digest what it made must have (else ``ContentMismatch``)."""
+        ``expected``: the digest what it made must have (else ``ContentMismatch``).
+        ``replace``: an entry already there is removed first (a stage run again on purpose,
+        say with newer packages, is what later builds must get); else it is kept."""
         tmp = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{stage}-", dir=self.root / "tmp"))
         try:
             make(tmp)
@@ -172,6 +175,9 @@ class Cache:
             (tmp / META).write_text(json.dumps(data, indent=2), encoding="utf-8")
             _sync(tmp)  # on disk before it has its name: a power cut never leaves half an entry
             final = self._path(stage, key)
+            old = self.lookup(stage, key) if replace else None
+            if old is not None:
+                self.remove(old)
             try:
                 os.rename(tmp, final)
                 _sync(final.parent)
