@@ -330,25 +330,30 @@ def access(ctx: Context) -> Iterator[Access]:
 #: what mmdebstrap's setup copies from the build host into a rootfs that has none: also
 #: through a dangling symlink (systemd-resolved's /etc/resolv.conf), which may point anywhere
 HOST_FILES = ("etc/resolv.conf", "etc/hostname")
+#: what its setup writes only where there is none, and must write as in the first install:
+#: the sources apt reads during the install (the extra sources' hooks rewrite it at the end)
+SETUP_FILES = ("etc/apt/sources.list",)
 HELD = ".imagesmith-held"
 
 
 @contextlib.contextmanager
-def host_files(rootfs: Path, host: Path = Path("/")) -> Iterator[None]:
-    """mmdebstrap run over ``rootfs`` leaves nothing of the build host's in it: the
-    rootfs's own HOST_FILES are moved aside while it runs (it then writes only to new plain
-    files in the rootfs's /etc); afterwards its copies of the host's are removed, and the
-    rootfs's own put back unless a package installed meanwhile wrote its own."""
+def setup_files(rootfs: Path, host: Path = Path("/")) -> Iterator[None]:
+    """mmdebstrap run over a rootfs sets it up as over an empty one and leaves nothing of
+    the build host's in it. The rootfs's own HOST_FILES and SETUP_FILES are moved aside
+    while it runs (it then writes only new plain files in the rootfs's /etc). Afterwards
+    its copies of the host's files are removed, and each held file is put back unless a
+    new one is there (its setup's sources, or a file a package installed meanwhile wrote)."""
     copied = {name: (host / name).read_bytes() if (host / name).is_file() else None for name in HOST_FILES}
-    for name in HOST_FILES:
+    for name in (*HOST_FILES, *SETUP_FILES):
         if os.path.lexists(rootfs / name):
             os.rename(rootfs / name, rootfs / (name + HELD))
     try:
         yield
     finally:
-        for name in HOST_FILES:
+        for name in (*HOST_FILES, *SETUP_FILES):
             path, kept = rootfs / name, rootfs / (name + HELD)
-            if not path.is_symlink() and path.is_file() and path.read_bytes() == copied[name]:
+            host_copy = name in HOST_FILES and not path.is_symlink() and path.is_file()
+            if host_copy and path.read_bytes() == copied[name]:
                 path.unlink()  # the host's, copied by mmdebstrap
             if os.path.lexists(kept):
                 if os.path.lexists(path):
@@ -362,7 +367,7 @@ def run(ctx: Context) -> None:
     lists the .deb files used."""
     include = base_packages(ctx.spec)
     ctx.runner.detail(f"packages: {shlex.join(include)}")
-    with access(ctx) as apt, host_files(ctx.rootfs):
+    with access(ctx) as apt, setup_files(ctx.rootfs):
         ctx.runner.run(
             command(ctx.spec, ctx.rootfs, include, ctx.debs, ctx.work / lock.DEB_HASHES, apt.preferences,
                     apt.auth, apt.options),

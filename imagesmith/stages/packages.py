@@ -30,7 +30,7 @@ def run(ctx: Context, include: list[str]) -> None:
     """mmdebstrap over ``ctx.rootfs``; the .deb files it used join ``debs.sha256``."""
     ctx.runner.detail(f"packages: {shlex.join(include)}")
     more = ctx.work / MORE_HASHES
-    with bootstrap.access(ctx) as apt, bootstrap.host_files(ctx.rootfs):
+    with bootstrap.access(ctx) as apt, bootstrap.setup_files(ctx.rootfs):
         ctx.runner.run(
             bootstrap.command(ctx.spec, ctx.rootfs, include, ctx.debs, more, apt.preferences, apt.auth,
                               apt.options, onto=True),

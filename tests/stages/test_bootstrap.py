@@ -245,28 +245,43 @@ def test_a_link_in_the_image_where_a_job_binds_runs_it_emulated(
     assert "is a link or missing: running it emulated" in (tmp_path / "log").read_text()
 
 
-def test_no_file_of_the_build_host_is_left_in_the_rootfs(tmp_path: Path) -> None:
+def test_a_second_install_is_set_up_as_the_first_and_leaves_nothing_of_the_host(tmp_path: Path) -> None:
     """mmdebstrap copies the host's resolv.conf and hostname into a rootfs without them,
-    through a dangling symlink too: the rootfs's own are kept aside and put back."""
+    through a dangling symlink too, and writes apt's sources only where there are none:
+    the rootfs's own are kept aside while it runs, and put back unless a new one is there."""
     host, rootfs = tmp_path / "host", tmp_path / "rootfs"
-    (host / "etc").mkdir(parents=True)
-    (rootfs / "etc").mkdir(parents=True)
+    (host / "etc/apt").mkdir(parents=True)
+    (rootfs / "etc/apt").mkdir(parents=True)
     (host / "etc/resolv.conf").write_text("nameserver 10.0.0.1\n")
     (host / "etc/hostname").write_text("buildhost\n")
+    (host / "etc/apt/sources.list").write_text("deb http://deb.debian.org/debian trixie main\n")
     (rootfs / "etc/resolv.conf").symlink_to("/run/systemd/resolve/stub-resolv.conf")
+    (rootfs / "etc/apt/sources.list").write_text(
+        "deb [signed-by=/etc/apt/keyrings/x.asc] http://x trixie main\n"
+    )
 
     def setup() -> None:  # what mmdebstrap's setup does
-        for name in bootstrap.HOST_FILES:
+        for name in (*bootstrap.HOST_FILES, *bootstrap.SETUP_FILES):
             assert not os.path.lexists(rootfs / name)
+        for name in bootstrap.HOST_FILES:
             (rootfs / name).write_bytes((host / name).read_bytes())
+        # the same text as the host's: still the install's own, kept
+        (rootfs / "etc/apt/sources.list").write_text("deb http://deb.debian.org/debian trixie main\n")
 
-    with bootstrap.host_files(rootfs, host):
+    with bootstrap.setup_files(rootfs, host):
         setup()
     assert os.readlink(rootfs / "etc/resolv.conf") == "/run/systemd/resolve/stub-resolv.conf"
     assert not os.path.lexists(rootfs / "etc/hostname")
+    assert (rootfs / "etc/apt/sources.list").read_text() == "deb http://deb.debian.org/debian trixie main\n"
     # a package installed meanwhile that writes its own keeps it
-    with bootstrap.host_files(rootfs, host):
+    with bootstrap.setup_files(rootfs, host):
         setup()
         (rootfs / "etc/resolv.conf").write_text("nameserver 127.0.0.53\n")
     assert (rootfs / "etc/resolv.conf").read_text() == "nameserver 127.0.0.53\n"
-    assert sorted(p.name for p in (rootfs / "etc").iterdir()) == ["resolv.conf"]
+    assert sorted(p.name for p in (rootfs / "etc").iterdir()) == ["apt", "resolv.conf"]
+    assert [p.name for p in (rootfs / "etc/apt").iterdir()] == ["sources.list"]
+    # nothing written (a failed run): the rootfs's own come back
+    with pytest.raises(RuntimeError), bootstrap.setup_files(rootfs, host):
+        raise RuntimeError("mmdebstrap failed")
+    assert (rootfs / "etc/resolv.conf").read_text() == "nameserver 127.0.0.53\n"
+    assert (rootfs / "etc/apt/sources.list").is_file()
