@@ -13,6 +13,7 @@ from pathlib import Path
 
 from imagesmith.cache import META, Cache, Entry
 from imagesmith.stages.base import Stage
+from imagesmith.stages.bootstrap import copy_tree
 from imagesmith.stages.context import Context
 from imagesmith.stages.pipeline import NAMES, STAGES
 from imagesmith.stages.plan import StagePlan
@@ -64,7 +65,7 @@ class Stages:
         def make(entry_dir: Path) -> None:
             for part in sorted(entry.path.iterdir()):
                 if part.name != META:
-                    self.ctx.runner.run(["cp", "-a", "--reflink=auto", str(part), str(entry_dir / part.name)])
+                    copy_tree(self.ctx.runner, part, entry_dir / part.name)
 
         self.cache.commit(stage, plan.key, make, {"inputs": plan.inputs, "configs": [config]})
 
