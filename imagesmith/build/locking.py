@@ -85,8 +85,10 @@ def relock(ctx: Context, cache: Cache | None, tools: dict[str, str], lock_file: 
         ctx.set_epoch(epoch)
     if cache is not None:  # kept under the locked key: the next locked build starts from it
         locked = Stages(ctx, cache, plan.stages(spec, cache.salt, tools, made, ctx.epoch), None)
-        made_now = Stages(ctx, cache, plans, None)  # the entries the installs above committed
-        base = made_now.cached(bootstrap.STAGE.name)
+        # the entry the bootstrap above just committed (no need to check its digest again)
+        base = cache.lookup(
+            bootstrap.STAGE.name, next(p.key for p in plans if p.name == bootstrap.STAGE.name)
+        )
         if locked.cached(bootstrap.STAGE.name) is None and base is not None:
             # from its entry: the rootfs in the work directory has the config's packages now
             locked.commit_copy(bootstrap.STAGE.name, base)

@@ -411,23 +411,15 @@ def copy_tree(runner: Runner, source: Path, target: Path) -> None:
     runner.run(["cp", "-a", "--reflink=auto", str(source), str(target)])
 
 
-def save_rootfs(ctx: Context, entry: Path) -> None:
-    """The rootfs and what describes it (copyright files, .deb hashes, archives) into a
-    cache entry: the bootstrap's and the packages stage's."""
-    copy_tree(ctx.runner, ctx.rootfs, entry / "rootfs")
-    copy_tree(ctx.runner, ctx.copyrights, entry / COPYRIGHTS)
-    shutil.copyfile(ctx.work / lock.DEB_HASHES, entry / lock.DEB_HASHES)
-    if (ctx.work / sources.ARCHIVES).is_file():
-        shutil.copyfile(ctx.work / sources.ARCHIVES, entry / sources.ARCHIVES)
-
-
-def restore_rootfs(ctx: Context, entry: Path) -> None:
-    """What ``save_rootfs`` wrote, back into the build's work directory."""
-    copy_tree(ctx.runner, entry / "rootfs", ctx.rootfs)
-    copy_tree(ctx.runner, entry / COPYRIGHTS, ctx.copyrights)
-    shutil.copyfile(entry / lock.DEB_HASHES, ctx.work / lock.DEB_HASHES)
-    if (entry / sources.ARCHIVES).is_file():
-        shutil.copyfile(entry / sources.ARCHIVES, ctx.work / sources.ARCHIVES)
+def copy_install(runner: Runner, source: Path, target: Path) -> None:
+    """An install's result from one directory to another (the work directory and a cache
+    entry, which name its parts alike): the rootfs, its copyright files, the .deb hashes
+    and, with extra sources, which archive gave each package."""
+    copy_tree(runner, source / "rootfs", target / "rootfs")
+    copy_tree(runner, source / COPYRIGHTS, target / COPYRIGHTS)
+    for name in (lock.DEB_HASHES, sources.ARCHIVES):
+        if (source / name).is_file():
+            shutil.copyfile(source / name, target / name)
 
 
 def restore_tools(ctx: Context, entry: Path) -> None:
@@ -482,13 +474,13 @@ class Bootstrap(Stage):
             lock.check_installed(ctx.lock, installed_debs(ctx), ctx.spec.config_path, partial=True)
 
     def save(self, ctx: Context, entry: Path) -> dict[str, str]:
-        save_rootfs(ctx, entry)
+        copy_install(ctx.runner, ctx.work, entry)
         if ctx.tools_tree is not None:
             copy_tree(ctx.runner, ctx.tools_tree, entry / "tools")
         return {}
 
     def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
-        restore_rootfs(ctx, entries[self.name].path)
+        copy_install(ctx.runner, entries[self.name].path, ctx.work)
         restore_tools(ctx, entries[self.name].path)
         return True
 

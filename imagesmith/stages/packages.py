@@ -73,12 +73,12 @@ class Packages(Stage):
 
     def save(self, ctx: Context, entry: Path) -> dict[str, str]:
         if own_packages(ctx.spec):  # else the bootstrap's entry holds this rootfs already
-            bootstrap.save_rootfs(ctx, entry)
+            bootstrap.copy_install(ctx.runner, ctx.work, entry)
         return {}
 
     def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
         own, base = entries[self.name].path, entries[bootstrap.STAGE.name].path
-        bootstrap.restore_rootfs(ctx, own if (own / "rootfs").is_dir() else base)
+        bootstrap.copy_install(ctx.runner, own if (own / "rootfs").is_dir() else base, ctx.work)
         bootstrap.restore_tools(ctx, base)
         return True
 
