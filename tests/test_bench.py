@@ -19,6 +19,8 @@ def test_there_are_benchmarks() -> None:
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_benchmark_starts(script: Path) -> None:
-    result = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [sys.executable, str(script), "--help"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "usage:" in result.stdout
