@@ -208,3 +208,23 @@ def test_the_index_is_parsed_line_by_line_never_held_whole(tmp_path: Path) -> No
     assert {"v0", "w0", "v7999"} <= index.provided
     # held whole, the index alone would be over 32 MB (and its text copies more)
     assert peak < size / 4, (peak, size)
+
+
+def test_an_index_read_once_is_shared_and_merging_changes_neither(monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[str] = []
+
+    def read(url: str, suite: str, components: list[str], arch: str) -> mirror.Index:
+        reads.append(url)
+        return mirror.Index({("base-files", arch): {"13": "a" * 64}}, {"ssh-server"} if "x" in url else set())
+
+    monkeypatch.setattr(mirror, "_FETCHED", {})
+    monkeypatch.setattr(mirror, "_fetch", read)
+    main = mirror.fetch("http://m", "trixie", ["main"], "arm64")
+    assert mirror.fetch("http://m", "trixie", ["main"], "arm64") is main and reads == ["http://m"]
+    extra = mirror.Index({("base-files", "arm64"): {"14": "b" * 64}, ("kernel", "arm64"): {"1": "c" * 64}})
+    both = main.merged(extra)
+    assert both.versions("base-files", "arm64") == {"13": "a" * 64, "14": "b" * 64}
+    assert both.names() == {"base-files", "kernel"}
+    # the shared index is as it was read
+    assert main.packages == {("base-files", "arm64"): {"13": "a" * 64}}
+    assert mirror.fetch("http://m", "trixie", ["main"], "arm64").versions("kernel", "arm64") == {}

@@ -141,6 +141,48 @@ def test_prune_firmware_leaves_the_device_s_chips(write: Write, tmp_path: Path) 
     assert not (root / "usr/lib/firmware/vendor").exists() and not (root / "usr/lib/firmware/other").exists()
 
 
+GPU = ("bootcode.bin", "start.elf", "start_x.elf", "fixup.dat", "start4.elf", "start4cd.elf", "fixup4.dat",
+       "fixup4cd.dat")  # fmt: skip
+
+
+def gpu_firmware(root: Path) -> None:
+    """raspi-firmware's files for every model, and the copies its postinst made on the boot
+    partition (next to the kernel the hooks put there)."""
+    tree(root / "usr/lib/raspi-firmware", {name: "g" * 10 for name in GPU} | {"overlays/README": "r"})
+    tree(root / "boot/firmware", {name: "g" * 10 for name in GPU} | {"vmlinuz": "k", "config.txt": "c"})
+
+
+@pytest.mark.parametrize(
+    ("device", "kept"),
+    [
+        ("pi4", {"start4.elf", "start4cd.elf", "fixup4.dat", "fixup4cd.dat"}),
+        ("zero2w", {"bootcode.bin", "start.elf", "start_x.elf", "fixup.dat"}),
+        ("pi5", set()),  # its EEPROM bootloader loads no start*.elf
+        ("qemu-arm64", set(GPU)),  # the catalog does not say: all stay
+    ],
+)
+def test_gpu_firmware_of_other_models_goes_from_both_places(
+    write: Write, tmp_path: Path, device: str, kept: set[str]
+) -> None:
+    root = tmp_path / "root"
+    gpu_firmware(root)
+    spec = load_spec(write("s.yaml", f"name: s\ndevice: {device}\nslim: {{firmware: true}}\n"))
+    assert prune.savings(load_spec(write("t.yaml", f"name: s\ndevice: {device}\n")), root).get(
+        "slim.firmware", 0
+    ) == 10 * (len(GPU) - len(kept))
+    prune.prune_firmware(Runner(log_path=tmp_path / "log"), spec, root)
+    assert set(os.listdir(root / "usr/lib/raspi-firmware")) == kept | {"overlays"}
+    assert set(os.listdir(root / "boot/firmware")) == kept | {"vmlinuz", "config.txt"}
+
+
+def test_gpu_firmware_names_are_matched_at_the_top_only() -> None:
+    assert prune.other_models(["start4.elf", "start.elf", "README", "fixup.dat"], ["start4*.elf"]) == [
+        "fixup.dat",
+        "start.elf",
+    ]
+    assert prune.other_models(["start.elf"], None) == []
+
+
 def device_trees(root: Path) -> Path:
     directory = root / f"usr/lib/linux-image-{VERSION}"
     tree(directory, {"broadcom/bcm2711-rpi-4-b.dtb": "pi4", "rockchip/rk3588-rock-5b.dtb": "r" * 2000,

@@ -391,6 +391,10 @@ class Device(Strict):
     firmware: list[FirmwarePath] = Field(default_factory=list)
     #: its device trees and overlays, under /usr/lib/linux-image-VERSION (slim.device_trees)
     device_trees: list[FirmwarePath] = Field(default_factory=list)
+    #: the Raspberry Pi GPU firmware its boot ROM loads (start*.elf, fixup*.dat,
+    #: bootcode.bin), under /usr/lib/raspi-firmware: slim.firmware leaves out the other
+    #: models' (an empty list: the board loads none; not given: all are kept)
+    boot_firmware: list[FirmwarePath] | None = None
     kernels: dict[str, Kernel] = Field(min_length=1, description="the first is the default")
     #: U-Boot for the boot counter of layouts ab and ab-gpt (none: those layouts cannot update)
     uboot: UBoot | None = None

@@ -259,7 +259,7 @@ def check_available(lock: Lock, spec: Spec) -> None:
     index = mirror.fetch(dist.mirror, dist.suite, lock.components, lock.architecture)
     for source in spec.config.sources:  # packages may come from the extra sources too
         for suite in source.suites or [dist.suite]:
-            index.add(mirror.fetch(source.url, suite, list(source.components), lock.architecture))
+            index = index.merged(mirror.fetch(source.url, suite, list(source.components), lock.architecture))
     problems = unavailable(lock, index)
     if problems:
         shown = "\n".join(problems[:20]) + (

@@ -42,11 +42,13 @@ class Index:
     def versions(self, name: str, arch: str) -> dict[str, str]:
         return self.packages.get((name, arch), {})
 
-    def add(self, other: Index) -> None:
-        """``other``'s packages and provided names as well (another archive's index)."""
+    def merged(self, other: Index) -> Index:
+        """A new index with ``other``'s packages and provided names as well (another
+        archive's); neither is changed (``fetch`` shares the indexes it read)."""
+        packages = dict(self.packages)
         for key, versions in other.packages.items():
-            self.packages.setdefault(key, {}).update(versions)
-        self.provided |= other.provided
+            packages[key] = {**packages.get(key, {}), **versions}
+        return Index(packages, self.provided | other.provided)
 
     def names(self) -> set[str]:
         """Every name apt can install: real packages and the virtual ones provided."""
@@ -125,12 +127,13 @@ _FETCHED: dict[tuple[str, str, tuple[str, ...], str], Index] = {}
 
 
 def fetch(mirror: str, suite: str, components: list[str], arch: str) -> Index:
-    """The index of ``suite``'s ``components`` for ``arch`` (read once per process)."""
+    """The index of ``suite``'s ``components`` for ``arch``, read once per process and
+    shared by its callers, who never change it (``Index.merged`` makes a new one): a
+    suite's index is tens of MB in memory, and a copy per caller doubled a build's peak."""
     key = (mirror, suite, tuple(components), arch)
     if key not in _FETCHED:
         _FETCHED[key] = _fetch(mirror, suite, components, arch)
-    found = _FETCHED[key]
-    return Index({k: dict(v) for k, v in found.packages.items()}, set(found.provided))
+    return _FETCHED[key]
 
 
 def _fetch(mirror: str, suite: str, components: list[str], arch: str) -> Index:
@@ -156,6 +159,9 @@ def _fetch(mirror: str, suite: str, components: list[str], arch: str) -> Index:
         with io.TextIOWrapper(lzma.LZMAFile(io.BytesIO(data)), encoding="utf-8", errors="replace") as text:
             parsed = parse_packages(text, provided)
         del data
+        if not packages:  # the first component's as read, without a copy
+            packages = parsed
+            continue
         for key, versions in parsed.items():
             packages.setdefault(key, {}).update(versions)
     return Index(packages, provided)

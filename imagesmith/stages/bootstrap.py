@@ -255,7 +255,8 @@ def check_names(ctx: Context) -> None:
         index = mirror.fetch(dist.mirror, dist.suite, components(spec), spec.device.arch)
         for source in spec.config.sources:
             for suite in sources.suites(spec, source):
-                index.add(mirror.fetch(source.url, suite, list(source.components), spec.device.arch))
+                extra = mirror.fetch(source.url, suite, list(source.components), spec.device.arch)
+                index = index.merged(extra)
     except ImagesmithError as exc:
         ctx.runner.log(f"package names not checked before the bootstrap: {exc}")
         return

@@ -11,8 +11,11 @@ pruned tree and modules.dep describes exactly the modules that are there.
 
 Firmware: files under /usr/lib/firmware are kept when they match the device's catalog
 globs or ``slim.keep_firmware``, and so are the targets of kept links; the wireless
-regulatory database always stays. Device trees: under /usr/lib/linux-image-VERSION
-(where the kernel packages put every board's), what the device's catalog globs name.
+regulatory database always stays. The Raspberry Pi's GPU firmware (raspi-firmware ships
+every model's, about 22 MiB, and copies it to the boot partition when it is installed) is
+kept for the device's own model only (its catalog ``boot_firmware``). Device trees:
+under /usr/lib/linux-image-VERSION (where the kernel packages put every board's), what
+the device's catalog globs name.
 Both go before the kernel's hooks copy anything to the initramfs or the boot partition.
 
 What is kept is chosen by pure functions over the file lists (``kept_modules``,
@@ -47,6 +50,11 @@ LOAD_DIRS = ("/etc/modules-load.d", "/usr/lib/modules-load.d")
 FIRMWARE = "/usr/lib/firmware"
 #: read by cfg80211 whatever the chip
 ALWAYS_FIRMWARE = ("regulatory.db", "regulatory.db.p7s")
+#: where raspi-firmware keeps the GPU firmware of every Raspberry Pi model, and its names
+#: (the boot partition holds the copies its postinst made)
+GPU_FIRMWARE_DIR = "/usr/lib/raspi-firmware"
+BOOT_PARTITION = "/boot/firmware"
+GPU_FIRMWARE = ("bootcode.bin", "start*.elf", "fixup*.dat")
 
 
 def check(spec: Spec) -> None:
@@ -295,6 +303,42 @@ def prune_firmware(runner: Runner, spec: Spec, rootfs: Path) -> None:
     directory = inside(rootfs, FIRMWARE)
     if directory.is_dir():
         prune_tree(runner, "slim.firmware", directory, rootfs, firmware_patterns(spec))
+    prune_gpu_firmware(runner, spec, rootfs)
+
+
+def other_models(names: Iterable[str], keep: list[str] | None) -> list[str]:
+    """Of the GPU firmware files ``names`` (a directory's), those the device's model does not
+    load (``keep``: its catalog globs; None: the catalog does not say, all are kept)."""
+    if keep is None:
+        return []
+    gpu = [n for n in names if any(fnmatch.fnmatchcase(n, g) for g in GPU_FIRMWARE)]
+    return sorted(n for n in gpu if not any(fnmatch.fnmatchcase(n, g) for g in keep))
+
+
+def gpu_firmware_left_out(spec: Spec, rootfs: Path) -> dict[str, int]:
+    """The GPU firmware files slim.firmware leaves out, each with its size."""
+    directory = inside(rootfs, GPU_FIRMWARE_DIR)
+    if not directory.is_dir():
+        return {}
+    files = [p for p in directory.iterdir() if p.is_file() and not p.is_symlink()]
+    sizes = {p.name: p.stat().st_size for p in files}
+    return {name: sizes[name] for name in other_models(sizes, spec.device.boot_firmware)}
+
+
+def prune_gpu_firmware(runner: Runner, spec: Spec, rootfs: Path) -> None:
+    """Remove the other Raspberry Pi models' GPU firmware, and the copies raspi-firmware's
+    postinst put on the boot partition."""
+    gone = gpu_firmware_left_out(spec, rootfs)
+    for name in gone:
+        for top in (GPU_FIRMWARE_DIR, BOOT_PARTITION):
+            path = inside(rootfs, f"{top}/{name}", follow_last=False)
+            if path.is_file() and not path.is_symlink():
+                path.unlink()
+    if gone:
+        runner.info(
+            f"slim.firmware: kept the GPU firmware of {spec.device.device} only, left out {len(gone)} files "
+            f"({sum(gone.values()) // 1024} KiB)"
+        )
 
 
 def device_tree_dirs(rootfs: Path) -> list[Path]:
@@ -337,6 +381,9 @@ def savings(spec: Spec, rootfs: Path) -> dict[str, int]:
             found[key] = found.get(key, 0) + sum(
                 (directory / rel).stat().st_size for rel in left_out if not (directory / rel).is_symlink()
             )
+    if not slim.firmware:
+        gpu = sum(gpu_firmware_left_out(spec, rootfs).values())
+        found["slim.firmware"] = found.get("slim.firmware", 0) + gpu
     return {key: size for key, size in found.items() if size}
 
 

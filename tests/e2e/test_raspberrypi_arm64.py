@@ -124,6 +124,10 @@ def test_only_the_pi_4_s_wireless_firmware_is_left(image: Built) -> None:
     assert "4356" not in brcm + cypress and "43430" not in brcm + cypress
     assert "regulatory.db" in image.debugfs("ls /usr/lib/firmware")
     assert "slim.firmware: kept" in (image.output / "build.log").read_text()
+    # raspi-firmware's GPU firmware: the Pi 4's own (start4*.elf, fixup4*.dat), no other model's
+    gpu = image.debugfs("ls /usr/lib/raspi-firmware").split()
+    assert "start4.elf" in gpu and "fixup4.dat" in gpu and "start4x.elf" in gpu
+    assert not [n for n in gpu if n in ("bootcode.bin", "start.elf", "fixup.dat") or n.startswith("start_")]
     # the package stays installed: the SBOM is unchanged by pruning
     assert "firmware-brcm80211" in installed(image.cat("/var/lib/dpkg/status"))
 
@@ -145,6 +149,8 @@ def test_the_boot_partition_is_laid_out_for_the_raspberry_pi_kernel(image: Built
                      "overlays", "config.txt", "cmdline.txt", "start4.elf", "fixup4.dat"):  # fmt: skip
         assert required in names, (required, names)
     assert not [n for n in names if n.startswith(("vmlinuz", "initrd.img"))], names
+    # slim.firmware: no GPU firmware of other models (a Pi 3's bootcode.bin and start.elf)
+    assert not names & {"bootcode.bin", "start.elf", "fixup.dat", "start_x.elf", "start_cd.elf"}, names
     assert "disable-bt.dtbo" in boot_names(image, "::/overlays")
     assert image.boot_file("kernel8.img") == KERNEL
 
