@@ -128,8 +128,9 @@ _FETCHED: dict[tuple[str, str, tuple[str, ...], str], Index] = {}
 
 def fetch(mirror: str, suite: str, components: list[str], arch: str) -> Index:
     """The index of ``suite``'s ``components`` for ``arch``, read once per process and
-    shared by its callers, who never change it (``Index.merged`` makes a new one): a
-    suite's index is tens of MB in memory, and a copy per caller doubled a build's peak."""
+    shared by its callers (the name check, the lock check, the extra sources' lookups),
+    who never change it: ``Index.merged`` makes a new one. A suite's index is tens of MB
+    of Python objects; no caller needs a copy of its own."""
     key = (mirror, suite, tuple(components), arch)
     if key not in _FETCHED:
         _FETCHED[key] = _fetch(mirror, suite, components, arch)
