@@ -175,7 +175,7 @@ def test_gpu_firmware_of_other_models_goes_from_both_places(
     assert set(os.listdir(root / "boot/firmware")) == kept | {"vmlinuz", "config.txt"}
 
 
-def test_gpu_firmware_names_are_matched_at_the_top_only() -> None:
+def test_only_gpu_firmware_the_model_does_not_load_is_chosen() -> None:
     assert prune.other_models(["start4.elf", "start.elf", "README", "fixup.dat"], ["start4*.elf"]) == [
         "fixup.dat",
         "start.elf",

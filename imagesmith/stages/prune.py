@@ -36,6 +36,7 @@ from imagesmith.disk import fs
 from imagesmith.errors import config_error
 from imagesmith.host.rootfs import inside
 from imagesmith.host.run import Runner
+from imagesmith.stages import bootfiles
 
 _KO = re.compile(r"\.ko(\.(xz|zst|gz))?$")
 #: what systemd loads by itself at boot (its modprobe@ units, autofs for automounts)
@@ -51,9 +52,8 @@ FIRMWARE = "/usr/lib/firmware"
 #: read by cfg80211 whatever the chip
 ALWAYS_FIRMWARE = ("regulatory.db", "regulatory.db.p7s")
 #: where raspi-firmware keeps the GPU firmware of every Raspberry Pi model, and its names
-#: (the boot partition holds the copies its postinst made)
+#: (the boot partition, bootfiles.FIRMWARE, holds the copies its postinst made)
 GPU_FIRMWARE_DIR = "/usr/lib/raspi-firmware"
-BOOT_PARTITION = "/boot/firmware"
 GPU_FIRMWARE = ("bootcode.bin", "start*.elf", "fixup*.dat")
 
 
@@ -330,7 +330,7 @@ def prune_gpu_firmware(runner: Runner, spec: Spec, rootfs: Path) -> None:
     postinst put on the boot partition."""
     gone = gpu_firmware_left_out(spec, rootfs)
     for name in gone:
-        for top in (GPU_FIRMWARE_DIR, BOOT_PARTITION):
+        for top in (GPU_FIRMWARE_DIR, bootfiles.FIRMWARE):
             path = inside(rootfs, f"{top}/{name}", follow_last=False)
             if path.is_file() and not path.is_symlink():
                 path.unlink()
