@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from imagesmith.errors import ImagesmithError
@@ -41,8 +42,29 @@ root=$1; shift
 mount -t proc proc "$root/proc" 2>/dev/null || mount --rbind /proc "$root/proc"
 mount --rbind /dev "$root/dev"
 mount -t tmpfs tmpfs "$root/run"
+# the build's own files: a directory made under the new /run, or one over a file of the image
+while [ "$1" = --bind ]; do
+  case $3 in /run/*) mkdir -p "$root$3" ;; esac
+  mount --bind "$2" "$root$3"
+  if [ "$4" = ro ]; then mount -o remount,bind,ro "$root$3"; fi
+  shift 4
+done
 exec chroot "$root" /usr/bin/env -i "$@"
 """
+
+
+@dataclass(frozen=True)
+class Bind:
+    """A path of the build host seen inside the image while one command runs: a directory
+    under /run (the command's own tmpfs), or over a file of the image that the caller has
+    checked has no link on the way (a bind mount resolves links on the host's side)."""
+
+    source: Path
+    target: str
+    read_only: bool = False
+
+    def argv(self) -> list[str]:
+        return ["--bind", str(self.source), self.target, "ro" if self.read_only else "rw"]
 
 
 def chroot(
@@ -54,8 +76,10 @@ def chroot(
     capture: bool = False,
     hint: str | None = None,
     progress: Progress | None = None,
+    binds: Sequence[Bind] = (),
 ) -> str:
-    """Run ``argv`` inside ``rootfs`` (foreign binaries run through qemu-user binfmt)."""
+    """Run ``argv`` inside ``rootfs`` (foreign binaries run through qemu-user binfmt), with
+    ``binds`` in place while it runs."""
     epoch = {"SOURCE_DATE_EPOCH": str(runner.epoch)} if runner.epoch is not None else {}
     assignments = [f"{k}={v}" for k, v in {**CHROOT_ENV, **epoch, **(env or {})}.items()]
     return runner.run(
@@ -66,6 +90,7 @@ def chroot(
             _ENTER,
             "imagesmith-chroot",
             str(rootfs),
+            *[arg for bind in binds for arg in bind.argv()],
             *assignments,
             *argv,
         ],

@@ -436,7 +436,8 @@ class Customize(Stage):
             "stages/uboot.py",
             "stages/deferred.py", "stages/tools.py", "host/rootfs.py", "disk/ids.py", "outputs/inventory.py",
             "outputs/licenses.py", "repro/reproducible.py", "config/overlay.py", "stages/prune.py",
-            "stages/jobs.py", "disk/fs/base.py", "disk/fs/ext4.py", "disk/fs/vfat.py")  # fmt: skip
+            "stages/jobs.py", "stages/native.py", "disk/fs/base.py", "disk/fs/ext4.py",
+            "disk/fs/vfat.py")  # fmt: skip
     resumable = False  # a later stage restores it with its own entry
 
     def inputs(self, given: KeyInputs) -> dict[str, str]:

@@ -26,9 +26,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from imagesmith.host.progress import Steps
-from imagesmith.host.rootfs import chroot, inside
+from imagesmith.host.rootfs import Bind, chroot, inside
 from imagesmith.host.run import Runner
-from imagesmith.stages.jobs import JobCache, hook_inputs, module_inputs
+from imagesmith.stages.jobs import OUTPUTS, JobCache, hook_inputs, module_inputs
+from imagesmith.stages.native import Native
+from imagesmith.stages.native import run as run_natively
 from imagesmith.stages.tools import Tools
 
 SUFFIX = ".imagesmith-deferred"
@@ -85,25 +87,35 @@ def kernel_versions(rootfs: Path) -> list[str]:
     return sorted(found, key=lambda v: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", v)])
 
 
-def run_kernel_hooks(runner: Runner, rootfs: Path, version: str, *, initramfs: bool = True) -> None:
+def run_kernel_hooks(
+    runner: Runner, rootfs: Path, version: str, *, initramfs: bool = True, native: Native | None = None
+) -> None:
     """The kernel's postinst hooks; without ``initramfs``, INITRD=No (the kernel packages'
-    convention) tells initramfs-tools' hook to make none, and any made anyway is removed."""
+    convention) tells initramfs-tools' hook to make none, and any made anyway is removed.
+    ``native``: the tools tree's programs that run natively meanwhile (``native.py``)."""
     env = {"DEB_MAINT_PARAMS": "configure", **({} if initramfs else {"INITRD": "No"})}
-    chroot(
-        runner,
-        rootfs,
-        [
-            "run-parts",
-            "--verbose",
-            "--exit-on-error",
-            f"--arg={version}",
-            f"--arg=/boot/vmlinuz-{version}",
-            "/etc/kernel/postinst.d",
-        ],
-        env=env,
-        hint="the kernel's postinst hooks (initramfs, boot firmware) failed; see build.log",
-        progress=Steps(f"kernel {version}: postinst hooks"),
-    )
+    if native is not None:
+        runner.detail(f"kernel {version}: postinst hooks with {native.summary()}")
+
+    def hooks(binds: Sequence[Bind], path: str) -> None:
+        chroot(
+            runner,
+            rootfs,
+            [
+                "run-parts",
+                "--verbose",
+                "--exit-on-error",
+                f"--arg={version}",
+                f"--arg=/boot/vmlinuz-{version}",
+                "/etc/kernel/postinst.d",
+            ],
+            env={**env, "PATH": path},
+            hint="the kernel's postinst hooks (initramfs, boot firmware) failed; see build.log",
+            progress=Steps(f"kernel {version}: postinst hooks"),
+            binds=binds,
+        )
+
+    run_natively(runner, native, rootfs, OUTPUTS, hooks)
     if not initramfs:
         made = inside(rootfs, f"/boot/initrd.img-{version}", follow_last=False)
         if made.exists() or made.is_symlink():
@@ -158,7 +170,7 @@ def finish(
             jobs.run(f"kernel {version}: depmod", rootfs, inputs, modules, [f"/usr/lib/modules/{version}"])
 
         def hooks(version: str = version) -> None:
-            run_kernel_hooks(runner, rootfs, version, initramfs=initramfs)
+            run_kernel_hooks(runner, rootfs, version, initramfs=initramfs, native=tools.native())
 
         if jobs is None:
             hooks()

@@ -46,7 +46,7 @@ READ = (
     "/etc/kernel", "/etc/default", "/etc/fstab", "/etc/crypttab", "/etc/ld.so.conf", "/etc/ld.so.conf.d",
     "/boot",
 )  # fmt: skip
-CODE = (Path(__file__), Path(__file__).with_name("deferred.py"))
+CODE = (Path(__file__), Path(__file__).with_name("deferred.py"), Path(__file__).with_name("native.py"))
 #: what depmod reads besides the kernel's modules and System.map: its configuration and
 #: the lists of modules loaded at boot (slim keeps those)
 MODULES_READ = ("/etc/depmod.d", "/usr/lib/depmod.d", "/etc/modules", "/etc/modules-load.d",

@@ -21,8 +21,12 @@ from imagesmith.config.load import Spec
 from imagesmith.host import binfmt as host
 from imagesmith.host.rootfs import CHROOT_ENV, ISOLATE, chroot, inside, package_version
 from imagesmith.host.run import Runner
+from imagesmith.stages import native
 
-PACKAGES = ["kmod", "udev", "locales", "ca-certificates"]
+#: the jobs' packages, and what runs natively inside the image during the kernel hooks
+#: (``native.py``: busybox-static runs its scripts; coreutils, sed, findutils and dash
+#: are in every tree)
+PACKAGES = ["kmod", "udev", "locales", "ca-certificates", "busybox-static", "zstd", "cpio"]
 #: What update-ca-certificates reads and writes in the image, bound over the tools tree's own
 CERTIFICATE_PATHS = [
     "/etc/ca-certificates.conf",
@@ -104,6 +108,10 @@ class Tools:
                 *argv,
             ]
         )
+
+    def native(self) -> native.Native | None:
+        """The tree's programs that can run natively inside the image (``native.py``)."""
+        return native.find(self.image, self.tree)
 
     def depmod(self, version: str) -> None:
         system_map = f"/boot/System.map-{version}"

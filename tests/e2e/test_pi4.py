@@ -226,8 +226,14 @@ def test_arch_independent_jobs_ran_natively_once(pi4: Built) -> None:
     bundle = pi4.cat("/etc/ssl/certs/ca-certificates.crt")
     assert bundle.count("BEGIN CERTIFICATE") == len(enabled) > 100
     assert "/target" not in links
-    # the initramfs was made once: one mkinitramfs run in the whole build
+    # the initramfs was made once: one mkinitramfs run in the whole build, with the tools
+    # tree's coreutils, sed, findutils, dash, zstd and cpio run natively (stages/native.py)
     assert log.count("update-initramfs: Generating /boot/initrd.img-") == 1
+    hooks = re.search(r"postinst hooks with (\d+) programs of the tools tree run natively \((.*)\)", log)
+    assert hooks is not None and int(hooks.group(1)) > 100
+    assert [p.split()[0] for p in hooks.group(2).split(", ")] == ["coreutils", "cpio", "dash", "findutils",
+                                                                   "sed", "zstd"]  # fmt: skip
+    assert "running the hooks again, emulated" not in log
 
 
 def test_sboms_of_the_pi_image(pi4: Built) -> None:

@@ -25,6 +25,15 @@ VERSION = "6.12.47+rpt-rpi-v8"
 KERNEL = "stand-in for the Raspberry Pi kernel\n"
 
 
+PROBE_HOOK = "/etc/initramfs-tools/hooks/path-probe"
+#: an initramfs hook that looks a program up in PATH and copies it, as some hooks do
+PROBE = """#!/bin/sh
+[ "$1" = prereqs ] && exit 0
+. /usr/share/initramfs-tools/hook-functions
+copy_exec "$(command -v sed)" /usr/bin/path-probe
+"""
+
+
 def kernel_package() -> Deb:
     """linux-image-rpi-v8 as the Raspberry Pi archive ships it: the kernel in /boot, its
     modules' directory, device trees and overlays under /usr/lib/linux-image-VERSION."""
@@ -69,6 +78,7 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Built:
         "packages: [tzdata]\nconfig_txt: [dtoverlay=disable-bt]\nslim: {firmware: true}\n"
         "publish:\n  compress: zstd\n  imager: {url: 'https://images.example.com/pi/'}\n"
         "update: {key: update.key.pem, cert: update.cert.pem}\n"
+        f"files:\n  - {{target: {PROBE_HOOK}, mode: '0755', content: {json.dumps(PROBE)}}}\n"
         "sources:\n"
         f"  - {{name: raspberrypi, url: 'file://{base / 'archive'}', key: raspberrypi.asc,\n"
         f"     fingerprint: {fingerprint}}}\n"
@@ -162,6 +172,21 @@ def test_the_initramfs_is_the_one_built_for_this_kernel(image: Built, tmp_path: 
     data = on_boot.read_bytes()
     assert data == in_root.read_bytes()
     assert data[:4] in (b"\x28\xb5\x2f\xfd", b"070701"[:4]) and len(data) > 100_000  # zstd or cpio
+
+
+def test_a_hook_copying_a_program_found_in_path_gets_the_image_s_own(image: Built, tmp_path: Path) -> None:
+    """The hooks first ran with the tools tree's programs first in PATH (stages/native.py);
+    the probe hook copied the script that stands for sed, cpio's guard saw it, and the
+    hooks ran again emulated: the initramfs holds the image's sed, no script of the build."""
+    log = (image.output / "build.log").read_text()
+    assert "postinst hooks with " in log and " programs of the tools tree run natively (" in log
+    assert "a hook copied one of the programs run natively into its output: running the hooks again" in log
+    packed = tmp_path / "initrd.img"
+    image.debugfs(f"dump /boot/initrd.img-{VERSION} {packed}")
+    data = packed.read_bytes()
+    if data[:4] == b"\x28\xb5\x2f\xfd":
+        data = subprocess.run(["zstd", "-dc", str(packed)], capture_output=True, check=True).stdout
+    assert b"usr/bin/path-probe" in data and b"/run/imagesmith-native" not in data
 
 
 def test_config_and_cmdline_follow_the_kernel(image: Built) -> None:
