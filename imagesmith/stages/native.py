@@ -223,7 +223,7 @@ def run(
             runner.run(["cp", "-a", str(inside(image, top)), str(before / top.lstrip("/"))])
         where = Path(scratch) / "native"
         job(prepare(native, image, where), PATH)
-        found = copied(where, image, tops)
+        found = copied(where, image, outputs)  # also what the hooks made anew
         if found is None:
             return
         runner.info(f"a hook copied one of the programs run natively into its output ({found}): "

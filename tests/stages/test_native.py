@@ -194,3 +194,42 @@ def test_a_script_in_an_output_is_found_even_across_read_chunks(tmp_path: Path) 
     (where / "state/copied").write_text("/var/tmp/mkinitramfs_x/usr/bin/sed\n")
     found = native.copied(where, image, ["/boot"])
     assert found == "/var/tmp/mkinitramfs_x/usr/bin/sed in the tree mkinitramfs packed"
+
+
+def test_a_run_that_copied_a_script_is_undone_and_run_again_emulated(
+    trees: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from imagesmith.host.rootfs import CHROOT_ENV
+    from imagesmith.host.run import Runner
+
+    image, tree = trees
+    found = native.find(image, tree)
+    assert found is not None
+    (image / "boot").mkdir()
+    (image / "boot/vmlinuz").write_text("kernel")
+    (image / "boot/old").write_text("before the hooks")
+    runs: list[tuple[list[str], str]] = []
+
+    def hooks(binds: object, path: str) -> None:
+        targets = [b.target for b in binds]  # type: ignore[attr-defined]
+        runs.append((targets, path))
+        if targets:  # what only the first run does is undone
+            (image / "boot/old").write_text("changed by the hooks")
+            (image / "boot/made").write_text("made by the hooks")
+        initrd = native.wrapper(found, "cp") if targets else "the image's own cp"
+        (image / "boot/initrd.img").write_text(initrd)
+        (image / "var/lib/initramfs-tools").mkdir(parents=True, exist_ok=True)
+        (image / "var/lib/initramfs-tools/state").write_text(path)
+
+    native.run(Runner(), found, image, ["/boot", "/var/lib/initramfs-tools"], hooks)
+    # first with the scripts first in PATH, then, as one was copied, emulated
+    assert runs == [([native.HOME, native.TREE], native.PATH), ([], CHROOT_ENV["PATH"])]
+    assert (image / "boot/initrd.img").read_text() == "the image's own cp"
+    assert (image / "boot/vmlinuz").read_text() == "kernel"
+    assert (image / "boot/old").read_text() == "before the hooks" and not (image / "boot/made").exists()
+    assert (image / "var/lib/initramfs-tools/state").read_text() == CHROOT_ENV["PATH"]
+    assert not list(image.parent.glob(".imagesmith-native-*"))  # its scratch directory is gone
+
+    runs.clear()
+    native.run(Runner(), None, image, ["/boot"], hooks)  # nothing native: emulated once
+    assert runs == [([], CHROOT_ENV["PATH"])]
