@@ -22,6 +22,12 @@ How, without changing the image or what any script reads:
 - A program is used only when its package has exactly the image's version in the tree
   (a rebuilt ``+b1`` of another architecture is another version: it runs emulated).
   ``stdbuf``, ``uname`` and ``arch`` are never used (``LEFT_OUT``).
+- A link is used only where its package's program does the work of each link by the
+  name it was started as (``BY_NAME``: depmod, modprobe and modinfo are kmod); its script
+  starts the program under the link's name.
+- dracut-install, which initramfs-tools starts by its full path to copy the kernel
+  modules (``BY_PATH``), has its script bound over it while the hooks run, as mkinitramfs
+  has its copy.
 
 The guard: a hook could find one of these scripts through PATH (``command -v sed``) and
 copy it into the initramfs, where it would not run. ``cpio`` (always a script here)
@@ -36,7 +42,7 @@ import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagesmith.host.rootfs import CHROOT_ENV, Bind, inside, package_version
@@ -49,12 +55,17 @@ TREE = f"{HOME}/tools"
 STATE = f"{HOME}/state"
 COPIED = "copied"
 #: the packages whose programs the hooks and mkinitramfs start most
-PACKAGES = ("coreutils", "sed", "findutils", "dash", "zstd", "cpio")
+PACKAGES = ("coreutils", "sed", "findutils", "dash", "zstd", "cpio", "kmod", "dracut-install")
+#: packages whose links are used too: their program acts as the name it is started by
+BY_NAME = frozenset({"kmod"})
+#: programs started by their full path (not found through PATH): their script is bound over them
+BY_PATH = frozenset({"/usr/lib/dracut/dracut-install"})
 SHELL_PACKAGE = "busybox-static"
 #: stdbuf preloads a library of the build host's architecture into what it starts; uname
 #: and arch would name the build host's machine (qemu-user names the image's, and
-#: initramfs-tools asks ``uname -m``)
-LEFT_OUT = frozenset({"stdbuf", "uname", "arch"})
+#: initramfs-tools asks ``uname -m``); insmod, rmmod and lsmod act on the running kernel:
+#: nothing of a build's
+LEFT_OUT = frozenset({"stdbuf", "uname", "arch", "insmod", "rmmod", "lsmod"})
 PROGRAM_DIRS = frozenset({"/usr/bin", "/bin", "/usr/sbin", "/sbin"})
 MKINITRAMFS = "/usr/sbin/mkinitramfs"
 MKINITRAMFS_PATH = "export PATH='/usr/bin:/sbin:/bin'"
@@ -70,10 +81,11 @@ class Native:
     loader: str  # the tree's dynamic loader, in the tree
     programs: dict[str, str]  # name → its path in the tree
     versions: dict[str, str]  # package → its version, the same in the image and the tree
+    bound: dict[str, str] = field(default_factory=dict)  # path in the image → its program in the tree
 
     def summary(self) -> str:
         packages = ", ".join(f"{name} {version}" for name, version in sorted(self.versions.items()))
-        return f"{len(self.programs)} programs of the tools tree run natively ({packages})"
+        return f"{len(self.programs) + len(self.bound)} programs of the tools tree run natively ({packages})"
 
 
 def _listed(tree: Path, package: str) -> list[str]:
@@ -85,10 +97,11 @@ def _listed(tree: Path, package: str) -> list[str]:
     return []
 
 
-def _program(tree: Path, path: str) -> str | None:
+def _program(tree: Path, path: str, *, link: bool = False) -> str | None:
     """Where ``path`` (as dpkg lists it: /bin/cp on a merged /usr is /usr/bin/cp) is an
-    executable plain file in ``tree``, as a path in the tree; None when it is not."""
-    host = inside(tree, path, follow_last=False)
+    executable plain file in ``tree``, as a path in the tree; None when it is not.
+    ``link``: a link is followed (inside the tree) to the program it names."""
+    host = inside(tree, path, follow_last=link)
     if not host.is_file() or host.is_symlink() or host.stat().st_mode & 0o111 == 0:
         return None
     return "/" + host.relative_to(tree).as_posix()
@@ -106,25 +119,36 @@ def find(image: Path, tree: Path | None) -> Native | None:
         return None
     programs: dict[str, str] = {}
     versions: dict[str, str] = {}
+    bound: dict[str, str] = {}
     for package in PACKAGES:
         version = package_version(image, package)
         if version is None or version != package_version(tree, package):
             continue
-        for path in _listed(tree, package):
+        listed = _listed(tree, package)
+        own = {found for path in listed if (found := _program(tree, path))}
+        for path in listed:
             directory, _, name = path.rpartition("/")
-            if directory in PROGRAM_DIRS and name not in LEFT_OUT and (found := _program(tree, path)):
+            found = _program(tree, path, link=package in BY_NAME)
+            if found is None or found not in own:  # a link to another package's program
+                continue
+            if path in BY_PATH:
+                bound[path] = found
+            elif directory in PROGRAM_DIRS and name not in LEFT_OUT:
                 programs[name] = found
-                versions[package] = version
-    if not programs:
+            else:
+                continue
+            versions[package] = version
+    if not programs and not bound:
         return None
-    return Native(tree, shells[0], "/" + loaders[0].relative_to(tree).as_posix(), programs, versions)
+    return Native(tree, shells[0], "/" + loaders[0].relative_to(tree).as_posix(), programs, versions, bound)
 
 
-def wrapper(native: Native, name: str) -> str:
-    """The script that runs the tree's ``name`` with the tree's loader and libraries."""
+def wrapper(native: Native, name: str, program: str | None = None) -> str:
+    """The script that runs the tree's ``program`` (by default the one of ``name``) as
+    ``name``, with the tree's loader and libraries."""
     libraries = str(Path(native.loader).parent)
     argv = [f"{TREE}{native.loader}", "--inhibit-cache", "--library-path", f"{TREE}{libraries}", "--argv0",
-            name, f"{TREE}{native.programs[name]}"]  # fmt: skip
+            name, f"{TREE}{program or native.programs[name]}"]  # fmt: skip
     return f'#!{TREE}{native.shell} sh\nexec {shlex.join(argv)} "$@"\n'
 
 
@@ -166,14 +190,27 @@ def prepare(native: Native, image: Path, where: Path) -> list[Bind]:
     for script in (where / "bin").iterdir():
         script.chmod(0o755)
     binds = [Bind(where, HOME), Bind(native.tree, TREE, read_only=True)]
-    own = image / MKINITRAMFS.lstrip("/")
-    if inside(image, MKINITRAMFS, follow_last=False) == own and own.is_file() and not own.is_symlink():
+    if _plain(image, MKINITRAMFS):
+        own = image / MKINITRAMFS.lstrip("/")
         patched = patched_mkinitramfs(own.read_text(encoding="utf-8", errors="replace"), native)
         if patched is not None:
             (where / "mkinitramfs").write_text(patched, encoding="utf-8")
             (where / "mkinitramfs").chmod(0o755)
             binds.append(Bind(where / "mkinitramfs", MKINITRAMFS, read_only=True))
+    for index, (path, program) in enumerate(sorted(native.bound.items())):
+        if _plain(image, path):
+            script = where / f"bound-{index}"
+            script.write_text(wrapper(native, path.rpartition("/")[2], program), encoding="utf-8")
+            script.chmod(0o755)
+            binds.append(Bind(script, path, read_only=True))
     return binds
+
+
+def _plain(image: Path, path: str) -> bool:
+    """``path`` is a plain file in the image with no link on the way (a bind mount over a
+    link would follow it on the build host)."""
+    own = image / path.lstrip("/")
+    return inside(image, path, follow_last=False) == own and own.is_file() and not own.is_symlink()
 
 
 def _holds(path: Path, needle: bytes) -> bool:

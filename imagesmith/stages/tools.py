@@ -26,7 +26,7 @@ from imagesmith.stages import native
 #: the jobs' packages, and what runs natively inside the image during the kernel hooks
 #: (``native.py``: busybox-static runs its scripts; coreutils, sed, findutils and dash
 #: are in every tree)
-PACKAGES = ["kmod", "udev", "locales", "ca-certificates", "busybox-static", "zstd", "cpio"]
+PACKAGES = ["kmod", "udev", "locales", "ca-certificates", "busybox-static", "zstd", "cpio", "dracut-install"]
 #: What update-ca-certificates reads and writes in the image, bound over the tools tree's own
 CERTIFICATE_PATHS = [
     "/etc/ca-certificates.conf",

@@ -227,12 +227,14 @@ def test_arch_independent_jobs_ran_natively_once(pi4: Built) -> None:
     assert bundle.count("BEGIN CERTIFICATE") == len(enabled) > 100
     assert "/target" not in links
     # the initramfs was made once: one mkinitramfs run in the whole build, with the tools
-    # tree's coreutils, sed, findutils, dash, zstd and cpio run natively (stages/native.py)
+    # tree's coreutils, sed, findutils, dash, zstd, cpio, kmod (depmod, modprobe, modinfo)
+    # and dracut-install run natively (stages/native.py)
     assert log.count("update-initramfs: Generating /boot/initrd.img-") == 1
     hooks = re.search(r"postinst hooks with (\d+) programs of the tools tree run natively \((.*)\)", log)
     assert hooks is not None and int(hooks.group(1)) > 100
-    assert [p.split()[0] for p in hooks.group(2).split(", ")] == ["coreutils", "cpio", "dash", "findutils",
-                                                                   "sed", "zstd"]  # fmt: skip
+    assert [p.split()[0] for p in hooks.group(2).split(", ")] == [
+        "coreutils", "cpio", "dash", "dracut-install", "findutils", "kmod", "sed", "zstd"
+    ]  # fmt: skip
     assert "running the hooks again, emulated" not in log
 
 

@@ -106,7 +106,7 @@ def test_mmdebstrap_is_called_with_the_spec(
     assert "dpkg-divert" in hook and "/usr/sbin/update-initramfs" in hook and "depmod" in hook
     assert (ctx.rootfs / "etc").is_dir()
     assert "--arch=amd64" in tools_args
-    assert "--include=kmod,udev,locales,ca-certificates,busybox-static,zstd,cpio" in tools_args
+    assert "--include=kmod,udev,locales,ca-certificates,busybox-static,zstd,cpio,dracut-install" in tools_args
     assert tools_args[-3:] == ["bookworm", str(ctx.tools_tree), "http://m/debian"]
 
 

@@ -79,6 +79,65 @@ def test_a_path_dpkg_lists_under_a_merged_usr_link_is_found_where_it_is(trees: t
     assert found is not None and found.programs["cp"] == "/usr/bin/cp"
 
 
+def with_kmod(image: Path, tree: Path) -> None:
+    """kmod and its links, and dracut-install, at the image's versions in the tree."""
+    for root in (image, tree):
+        with (root / "var/lib/dpkg/status").open("a") as status:
+            status.write("\nPackage: kmod\nStatus: install ok installed\nVersion: 34.2-2\n")
+            status.write("\nPackage: dracut-install\nStatus: install ok installed\nVersion: 106-6\n")
+    install(tree, "kmod", ["/usr/bin/kmod"])
+    listed = ["/usr/bin/kmod"]
+    for name in ("depmod", "modprobe", "modinfo", "insmod", "lsmod"):
+        (tree / "usr/sbin").mkdir(exist_ok=True)
+        (tree / "usr/sbin" / name).symlink_to("../bin/kmod")
+        listed.append(f"/usr/sbin/{name}")
+    (tree / "usr/sbin/kmod-cp").symlink_to("../bin/cp")  # another package's program
+    listed.append("/usr/sbin/kmod-cp")
+    (tree / "var/lib/dpkg/info/kmod.list").write_text("\n".join(listed) + "\n")
+    install(tree, "dracut-install", ["/usr/lib/dracut/dracut-install", "/usr/lib/dracut/skipcpio"])
+
+
+def test_a_link_runs_its_program_by_its_name_where_the_package_acts_by_name(
+    trees: tuple[Path, Path],
+) -> None:
+    image, tree = trees
+    with_kmod(image, tree)
+    found = native.find(image, tree)
+    assert found is not None
+    # kmod is depmod, modprobe, modinfo by the name it was started as; insmod and lsmod
+    # would act on the build host's kernel; a link to another package's program is not kmod's
+    kmod = {name: path for name, path in found.programs.items() if path == "/usr/bin/kmod"}
+    assert kmod == {n: "/usr/bin/kmod" for n in ("kmod", "depmod", "modprobe", "modinfo")}
+    assert "kmod-cp" not in found.programs
+    assert native.wrapper(found, "modprobe").endswith(f'--argv0 modprobe {native.TREE}/usr/bin/kmod "$@"\n')
+    # dracut-install is started by its path: its script is bound over it; skipcpio is not
+    assert found.bound == {"/usr/lib/dracut/dracut-install": "/usr/lib/dracut/dracut-install"}
+    assert "dracut-install" not in found.programs and "skipcpio" not in found.programs
+    assert found.versions["kmod"] == "34.2-2" and found.versions["dracut-install"] == "106-6"
+
+
+def test_dracut_install_s_script_is_bound_over_it_unless_a_link_is_on_the_way(
+    trees: tuple[Path, Path], tmp_path: Path
+) -> None:
+    image, tree = trees
+    with_kmod(image, tree)
+    found = native.find(image, tree)
+    assert found is not None
+    (image / "usr/lib/dracut").mkdir(parents=True)
+    (image / "usr/lib/dracut/dracut-install").write_text("arm64 program")
+    where = tmp_path / "native"
+    binds = native.prepare(found, image, where)
+    assert binds[-1].target == "/usr/lib/dracut/dracut-install" and binds[-1].read_only
+    script = binds[-1].source.read_text()
+    assert script == native.wrapper(found, "dracut-install", "/usr/lib/dracut/dracut-install")
+    assert binds[-1].source.stat().st_mode & 0o777 == 0o755
+    # the image's dracut-install through a link (e.g. /usr/lib → elsewhere): not bound
+    (image / "usr/lib/dracut/dracut-install").unlink()
+    (image / "usr/lib/dracut/dracut-install").symlink_to("/usr/bin/true")
+    targets = [b.target for b in native.prepare(found, image, tmp_path / "again")]
+    assert "/usr/lib/dracut/dracut-install" not in targets
+
+
 def test_nothing_runs_natively_without_a_tree_a_static_shell_or_one_loader(trees: tuple[Path, Path]) -> None:
     image, tree = trees
     assert native.find(image, None) is None
