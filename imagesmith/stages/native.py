@@ -26,8 +26,9 @@ How, without changing the image or what any script reads:
   name it was started as (``BY_NAME``: depmod, modprobe and modinfo are kmod); its script
   starts the program under the link's name.
 - dracut-install, which initramfs-tools starts by its full path to copy the kernel
-  modules (``BY_PATH``), has its script bound over it while the hooks run, as mkinitramfs
-  has its copy.
+  modules, and dash, which runs every ``#!/bin/sh`` script (``BY_PATH``), have their
+  script bound over them while the hooks run, as mkinitramfs has its copy. A hook that
+  copies one of them copies the script: the guard below sees it.
 
 The guard: a hook could find one of these scripts through PATH (``command -v sed``) and
 copy it into the initramfs, where it would not run. ``cpio`` (always a script here)
@@ -58,8 +59,9 @@ COPIED = "copied"
 PACKAGES = ("coreutils", "sed", "findutils", "dash", "zstd", "cpio", "kmod", "dracut-install")
 #: packages whose links are used too: their program acts as the name it is started by
 BY_NAME = frozenset({"kmod"})
-#: programs started by their full path (not found through PATH): their script is bound over them
-BY_PATH = frozenset({"/usr/lib/dracut/dracut-install"})
+#: programs started by their full path (not found through PATH): their script is bound over
+#: them, dash's for every ``#!/bin/sh`` script the hooks start
+BY_PATH = frozenset({"/usr/lib/dracut/dracut-install", "/usr/bin/dash"})
 SHELL_PACKAGE = "busybox-static"
 #: stdbuf preloads a library of the build host's architecture into what it starts; uname
 #: and arch would name the build host's machine (qemu-user names the image's, and
@@ -85,7 +87,8 @@ class Native:
 
     def summary(self) -> str:
         packages = ", ".join(f"{name} {version}" for name, version in sorted(self.versions.items()))
-        return f"{len(self.programs) + len(self.bound)} programs of the tools tree run natively ({packages})"
+        count = len(set(self.programs) | {path.rpartition("/")[2] for path in self.bound})
+        return f"{count} programs of the tools tree run natively ({packages})"
 
 
 def _listed(tree: Path, package: str) -> list[str]:
@@ -131,11 +134,11 @@ def find(image: Path, tree: Path | None) -> Native | None:
             found = _program(tree, path, link=package in BY_NAME)
             if found is None or found not in own:  # a link to another package's program
                 continue
-            if path in BY_PATH:
-                bound[path] = found
-            elif directory in PROGRAM_DIRS and name not in LEFT_OUT:
+            if found in BY_PATH:  # where it is in the tree is where it is in the image
+                bound[found] = found
+            if directory in PROGRAM_DIRS and name not in LEFT_OUT:
                 programs[name] = found
-            else:
+            elif found not in BY_PATH:
                 continue
             versions[package] = version
     if not programs and not bound:
@@ -145,11 +148,13 @@ def find(image: Path, tree: Path | None) -> Native | None:
 
 def wrapper(native: Native, name: str, program: str | None = None) -> str:
     """The script that runs the tree's ``program`` (by default the one of ``name``) as
-    ``name``, with the tree's loader and libraries."""
+    ``name``, with the tree's loader and libraries. Without a name (a script bound over a
+    program), the program is started as the path it was started by."""
     libraries = str(Path(native.loader).parent)
-    argv = [f"{TREE}{native.loader}", "--inhibit-cache", "--library-path", f"{TREE}{libraries}", "--argv0",
-            name, f"{TREE}{program or native.programs[name]}"]  # fmt: skip
-    return f'#!{TREE}{native.shell} sh\nexec {shlex.join(argv)} "$@"\n'
+    loader = [f"{TREE}{native.loader}", "--inhibit-cache", "--library-path", f"{TREE}{libraries}", "--argv0"]
+    started = shlex.quote(name) if name else '"$0"'
+    program = shlex.quote(f"{TREE}{program or native.programs[name]}")
+    return f'#!{TREE}{native.shell} sh\nexec {shlex.join(loader)} {started} {program} "$@"\n'
 
 
 def cpio_guard(native: Native) -> str:
@@ -200,7 +205,7 @@ def prepare(native: Native, image: Path, where: Path) -> list[Bind]:
     for index, (path, program) in enumerate(sorted(native.bound.items())):
         if _plain(image, path):
             script = where / f"bound-{index}"
-            script.write_text(wrapper(native, path.rpartition("/")[2], program), encoding="utf-8")
+            script.write_text(wrapper(native, "", program), encoding="utf-8")
             script.chmod(0o755)
             binds.append(Bind(script, path, read_only=True))
     return binds

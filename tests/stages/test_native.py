@@ -95,6 +95,7 @@ def with_kmod(image: Path, tree: Path) -> None:
     listed.append("/usr/sbin/kmod-cp")
     (tree / "var/lib/dpkg/info/kmod.list").write_text("\n".join(listed) + "\n")
     install(tree, "dracut-install", ["/usr/lib/dracut/dracut-install", "/usr/lib/dracut/skipcpio"])
+    install(tree, "dash", ["/usr/bin/dash"])
 
 
 def test_a_link_runs_its_program_by_its_name_where_the_package_acts_by_name(
@@ -110,13 +111,18 @@ def test_a_link_runs_its_program_by_its_name_where_the_package_acts_by_name(
     assert kmod == {n: "/usr/bin/kmod" for n in ("kmod", "depmod", "modprobe", "modinfo")}
     assert "kmod-cp" not in found.programs
     assert native.wrapper(found, "modprobe").endswith(f'--argv0 modprobe {native.TREE}/usr/bin/kmod "$@"\n')
-    # dracut-install is started by its path: its script is bound over it; skipcpio is not
-    assert found.bound == {"/usr/lib/dracut/dracut-install": "/usr/lib/dracut/dracut-install"}
+    # dracut-install is started by its path: its script is bound over it; skipcpio is not;
+    # dash runs the #!/bin/sh scripts: bound over it, and first in PATH as any program
+    assert found.bound == {"/usr/lib/dracut/dracut-install": "/usr/lib/dracut/dracut-install",
+                           "/usr/bin/dash": "/usr/bin/dash"}  # fmt: skip
     assert "dracut-install" not in found.programs and "skipcpio" not in found.programs
+    assert found.programs["dash"] == "/usr/bin/dash"
     assert found.versions["kmod"] == "34.2-2" and found.versions["dracut-install"] == "106-6"
+    # each program counted once: cp, realpath, zstd, kmod and its 3 names, dash, dracut-install
+    assert found.summary().startswith("9 programs of the tools tree run natively (coreutils 9.7-3, dash ")
 
 
-def test_dracut_install_s_script_is_bound_over_it_unless_a_link_is_on_the_way(
+def test_dash_and_dracut_install_have_their_script_bound_over_them_unless_a_link_is_on_the_way(
     trees: tuple[Path, Path], tmp_path: Path
 ) -> None:
     image, tree = trees
@@ -126,10 +132,15 @@ def test_dracut_install_s_script_is_bound_over_it_unless_a_link_is_on_the_way(
     (image / "usr/lib/dracut").mkdir(parents=True)
     (image / "usr/lib/dracut/dracut-install").write_text("arm64 program")
     where = tmp_path / "native"
+    (image / "usr/bin").mkdir(parents=True)
+    (image / "usr/bin/dash").write_text("arm64 program")
     binds = native.prepare(found, image, where)
-    assert binds[-1].target == "/usr/lib/dracut/dracut-install" and binds[-1].read_only
+    assert [b.target for b in binds[2:]] == ["/usr/bin/dash", "/usr/lib/dracut/dracut-install"]
+    assert binds[-1].read_only
+    # started as the path it was started by: /bin/sh for a #!/bin/sh script
+    assert binds[-2].source.read_text().endswith(f' --argv0 "$0" {native.TREE}/usr/bin/dash "$@"\n')
     script = binds[-1].source.read_text()
-    assert script == native.wrapper(found, "dracut-install", "/usr/lib/dracut/dracut-install")
+    assert script == native.wrapper(found, "", "/usr/lib/dracut/dracut-install")
     assert binds[-1].source.stat().st_mode & 0o777 == 0o755
     # the image's dracut-install through a link (e.g. /usr/lib → elsewhere): not bound
     (image / "usr/lib/dracut/dracut-install").unlink()
