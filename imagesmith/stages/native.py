@@ -43,7 +43,7 @@ import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from imagesmith.host.rootfs import CHROOT_ENV, Bind, inside, package_version
@@ -83,7 +83,7 @@ class Native:
     loader: str  # the tree's dynamic loader, in the tree
     programs: dict[str, str]  # name → its path in the tree
     versions: dict[str, str]  # package → its version, the same in the image and the tree
-    bound: dict[str, str] = field(default_factory=dict)  # path in the image → its program in the tree
+    bound: tuple[str, ...] = ()  # programs started by their path: the same path in the image and the tree
 
     def summary(self) -> str:
         packages = ", ".join(f"{name} {version}" for name, version in sorted(self.versions.items()))
@@ -122,7 +122,7 @@ def find(image: Path, tree: Path | None) -> Native | None:
         return None
     programs: dict[str, str] = {}
     versions: dict[str, str] = {}
-    bound: dict[str, str] = {}
+    bound: set[str] = set()
     for package in PACKAGES:
         version = package_version(image, package)
         if version is None or version != package_version(tree, package):
@@ -134,16 +134,17 @@ def find(image: Path, tree: Path | None) -> Native | None:
             found = _program(tree, path, link=package in BY_NAME)
             if found is None or found not in own:  # a link to another package's program
                 continue
-            if found in BY_PATH:  # where it is in the tree is where it is in the image
-                bound[found] = found
-            if directory in PROGRAM_DIRS and name not in LEFT_OUT:
+            in_path = directory in PROGRAM_DIRS and name not in LEFT_OUT
+            if in_path:
                 programs[name] = found
-            elif found not in BY_PATH:
-                continue
-            versions[package] = version
+            if found in BY_PATH:  # where it is in the tree is where it is in the image
+                bound.add(found)
+            if in_path or found in BY_PATH:
+                versions[package] = version
     if not programs and not bound:
         return None
-    return Native(tree, shells[0], "/" + loaders[0].relative_to(tree).as_posix(), programs, versions, bound)
+    loader = "/" + loaders[0].relative_to(tree).as_posix()
+    return Native(tree, shells[0], loader, programs, versions, tuple(sorted(bound)))
 
 
 def wrapper(native: Native, name: str, program: str | None = None) -> str:
@@ -202,10 +203,10 @@ def prepare(native: Native, image: Path, where: Path) -> list[Bind]:
             (where / "mkinitramfs").write_text(patched, encoding="utf-8")
             (where / "mkinitramfs").chmod(0o755)
             binds.append(Bind(where / "mkinitramfs", MKINITRAMFS, read_only=True))
-    for index, (path, program) in enumerate(sorted(native.bound.items())):
+    for index, path in enumerate(native.bound):
         if _plain(image, path):
             script = where / f"bound-{index}"
-            script.write_text(wrapper(native, "", program), encoding="utf-8")
+            script.write_text(wrapper(native, "", path), encoding="utf-8")
             script.chmod(0o755)
             binds.append(Bind(script, path, read_only=True))
     return binds

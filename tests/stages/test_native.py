@@ -113,8 +113,7 @@ def test_a_link_runs_its_program_by_its_name_where_the_package_acts_by_name(
     assert native.wrapper(found, "modprobe").endswith(f'--argv0 modprobe {native.TREE}/usr/bin/kmod "$@"\n')
     # dracut-install is started by its path: its script is bound over it; skipcpio is not;
     # dash runs the #!/bin/sh scripts: bound over it, and first in PATH as any program
-    assert found.bound == {"/usr/lib/dracut/dracut-install": "/usr/lib/dracut/dracut-install",
-                           "/usr/bin/dash": "/usr/bin/dash"}  # fmt: skip
+    assert found.bound == ("/usr/bin/dash", "/usr/lib/dracut/dracut-install")
     assert "dracut-install" not in found.programs and "skipcpio" not in found.programs
     assert found.programs["dash"] == "/usr/bin/dash"
     assert found.versions["kmod"] == "34.2-2" and found.versions["dracut-install"] == "106-6"
