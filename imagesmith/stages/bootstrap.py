@@ -424,9 +424,11 @@ def copy_install(runner: Runner, source: Path, target: Path) -> None:
 
 
 def restore_tools(ctx: Context, entry: Path) -> None:
+    """The cache entry's tools tree, copied to the work directory only when a job first
+    needs it (a rebuild whose jobs all come from the cache copies none of it)."""
     if (entry / "tools").is_dir():
-        copy_tree(ctx.runner, entry / "tools", ctx.work / "tools")
         ctx.tools_tree = ctx.work / "tools"
+        ctx.tools_source = entry / "tools"
 
 
 class Bootstrap(Stage):

@@ -36,6 +36,7 @@ class Context:
     partitions: list[PartitionImage] = field(default_factory=list)
     image: Path | None = None
     tools_tree: Path | None = None  # native tools of the image's versions (foreign targets)
+    tools_source: Path | None = None  # a cache entry's tools tree, copied to tools_tree when needed
     debs: Path | None = None  # downloaded .deb files shared between builds (the cache's)
     store: Cache | None = None  # the stage cache: deferred jobs keep their results in it
     lock: Lock | None = None  # the lock file's pins, when the build uses one
@@ -72,4 +73,4 @@ class Context:
 
     @property
     def tools(self) -> Tools:
-        return Tools(self.runner, self.rootfs, self.tools_tree)
+        return Tools(self.runner, self.rootfs, self.tools_tree, self.tools_source)

@@ -62,13 +62,21 @@ class Tools:
     runner: Runner
     image: Path
     tree: Path | None = None
+    source: Path | None = None  # where ``tree`` is copied from the first time a job needs it
+
+    def _ready(self) -> Path | None:
+        """The tree, copied from ``source`` (a cache entry, never changed) if not yet there."""
+        if self.tree is not None and self.source is not None and not self.tree.exists():
+            self.runner.run(["cp", "-a", "--reflink=auto", str(self.source), str(self.tree)])
+        return self.tree
 
     def _usable(self, packages: list[str]) -> bool:
-        if self.tree is None:
+        tree = self._ready()
+        if tree is None:
             return False
         for package in packages:
             wanted = package_version(self.image, package)
-            have = package_version(self.tree, package)
+            have = package_version(tree, package)
             if wanted is None or wanted != have:
                 self.runner.detail(
                     f"tools tree has {package} {have}, the image {wanted}: running it emulated"
@@ -111,7 +119,7 @@ class Tools:
 
     def native(self) -> native.Native | None:
         """The tree's programs that can run natively inside the image (``native.py``)."""
-        return native.find(self.image, self.tree)
+        return native.find(self.image, self._ready())
 
     def depmod(self, version: str) -> None:
         system_map = f"/boot/System.map-{version}"

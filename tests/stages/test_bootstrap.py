@@ -286,3 +286,30 @@ def test_a_second_install_is_set_up_as_the_first_and_leaves_nothing_of_the_host(
         raise RuntimeError("mmdebstrap failed")
     assert (rootfs / "etc/resolv.conf").read_text() == "nameserver 127.0.0.53\n"
     assert (rootfs / "etc/apt/sources.list").is_file()
+
+
+def test_a_cached_tools_tree_is_copied_only_when_a_job_first_needs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebuild whose deferred jobs all come from the cache copies none of the tree; the
+    first job that runs copies it once, and the cache entry's tree is never run in."""
+    from imagesmith.stages import bootstrap, tools
+    from imagesmith.stages.context import Context
+
+    entry, work = tmp_path / "entry", tmp_path / "work"
+    _status(entry / "tools", {"kmod": "34.2-2"})
+    _status(work / "rootfs", {"kmod": "34.2-2"})
+    ctx = Context(spec=None, work=work, runner=Runner(log_path=tmp_path / "log"))  # type: ignore[arg-type]
+    bootstrap.restore_tools(ctx, entry)
+    assert ctx.tools_tree == work / "tools" and not ctx.tools_tree.exists()
+    ran: list[str] = []
+    monkeypatch.setattr(tools.Tools, "_in_tree", lambda self, argv, binds=(): ran.append(str(self.tree)))
+    monkeypatch.setattr(tools, "chroot", lambda *a, **kw: ran.append("emulated"))
+    (work / "rootfs/boot").mkdir()
+    ctx.tools.depmod("6.12")
+    assert ran == [str(work / "tools")] and (work / "tools/var/lib/dpkg/status").is_file()
+    (work / "tools/made-by-a-job").write_text("")
+    ctx.tools.depmod("6.12")  # already there: not copied again
+    assert ran == [str(work / "tools")] * 2 and (work / "tools/made-by-a-job").exists()
+    assert (tmp_path / "log").read_text().count("$ cp -a") == 1
+    assert not (entry / "tools/made-by-a-job").exists()
