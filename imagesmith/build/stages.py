@@ -12,8 +12,8 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 
 from imagesmith.cache import META, Cache, Entry
+from imagesmith.host.rootfs import copy_tree
 from imagesmith.stages.base import Stage
-from imagesmith.stages.bootstrap import copy_tree
 from imagesmith.stages.context import Context
 from imagesmith.stages.pipeline import NAMES, STAGES
 from imagesmith.stages.plan import StagePlan

@@ -186,3 +186,8 @@ def package_version(rootfs: Path, package: str) -> str | None:
         if fields.get("Package") == package and fields.get("Status", "").endswith(" installed"):
             return fields.get("Version")
     return None
+
+
+def copy_tree(runner: Runner, source: Path, target: Path) -> None:
+    """A rootfs copied with owners, modes, links, device nodes and extended attributes."""
+    runner.run(["cp", "-a", "--reflink=auto", str(source), str(target)])

@@ -27,7 +27,7 @@ from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError, Location, config_error
 from imagesmith.host import binfmt as host
 from imagesmith.host import diagnose, progress
-from imagesmith.host.rootfs import ISOLATE
+from imagesmith.host.rootfs import ISOLATE, copy_tree
 from imagesmith.host.run import Explain, Runner
 from imagesmith.outputs import inventory
 from imagesmith.repro import lock, mirror, sources
@@ -405,11 +405,6 @@ def installed_debs(ctx: Context) -> dict[tuple[str, str, str], str]:
         key = (package.name, package.version, package.arch)
         found[key] = hashes.get(key, "")
     return found
-
-
-def copy_tree(runner: Runner, source: Path, target: Path) -> None:
-    """A rootfs copied with owners, modes, links, device nodes and extended attributes."""
-    runner.run(["cp", "-a", "--reflink=auto", str(source), str(target)])
 
 
 def copy_install(runner: Runner, source: Path, target: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from imagesmith.config.load import Spec
 from imagesmith.host import binfmt as host
-from imagesmith.host.rootfs import CHROOT_ENV, ISOLATE, chroot, inside, package_version
+from imagesmith.host.rootfs import CHROOT_ENV, ISOLATE, chroot, copy_tree, inside, package_version
 from imagesmith.host.run import Runner
 from imagesmith.stages import native
 
@@ -67,7 +67,7 @@ class Tools:
     def _ready(self) -> Path | None:
         """The tree, copied from ``source`` (a cache entry, never changed) if not yet there."""
         if self.tree is not None and self.source is not None and not self.tree.exists():
-            self.runner.run(["cp", "-a", "--reflink=auto", str(self.source), str(self.tree)])
+            copy_tree(self.runner, self.source, self.tree)
         return self.tree
 
     def _usable(self, packages: list[str]) -> bool:
