@@ -128,11 +128,11 @@ def find(image: Path, tree: Path | None) -> Native | None:
         if version is None or version != package_version(tree, package):
             continue
         listed = _listed(tree, package)
-        own = {found for path in listed if (found := _program(tree, path))}
+        plain = {path: found for path in listed if (found := _program(tree, path))}
         for path in listed:
             directory, _, name = path.rpartition("/")
-            found = _program(tree, path, link=package in BY_NAME)
-            if found is None or found not in own:  # a link to another package's program
+            found = plain.get(path) or (_program(tree, path, link=True) if package in BY_NAME else None)
+            if found is None or found not in plain.values():  # a link to another package's program
                 continue
             in_path = directory in PROGRAM_DIRS and name not in LEFT_OUT
             if in_path:

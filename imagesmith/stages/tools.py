@@ -24,8 +24,8 @@ from imagesmith.host.run import Runner
 from imagesmith.stages import native
 
 #: the jobs' packages, and what runs natively inside the image during the kernel hooks
-#: (``native.py``: busybox-static runs its scripts; coreutils, sed, findutils and dash
-#: are in every tree)
+#: (``native.py``: busybox-static runs its scripts; zstd, cpio and dracut-install are for
+#: mkinitramfs; coreutils, sed, findutils and dash are in every tree)
 PACKAGES = ["kmod", "udev", "locales", "ca-certificates", "busybox-static", "zstd", "cpio", "dracut-install"]
 #: What update-ca-certificates reads and writes in the image, bound over the tools tree's own
 CERTIFICATE_PATHS = [
