@@ -160,3 +160,19 @@ def test_digests_skip_holes_and_stay_those_of_the_bytes(
     os.rename(path, tmp_path / "one" / "file")
     os.chmod(other / "file", os.stat(tmp_path / "one" / "file").st_mode)
     assert tree(tmp_path / "one") == tree(other)
+
+
+def test_an_entry_a_build_uses_in_place_is_neither_pruned_nor_cleared(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    for number in range(3):
+        entry = cache.commit("bootstrap", f"k{number}", lambda d: (d / "f").write_bytes(b"x"))
+        entry.meta["last_used"] = 1000 + number
+        (entry.path / "meta.json").write_text(json.dumps(entry.meta))
+    oldest = cache.lookup("bootstrap", "k0")
+    assert oldest is not None
+    with cache.using(oldest):
+        assert [e.key for e in cache.prune(keep_last=1)] == ["k1"]  # k0 is in use: kept
+        assert cache.remove(oldest) is False and (oldest.path / "f").is_file()
+        assert cache.clear() == 1  # k2 went, k0 stayed
+        assert [e.key for e in cache.entries()] == ["k0"]
+    assert cache.clear() == 1 and cache.entries() == []

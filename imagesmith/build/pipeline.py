@@ -157,8 +157,8 @@ def build(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache | None
     remove_stale_work(output)
     work = Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-", dir=output))
     tools = manifest.host_tools()
+    ctx = Context(spec=spec, runner=runner, work=work, debs=cache.debs if cache else None, store=cache)
     try:
-        ctx = Context(spec=spec, runner=runner, work=work, debs=cache.debs if cache else None, store=cache)
         if options.source_date_epoch is not None:
             ctx.set_epoch(options.source_date_epoch)
         if lock_file is not None and options.update_lock:
@@ -193,4 +193,7 @@ def build(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache | None
         image = next((p for p in outputs if p.name.endswith(IMAGES)), output / release.image.name)
         return Result(image, outputs, release.table)  # the raw image, or the compressed one
     finally:
-        remove_tree(work)
+        try:
+            ctx.held.close()  # the overlay over a cache entry first: then the work directory goes
+        finally:
+            remove_tree(work)

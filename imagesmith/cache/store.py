@@ -12,6 +12,7 @@ Downloaded .deb files live in ``debs/`` and are shared by every bootstrap.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import hashlib
 import json
 import os
@@ -208,11 +209,29 @@ class Cache:
                 found.append(entry)
         return found
 
-    def remove(self, entry: Entry) -> None:
-        """Out of the namespace first (a rename), then deleted: never half-present."""
-        doomed = Path(tempfile.mkdtemp(prefix="removed-", dir=self.root / "tmp"))
-        os.rename(entry.path, doomed / "entry")
+    @contextmanager
+    def using(self, entry: Entry) -> Iterator[None]:
+        """Held while a build reads ``entry`` in place (the lower layer of its rootfs, see
+        host/overlay.py): ``remove`` leaves it be until then."""
+        with open(self._use_lock(entry), "a", encoding="utf-8") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            yield
+
+    def _use_lock(self, entry: Entry) -> Path:
+        return self.root / "locks" / f"{entry.stage}-{entry.key}.use"
+
+    def remove(self, entry: Entry) -> bool:
+        """Out of the namespace first (a rename), then deleted: never half-present. False
+        (and kept) while a build uses it in place."""
+        with open(self._use_lock(entry), "a", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            doomed = Path(tempfile.mkdtemp(prefix="removed-", dir=self.root / "tmp"))
+            os.rename(entry.path, doomed / "entry")
         remove_tree(doomed)
+        return True
 
     def prune(self, keep_last: int | None = None, max_size: int | None = None) -> list[Entry]:
         """Drop the least recently used entries: beyond ``keep_last`` per stage, then until
@@ -225,8 +244,8 @@ class Cache:
                 per_stage[entry.stage] = per_stage.get(entry.stage, 0) + 1
                 if per_stage[entry.stage] > keep_last:
                     with self.lock(entry.stage, entry.key):
-                        self.remove(entry)
-                    removed.append(entry)
+                        if self.remove(entry):
+                            removed.append(entry)
         if max_size is not None:
             kept = [e for e in entries if e not in removed]
             sizes = {e.path: e.size for e in kept}
@@ -235,7 +254,8 @@ class Cache:
                 if total <= max_size:
                     break
                 with self.lock(entry.stage, entry.key):
-                    self.remove(entry)
+                    if not self.remove(entry):
+                        continue  # in use by a build: kept
                 removed.append(entry)
                 total -= sizes[entry.path]
             if total > max_size:
@@ -250,16 +270,18 @@ class Cache:
         return sum(p.stat().st_blocks * 512 for p in self.debs.glob("*.deb"))
 
     def clear(self) -> int:
-        entries = self.entries()
-        for entry in entries:
+        """Every entry not in use by a build, the .deb files and the records: how many
+        entries went."""
+        removed = 0
+        for entry in self.entries():
             with self.lock(entry.stage, entry.key):
-                self.remove(entry)
+                removed += self.remove(entry)
         for deb in self.debs.glob("*.deb"):
             deb.unlink()
         for record in [*(self.root / "builds").glob("*.json"), *(self.root / "published").glob("*.json"),
                        *(self.root / "memo").glob("*.json")]:  # fmt: skip
             record.unlink()
-        return len(entries)
+        return removed
 
     # -- what the last build of a config used, so `plan` can say what changed
     def last_build(self, config_id: str) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from imagesmith.cli.app import (
 )
 from imagesmith.config.load import Spec
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
+from imagesmith.host import overlay
 from imagesmith.host.run import Runner, format_duration
 from imagesmith.outputs import bundle, manifest, report
 from imagesmith.stages import plan
@@ -153,6 +154,8 @@ def build(
     with exclusive(out):
         remote = Remote(cache_remote, cache_key, cache_trust)
         store = None if no_cache else open_cache(cache_dir, shared_debs, remote)
+        if store is not None:  # cached trees used in place, mounted where only this build sees them
+            overlay.private_namespace()
         run_one_build(spec, options, store, verbose)
 
 

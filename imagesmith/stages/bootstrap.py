@@ -28,12 +28,12 @@ from imagesmith.errors import ImagesmithError, Location, config_error
 from imagesmith.host import binfmt as host
 from imagesmith.host import diagnose, progress
 from imagesmith.host.rootfs import ISOLATE, copy_tree
-from imagesmith.host.run import Explain, Runner
+from imagesmith.host.run import Explain
 from imagesmith.outputs import inventory
 from imagesmith.repro import lock, mirror, sources
-from imagesmith.stages import deferred, tools
+from imagesmith.stages import deferred, installs, tools
 from imagesmith.stages.base import KeyInputs, Stage, digest
-from imagesmith.stages.context import COPYRIGHTS, Context
+from imagesmith.stages.context import Context
 
 #: Build-time apt settings (mmdebstrap writes them to 99mmdebstrap; customize removes it).
 #: debconf's preconfiguration runs apt-extracttemplates and a perl frontend over every
@@ -407,25 +407,6 @@ def installed_debs(ctx: Context) -> dict[tuple[str, str, str], str]:
     return found
 
 
-def copy_install(runner: Runner, source: Path, target: Path) -> None:
-    """An install's result from one directory to another (the work directory and a cache
-    entry, which name its parts alike): the rootfs, its copyright files, the .deb hashes
-    and, with extra sources, which archive gave each package."""
-    copy_tree(runner, source / "rootfs", target / "rootfs")
-    copy_tree(runner, source / COPYRIGHTS, target / COPYRIGHTS)
-    for name in (lock.DEB_HASHES, sources.ARCHIVES):
-        if (source / name).is_file():
-            shutil.copyfile(source / name, target / name)
-
-
-def restore_tools(ctx: Context, entry: Path) -> None:
-    """The cache entry's tools tree, copied to the work directory only when a job first
-    needs it (a rebuild whose jobs all come from the cache copies none of it)."""
-    if (entry / "tools").is_dir():
-        ctx.tools_tree = ctx.work / "tools"
-        ctx.tools_source = entry / "tools"
-
-
 class Bootstrap(Stage):
     """The rootfs of the device's and the layers' packages, their copyright files, the
     sha256 of each .deb used, and the native tools tree of a foreign target. The config's
@@ -434,8 +415,8 @@ class Bootstrap(Stage):
     name = "bootstrap"
     # not stages/deferred.py: the bootstrap takes only its divert hook, whose text is an
     # input ("mmdebstrap options"); how the deferred jobs run later is customize's code
-    code = ("stages/bootstrap.py", "stages/tools.py", "host/rootfs.py", "host/binfmt.py", "repro/lock.py",
-            "repro/mirror.py", "repro/sources.py")  # fmt: skip
+    code = ("stages/bootstrap.py", "stages/installs.py", "stages/tools.py", "host/rootfs.py",
+            "host/binfmt.py", "repro/lock.py", "repro/mirror.py", "repro/sources.py")  # fmt: skip
 
     def inputs(self, given: KeyInputs) -> dict[str, str]:
         spec = given.spec
@@ -472,14 +453,14 @@ class Bootstrap(Stage):
             lock.check_installed(ctx.lock, installed_debs(ctx), ctx.spec.config_path, partial=True)
 
     def save(self, ctx: Context, entry: Path) -> dict[str, str]:
-        copy_install(ctx.runner, ctx.work, entry)
+        installs.copy_install(ctx.runner, ctx.work, entry)
         if ctx.tools_tree is not None:
             copy_tree(ctx.runner, ctx.tools_tree, entry / "tools")
         return {}
 
     def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
-        copy_install(ctx.runner, entries[self.name].path, ctx.work)
-        restore_tools(ctx, entries[self.name].path)
+        installs.restore_install(ctx, entries[self.name])
+        installs.restore_tools(ctx, entries[self.name].path)
         return True
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,11 @@ class Context:
     #: what a stage hands to later ones and to the outputs, by name (the customize stage's
     #: inventory, the disk stage's image facts)
     products: dict[str, Any] = field(default_factory=dict)
+    #: what the build holds until it ends (``build()`` closes it before the work directory
+    #: goes): overlay mounts over cache entries, and those entries' use locks
+    held: ExitStack = field(default_factory=ExitStack)
+    #: the cache entry's rootfs under the work directory's, when it is an overlay over one
+    lower: Path | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch for the rest of the build: every program run from now on sees it."""

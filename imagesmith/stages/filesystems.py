@@ -7,6 +7,7 @@ kind (``disk/fs``) writes and checks its image.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -18,7 +19,8 @@ from imagesmith.disk.fs.base import tree_usage
 from imagesmith.disk.layout import Partition
 from imagesmith.disk.sparse import copy_file
 from imagesmith.errors import ImagesmithError
-from imagesmith.host.rootfs import inside
+from imagesmith.host import overlay
+from imagesmith.host.rootfs import copy_tree, inside
 from imagesmith.repro.reproducible import clamp_times
 from imagesmith.stages import customize, storage
 from imagesmith.stages.base import KeyInputs, Stage, digest, source_digest
@@ -61,7 +63,13 @@ def take_mountpoint(ctx: Context, part: Partition) -> Path:
         shutil.rmtree(staged)
     if source.is_dir():
         mode = source.stat().st_mode
-        source.rename(staged)
+        try:
+            source.rename(staged)
+        except OSError as exc:  # a rootfs over a cache entry (host/overlay.py) is another mount
+            if exc.errno != errno.EXDEV:
+                raise
+            copy_tree(ctx.runner, source, staged)
+            shutil.rmtree(source)
         source.mkdir()
         os.chmod(source, mode & 0o7777)
     else:
@@ -76,6 +84,8 @@ def run(ctx: Context) -> None:
     A's image, slot B's boot partition slot A's files with its own cmdline.txt, and a
     tryboot common boot partition holds autoboot.txt."""
     layout = ctx.spec.layout
+    if ctx.lower is not None:  # the rootfs is an overlay over a cache entry
+        overlay.rejoin_links(ctx.runner, ctx.rootfs, ctx.lower)
     staged: dict[str, Path] = {}
     # every non-root mount point leaves the rootfs first, so root holds only its own files
     for part in layout.partitions:
@@ -93,8 +103,10 @@ def run(ctx: Context) -> None:
             staged[part.name] = tree = ctx.work / f"part-{part.name}"
             tree.mkdir(exist_ok=True)
             (tree / "autoboot.txt").write_text(storage.autoboot_txt(ctx.spec))
-    for tree in [ctx.rootfs, *staged.values()]:
-        clamp_times(tree, ctx.known_epoch)  # no time of this build reaches the filesystems
+    for part in layout.partitions:  # no time of this build reaches the filesystems
+        times_of = ctx.rootfs if part is layout.root else staged.get(part.name)
+        if times_of is not None and not fs.get(part.fs).clamps_times:
+            clamp_times(times_of, ctx.known_epoch)
     made: dict[str, PartitionImage] = {}
     for part in sorted(layout.partitions, key=lambda p: p.role == "root-b"):  # root-b copies root-a
         target = ctx.work / f"{part.name}.{part.fs}"

@@ -18,7 +18,7 @@ from imagesmith.cache.store import Entry
 from imagesmith.config.facts import own_packages
 from imagesmith.host import progress
 from imagesmith.repro import lock
-from imagesmith.stages import bootstrap
+from imagesmith.stages import bootstrap, installs
 from imagesmith.stages.base import KeyInputs, Stage, digest
 from imagesmith.stages.context import Context
 
@@ -48,7 +48,13 @@ class Packages(Stage):
     """The config's own packages over the bootstrap; with none, the bootstrap as it is."""
 
     name = "packages"
-    code = ("stages/packages.py", "stages/bootstrap.py", "repro/lock.py", "repro/sources.py")
+    code = (
+        "stages/packages.py",
+        "stages/bootstrap.py",
+        "stages/installs.py",
+        "repro/lock.py",
+        "repro/sources.py",
+    )
     restore_with = ("bootstrap",)  # its native tools tree (and, with no packages, its rootfs)
 
     def inputs(self, given: KeyInputs) -> dict[str, str]:
@@ -73,13 +79,13 @@ class Packages(Stage):
 
     def save(self, ctx: Context, entry: Path) -> dict[str, str]:
         if own_packages(ctx.spec):  # else the bootstrap's entry holds this rootfs already
-            bootstrap.copy_install(ctx.runner, ctx.work, entry)
+            installs.copy_install(ctx.runner, ctx.work, entry)
         return {}
 
     def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
-        own, base = entries[self.name].path, entries[bootstrap.STAGE.name].path
-        bootstrap.copy_install(ctx.runner, own if (own / "rootfs").is_dir() else base, ctx.work)
-        bootstrap.restore_tools(ctx, base)
+        own, base = entries[self.name], entries[bootstrap.STAGE.name]
+        installs.restore_install(ctx, own if (own.path / "rootfs").is_dir() else base)
+        installs.restore_tools(ctx, base.path)
         return True
 
 

@@ -19,6 +19,8 @@ from .conftest import REPO, imagesmith
 
 pytestmark = pytest.mark.slow
 DATA = Path(__file__).parent / "data" / "cache"
+#: the log line of a rootfs restored as an overlay over its cache entry (no copy)
+IN_PLACE = r"rootfs: {}-\w+ in place, the build's changes on top \(overlay\)"
 
 
 def run_build(project: Path, out: Path, cache: Path, *extra: str) -> str:
@@ -108,6 +110,7 @@ def test_an_overlay_change_reuses_the_installs(
     assert all(" run " in rows[stage] for stage in stages[2:])
     log = run_build(changed, tmp_path / "out", cache)
     assert stages_from_cache(log) == {"packages"} and stages_run(log) == {"customize", "filesystems", "disk"}
+    assert re.search(IN_PLACE.format("(bootstrap|packages)"), (tmp_path / "out/build.log").read_text())
     # nothing the kernel hooks read changed: their initramfs and boot files are put back
     assert re.search(r"kernel \S+: postinst hooks: from the cache", log), log
     assert re.search(r"kernel \S+: depmod: from the cache", log), log
@@ -160,6 +163,8 @@ def test_a_package_added_runs_the_packages_stage_alone_and_gives_the_bytes_of_a_
     warm = run_build(project, tmp_path / "warm", cache, "--set", "packages=[jq]")
     assert stages_from_cache(warm) == {"bootstrap"}
     assert stages_run(warm) == {"packages", "customize", "filesystems", "disk"}
+    # mmdebstrap installed over the cached bootstrap in place, not over a copy of it
+    assert re.search(IN_PLACE.format("bootstrap"), (tmp_path / "warm/build.log").read_text())
     new = {p.name for p in (cache / "debs").glob("*.deb")} - debs_before
     assert any(n.startswith("jq_") for n in new) and len(new) <= 5, new
     cold = run_build(

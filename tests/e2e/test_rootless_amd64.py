@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -112,3 +113,29 @@ def test_the_user_clears_the_cache_holding_files_of_subordinate_ids(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert list(entries.iterdir()) == []
+
+
+def test_a_rebuild_by_the_user_uses_the_cached_rootfs_in_place_and_gives_root_s_bytes(
+    builds: tuple[Built, Built, Path],
+) -> None:
+    """Another hostname: customize runs again over the user's cached installs, which an
+    overlay in the user's own namespaces puts under the work directory's rootfs (no copy)."""
+    _, _, base = builds
+    options = ("--variant", "test", "--set", "variables.site=second")
+    as_root = build(base / "project" / "image.yaml", base / "by-root-2", *options)
+    command = [sys.executable, "-m", "imagesmith", "build", str(base / "project" / "image.yaml"), *options]
+    command += ["-o", str(base / "by-user-2"), "--cache-dir", str(base / "cache")]
+    done = subprocess.run(
+        ["runuser", "-u", USER, "--", "env", f"HOME={base}", *command],
+        cwd=REPO, capture_output=True, text=True, timeout=3000,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "▶ packages: from the cache" in done.stderr
+    log = (base / "by-user-2" / "build.log").read_text()
+    assert re.search(r"rootfs: packages-\w+ in place, the build's changes on top \(overlay\)", log), log[
+        -3000:
+    ]
+    assert "hard links of /usr/bin/perl" not in log  # no step of this build changed one
+    for name in ("pipeline.img", "manifest.json"):
+        assert (as_root.output / name).read_bytes() == (base / "by-user-2" / name).read_bytes(), name
+    assert not list((base / "by-user-2").glob(".imagesmith-work-*")), "the work directory is gone"

@@ -9,7 +9,7 @@ import pytest
 
 from imagesmith.config.load import load_spec
 from imagesmith.host.run import Runner
-from imagesmith.stages import bootstrap
+from imagesmith.stages import bootstrap, installs
 from imagesmith.stages.context import Context
 
 Write = Callable[[str, str], Path]
@@ -293,14 +293,14 @@ def test_a_cached_tools_tree_is_copied_only_when_a_job_first_needs_it(
 ) -> None:
     """A rebuild whose deferred jobs all come from the cache copies none of the tree; the
     first job that runs copies it once, and the cache entry's tree is never run in."""
-    from imagesmith.stages import bootstrap, tools
+    from imagesmith.stages import tools
     from imagesmith.stages.context import Context
 
     entry, work = tmp_path / "entry", tmp_path / "work"
     _status(entry / "tools", {"kmod": "34.2-2"})
     _status(work / "rootfs", {"kmod": "34.2-2"})
     ctx = Context(spec=None, work=work, runner=Runner(log_path=tmp_path / "log"))  # type: ignore[arg-type]
-    bootstrap.restore_tools(ctx, entry)
+    installs.restore_tools(ctx, entry)
     assert ctx.tools_tree == work / "tools" and not ctx.tools_tree.exists()
     ran: list[str] = []
     monkeypatch.setattr(tools.Tools, "_in_tree", lambda self, argv, binds=(): ran.append(str(self.tree)))

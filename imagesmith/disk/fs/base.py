@@ -41,6 +41,10 @@ class Filesystem:
     modules: tuple[str, ...] = ()
     #: fstab options of a partition of this kind
     options: str = "defaults,noatime"
+    #: its maker clamps every time it copies from the tree itself (no time after the
+    #: epoch, access time = modification time): the tree is not written to, which keeps a
+    #: rootfs over a cache entry (host/overlay.py) from copying each file up to change it
+    clamps_times: bool = False
 
     def make(self, job: Job) -> int:
         """Write the filesystem image; return its size in bytes."""
@@ -67,23 +71,29 @@ class Usage(NamedTuple):
 
 
 def tree_usage(root: Path) -> Usage:
-    """The usage of the tree under ``root`` — streamed, never loaded."""
+    """The usage of the tree under ``root`` — streamed, never loaded. A directory counts
+    by its entries' names (as ext4 would store them), not by the blocks it has here: those
+    depend on its history (a copy is compact, a directory that shrank is not, an overlay's
+    merged one reports its upper layer's), and the size of a filesystem must not."""
     used, count, files = 0, 0, 0
     seen: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
+        names = 0
         with os.scandir(stack.pop()) as entries:
             for entry in entries:
                 info = entry.stat(follow_symlinks=False)
                 count += 1
+                names += (8 + len(entry.name.encode()) + 3) // 4 * 4  # an ext4 directory entry
                 if info.st_nlink > 1:
                     if (info.st_dev, info.st_ino) in seen:
                         continue
                     seen.add((info.st_dev, info.st_ino))
-                is_dir = entry.is_dir(follow_symlinks=False)
-                used += max(info.st_blocks * 512, 4096 if is_dir else 0)
-                if is_dir:
+                if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False):
-                    files += info.st_size
+                else:
+                    used += info.st_blocks * 512
+                    if entry.is_file(follow_symlinks=False):
+                        files += info.st_size
+        used += max(4096, (names + 24 + 4095) // 4096 * 4096)  # with "." and ".."
     return Usage(used, count, files)

@@ -21,6 +21,7 @@ DEVICE_NODES = [("console", "c", 5, 1, 0o600), ("null", "c", 1, 3, 0o666)]
 class Ext4(Filesystem):
     name = "ext4"
     modules = ("ext4",)
+    clamps_times = True  # fix_change_times
 
     def fs_id(self, identity: Identity, partition: str) -> str:
         return str(uuid.UUID(bytes=derived(identity, f"fs:{partition}")[:16], version=4))
@@ -69,26 +70,36 @@ def device_nodes(content: Path) -> list[str]:
 def fix_change_times(
     runner: Runner, image: Path, content: Path, epoch: int, first: Sequence[str] = ()
 ) -> None:
-    """Set the change time of every inode made from ``content`` (and the access time of
-    every directory, which mke2fs itself touched) to ``epoch``, with debugfs; ``first``:
-    more debugfs commands for the same pass over the image."""
+    """The times of every inode made from ``content``, with debugfs (mke2fs copied the
+    tree's, in whole seconds): change times ``epoch``; a directory's times ``epoch`` (mke2fs
+    reading one sets its access time; when its entries came or went says nothing about the
+    image); a file's modification time no later than ``epoch`` and its access time the
+    same. ``first``: more debugfs commands for the same pass over the image."""
     script = image.with_name(image.name + ".times")
     with open(script, "w", encoding="utf-8") as out:
         out.writelines(f"{command}\n" for command in first)
-        out.write(f"cd /\nsif / ctime @{epoch}\nsif / atime @{epoch}\n")
+        out.write(f"cd /\nsif / ctime @{epoch}\nsif / atime @{epoch}\nsif / mtime @{epoch}\n")
         stack = [content]
         while stack:
             directory = stack.pop()
-            with os.scandir(directory) as entries:
-                for entry in entries:
-                    rel = "/" + os.path.relpath(entry.path, content)
-                    if '"' in rel or "\n" in rel:
-                        continue
-                    out.write(f'sif "{rel}" ctime @{epoch}\n')
-                    if entry.is_dir(follow_symlinks=False):
-                        # mke2fs reading a directory sets its access time: set it again
-                        out.write(f'sif "{rel}" atime @{epoch}\n')
-                        stack.append(Path(entry.path))
+            with os.scandir(directory) as listed:
+                # by name, as mke2fs made them: the order of the writes (how many blocks
+                # debugfs writes, which the superblock counts) is not the directory's order,
+                # which differs between a plain tree and an overlay's merged one
+                entries = sorted(listed, key=lambda entry: entry.name)
+            for entry in entries:
+                rel = "/" + os.path.relpath(entry.path, content)
+                if '"' in rel or "\n" in rel:
+                    continue
+                out.write(f'sif "{rel}" ctime @{epoch}\n')
+                if entry.is_dir(follow_symlinks=False):
+                    out.write(f'sif "{rel}" atime @{epoch}\nsif "{rel}" mtime @{epoch}\n')
+                    stack.append(Path(entry.path))
+                    continue
+                # on every file, changed or not: what debugfs writes (which the superblock
+                # counts) depends on the names alone
+                clamped = min(entry.stat(follow_symlinks=False).st_mtime_ns // 1_000_000_000, epoch)
+                out.write(f'sif "{rel}" mtime @{clamped}\nsif "{rel}" atime @{clamped}\n')
         out.write(f"sif /lost+found ctime @{epoch}\n")
     try:
         runner.run(["debugfs", "-w", "-f", str(script), str(image)], env=fixed_time_env(epoch))

@@ -1,0 +1,101 @@
+"""host/overlay.py: a cache entry used in place under an overlay mount (the parts that
+need no mount; the e2e cache and rootless tests rebuild over real ones)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from imagesmith.disk.fs.base import tree_usage
+from imagesmith.errors import ImagesmithError
+from imagesmith.host import overlay
+from imagesmith.host.run import Runner
+
+
+def test_the_options_name_the_three_directories_and_refuse_what_they_cannot_carry() -> None:
+    given = overlay.options(Path("/c/e/rootfs"), Path("/w/rootfs.upper"), Path("/w/rootfs.overlay-work"),
+                            userxattr=False)  # fmt: skip
+    assert given == "lowerdir=/c/e/rootfs,upperdir=/w/rootfs.upper,workdir=/w/rootfs.overlay-work,index=on"
+    assert overlay.options(Path("/a"), Path("/b"), Path("/c"), userxattr=True) == (
+        "lowerdir=/a,upperdir=/b,workdir=/c,userxattr"
+    )
+    for bad in ("/cache,x/e", "/cache:x/e", "/cache\\x/e"):
+        assert overlay.options(Path(bad), Path("/b"), Path("/c"), userxattr=False) is None
+
+
+def test_only_the_namespace_a_build_made_for_itself_is_mounted_in(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:  # fmt: skip
+    monkeypatch.delenv(overlay.NAMESPACE, raising=False)
+    assert not overlay.available()
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    assert overlay.layer(Runner(), lower, tmp_path / "rootfs") is False  # the caller copies
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lower"]  # and nothing was made
+    monkeypatch.setenv(overlay.NAMESPACE, str(os.stat("/proc/self/ns/mnt").st_ino))
+    assert overlay.available()  # this process's (a child of the build shares it)
+    monkeypatch.setenv(overlay.NAMESPACE, "1")
+    assert not overlay.available()  # another namespace's: never the host's by mistake
+
+
+def test_a_directory_counts_by_its_names_not_by_the_blocks_its_history_left(tmp_path: Path) -> None:
+    grown, fresh = tmp_path / "grown", tmp_path / "fresh"
+    for tree in (grown, fresh):
+        (tree / "d").mkdir(parents=True)
+        (tree / "d" / "kept").write_bytes(b"x" * 5000)
+    for number in range(600):  # the directory grows past one block, then shrinks back
+        (grown / "d" / f"temporary-file-{number:04}").touch()
+    for number in range(600):
+        (grown / "d" / f"temporary-file-{number:04}").unlink()
+    assert (grown / "d").stat().st_blocks > (fresh / "d").stat().st_blocks  # ext4 never shrinks one
+    assert tree_usage(grown) == tree_usage(fresh)
+    many = tmp_path / "many"
+    many.mkdir()
+    for number in range(600):
+        (many / f"temporary-file-{number:04}").touch()
+    assert tree_usage(many).blocks == 600 * 32 // 4096 * 4096 + 4096  # 32 bytes an entry, in blocks
+
+
+def merged_view(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A lower layer whose ``bin/tool`` and ``bin/tool-1.0`` are one file, and a plain
+    directory standing for the merged view: the links as a user namespace's overlayfs
+    leaves them after ``bin/tool`` was changed (copied up, with its origin recorded)."""
+    lower, target = tmp_path / "lower", tmp_path / "rootfs"
+    upper = tmp_path / ("rootfs" + overlay.UPPER)
+    for tree in (lower, target, upper):
+        (tree / "bin").mkdir(parents=True)
+    (lower / "bin/tool").write_text("old\n")
+    os.link(lower / "bin/tool", lower / "bin/tool-1.0")
+    (upper / "bin/tool").write_text("new\n")
+    os.setxattr(upper / "bin/tool", "user.overlay.origin", b"x")
+    (target / "bin/tool").write_text("new\n")
+    (target / "bin/tool-1.0").write_text("old\n")
+    return lower, target, upper
+
+
+def test_a_file_changed_by_one_name_is_seen_by_its_other_names(tmp_path: Path) -> None:
+    lower, target, _ = merged_view(tmp_path)
+    overlay.rejoin_links(Runner(), target, lower)
+    assert os.stat(target / "bin/tool-1.0").st_ino == os.stat(target / "bin/tool").st_ino
+    assert (target / "bin/tool-1.0").read_text() == "new\n"
+    assert (lower / "bin/tool-1.0").read_text() == "old\n"  # the cache entry is never written
+
+
+def test_a_name_given_a_new_file_stays_a_file_of_its_own(tmp_path: Path) -> None:
+    lower, target, upper = merged_view(tmp_path)
+    (upper / "bin/tool-1.0").write_text("replaced\n")  # a rename over it: no origin
+    (target / "bin/tool-1.0").write_text("replaced\n")
+    overlay.rejoin_links(Runner(), target, lower)
+    assert (target / "bin/tool-1.0").read_text() == "replaced\n"
+    assert os.stat(target / "bin/tool-1.0").st_ino != os.stat(target / "bin/tool").st_ino
+
+
+def test_both_names_changed_differently_is_an_error_not_a_guess(tmp_path: Path) -> None:
+    lower, target, upper = merged_view(tmp_path)
+    (upper / "bin/tool-1.0").write_text("other\n")
+    os.setxattr(upper / "bin/tool-1.0", "user.overlay.origin", b"x")
+    (target / "bin/tool-1.0").write_text("other\n")
+    with pytest.raises(ImagesmithError, match="changed separately") as caught:
+        overlay.rejoin_links(Runner(), target, lower)
+    assert "--no-cache" in (caught.value.hint or "")
