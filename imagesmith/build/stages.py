@@ -52,9 +52,10 @@ class Stages:
             info.update(stage.save(self.ctx, entry_dir))
 
         # a stage run again on purpose (--rebuild-from, a re-lock) replaces its entry
-        self.cache.commit(
+        entry = self.cache.commit(
             stage.name, self.plans[stage.name].key, make, info, replace=stage.name in self.forced
         )
+        stage.committed(self.ctx, entry)
 
     def commit_copy(self, stage: str, entry: Entry) -> None:
         """``entry``'s content (made under another key) kept under this build's key too."""

@@ -85,6 +85,11 @@ class Stage:
         facts to record with it."""
         raise NotImplementedError
 
+    def committed(self, ctx: Context, entry: Entry) -> None:
+        """Called once ``save``'s entry is in the cache (under this stage's lock): the
+        build may go on with the entry itself (an install's rootfs moved into it is used
+        in place, see installs.py)."""
+
     def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
         """Put the cached result into ``ctx`` from ``entries`` (this stage's and those of
         ``restore_with``, by stage name). False: the entry does not give what it recorded;

@@ -27,7 +27,7 @@ from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError, Location, config_error
 from imagesmith.host import binfmt as host
 from imagesmith.host import diagnose, progress
-from imagesmith.host.rootfs import ISOLATE, copy_tree
+from imagesmith.host.rootfs import ISOLATE
 from imagesmith.host.run import Explain
 from imagesmith.outputs import inventory
 from imagesmith.repro import lock, mirror, sources
@@ -453,14 +453,16 @@ class Bootstrap(Stage):
             lock.check_installed(ctx.lock, installed_debs(ctx), ctx.spec.config_path, partial=True)
 
     def save(self, ctx: Context, entry: Path) -> dict[str, str]:
-        installs.copy_install(ctx.runner, ctx.work, entry)
-        if ctx.tools_tree is not None:
-            copy_tree(ctx.runner, ctx.tools_tree, entry / "tools")
+        installs.save_install(ctx, entry)
+        installs.save_tools(ctx, entry)
         return {}
+
+    def committed(self, ctx: Context, entry: Entry) -> None:
+        installs.committed(ctx, entry)
 
     def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
         installs.restore_install(ctx, entries[self.name])
-        installs.restore_tools(ctx, entries[self.name].path)
+        installs.restore_tools(ctx, entries[self.name])
         return True
 
 

@@ -5,6 +5,7 @@ build can (host/overlay.py)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -28,25 +29,75 @@ def copy_install(runner: Runner, source: Path, target: Path, *, rootfs: bool = T
             shutil.copyfile(source / name, target / name)
 
 
-def restore_install(ctx: Context, entry: Entry) -> None:
-    """An install's result from its cache entry into the work directory; the rootfs is
-    the entry itself under an overlay (host/overlay.py) where this build can mount one,
-    else a copy: the same tree either way."""
-    in_place = ctx.store is not None and overlay.available()
-    if in_place:
-        assert ctx.store is not None
-        ctx.held.enter_context(ctx.store.using(entry))  # no prune removes it meanwhile
-        in_place = overlay.layer(ctx.runner, entry.path / "rootfs", ctx.rootfs)
-    if in_place:
-        ctx.held.callback(overlay.unmount_under, ctx.runner, ctx.rootfs)
+def save_install(ctx: Context, entry: Path) -> None:
+    """An install's result into the new cache entry ``entry``: the rootfs (and the tools
+    tree) moved into it where the build can use the entry in place afterwards
+    (``committed``), else copied; the rest copied."""
+    moved = _movable(ctx, ctx.rootfs, entry)
+    if moved:
+        os.rename(ctx.rootfs, entry / "rootfs")
+    copy_install(ctx.runner, ctx.work, entry, rootfs=not moved)
+
+
+def save_tools(ctx: Context, entry: Path) -> None:
+    """The tools tree into the new cache entry: moved where it can be, else copied."""
+    if ctx.tools_tree is None:
+        return
+    if _movable(ctx, ctx.tools_tree, entry):
+        os.rename(ctx.tools_tree, entry / "tools")
+    else:
+        copy_tree(ctx.runner, ctx.tools_tree, entry / "tools")
+
+
+def committed(ctx: Context, entry: Entry) -> None:
+    """What ``save_install`` and ``save_tools`` moved into ``entry``, back under the work
+    directory: the entry in place (copied only if the overlay fails after all)."""
+    if not ctx.rootfs.exists():
+        restore_rootfs(ctx, entry)
+    if ctx.tools_tree is not None and not ctx.tools_tree.exists():
+        restore_tools(ctx, entry)
+
+
+def _movable(ctx: Context, tree: Path, entry: Path) -> bool:
+    """``tree`` may move into ``entry``: a plain directory of the same filesystem (not an
+    overlay already), in a build that can then mount the entry in place."""
+    if ctx.store is None or not overlay.available():
+        return False
+    return os.stat(tree).st_dev == os.stat(entry).st_dev
+
+
+def _in_place(ctx: Context, entry: Entry, lower: Path, target: Path) -> bool:
+    """``target`` is ``lower`` (of ``entry``) under an overlay, held until the build ends."""
+    if ctx.store is None or not overlay.available():
+        return False
+    ctx.held.enter_context(ctx.store.using(entry))  # no prune removes it meanwhile
+    if not overlay.layer(ctx.runner, lower, target):
+        return False
+    ctx.held.callback(overlay.unmount_under, ctx.runner, target)
+    ctx.runner.detail(f"{target.name}: {entry.path.name} in place, the build's changes on top (overlay)")
+    return True
+
+
+def restore_rootfs(ctx: Context, entry: Entry) -> None:
+    """The entry's rootfs as the work directory's: in place where the build can mount an
+    overlay (host/overlay.py), else a copy: the same tree either way."""
+    if _in_place(ctx, entry, entry.path / "rootfs", ctx.rootfs):
         ctx.lower = entry.path / "rootfs"
-        ctx.runner.detail(f"rootfs: {entry.path.name} in place, the build's changes on top (overlay)")
-    copy_install(ctx.runner, entry.path, ctx.work, rootfs=not in_place)
+    else:
+        copy_tree(ctx.runner, entry.path / "rootfs", ctx.rootfs)
 
 
-def restore_tools(ctx: Context, entry: Path) -> None:
-    """The cache entry's tools tree, copied to the work directory only when a job first
-    needs it (a rebuild whose jobs all come from the cache copies none of it)."""
-    if (entry / "tools").is_dir():
-        ctx.tools_tree = ctx.work / "tools"
-        ctx.tools_source = entry / "tools"
+def restore_install(ctx: Context, entry: Entry) -> None:
+    """An install's result from its cache entry into the work directory."""
+    restore_rootfs(ctx, entry)
+    copy_install(ctx.runner, entry.path, ctx.work, rootfs=False)
+
+
+def restore_tools(ctx: Context, entry: Entry) -> None:
+    """The cache entry's tools tree: in place, or copied to the work directory only when
+    a job first needs it (a rebuild whose jobs all come from the cache copies none of it)."""
+    source = entry.path / "tools"
+    if not source.is_dir():
+        return
+    ctx.tools_tree = ctx.work / "tools"
+    ctx.tools_source = None if _in_place(ctx, entry, source, ctx.tools_tree) else source

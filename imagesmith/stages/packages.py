@@ -79,13 +79,16 @@ class Packages(Stage):
 
     def save(self, ctx: Context, entry: Path) -> dict[str, str]:
         if own_packages(ctx.spec):  # else the bootstrap's entry holds this rootfs already
-            installs.copy_install(ctx.runner, ctx.work, entry)
+            installs.save_install(ctx, entry)
         return {}
+
+    def committed(self, ctx: Context, entry: Entry) -> None:
+        installs.committed(ctx, entry)
 
     def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
         own, base = entries[self.name], entries[bootstrap.STAGE.name]
         installs.restore_install(ctx, own if (own.path / "rootfs").is_dir() else base)
-        installs.restore_tools(ctx, base.path)
+        installs.restore_tools(ctx, base)
         return True
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from imagesmith.cache.store import Entry
 from imagesmith.config.load import load_spec
 from imagesmith.host.run import Runner
 from imagesmith.stages import bootstrap, installs
@@ -300,7 +301,7 @@ def test_a_cached_tools_tree_is_copied_only_when_a_job_first_needs_it(
     _status(entry / "tools", {"kmod": "34.2-2"})
     _status(work / "rootfs", {"kmod": "34.2-2"})
     ctx = Context(spec=None, work=work, runner=Runner(log_path=tmp_path / "log"))  # type: ignore[arg-type]
-    installs.restore_tools(ctx, entry)
+    installs.restore_tools(ctx, Entry("bootstrap", "k", entry, {}))  # no overlay here: the copy
     assert ctx.tools_tree == work / "tools" and not ctx.tools_tree.exists()
     ran: list[str] = []
     monkeypatch.setattr(tools.Tools, "_in_tree", lambda self, argv, binds=(): ran.append(str(self.tree)))
