@@ -1,7 +1,9 @@
 """An install's result (the rootfs, its copyright files, the .deb hashes and which
-archive gave each package) between the work directory and a cache entry, which name
-their parts alike: saved by copying, restored with the rootfs used in place where the
-build can (host/overlay.py)."""
+archive gave each package, and the bootstrap's tools tree) between the work directory
+and a cache entry, which name their parts alike. Where the build can mount an overlay
+(host/overlay.py), the rootfs and the tools tree are moved into a new entry and used
+from it in place, as a restored entry is: a cold and a warm build take the same path.
+Elsewhere they are copied both ways."""
 
 from __future__ import annotations
 
@@ -30,9 +32,9 @@ def copy_install(runner: Runner, source: Path, target: Path, *, rootfs: bool = T
 
 
 def save_install(ctx: Context, entry: Path) -> None:
-    """An install's result into the new cache entry ``entry``: the rootfs (and the tools
-    tree) moved into it where the build can use the entry in place afterwards
-    (``committed``), else copied; the rest copied."""
+    """An install's result into the new cache entry ``entry``: the rootfs moved into it
+    where the build can use the entry in place afterwards (``committed``), else copied;
+    the rest copied."""
     moved = _movable(ctx, ctx.rootfs, entry)
     if moved:
         os.rename(ctx.rootfs, entry / "rootfs")
