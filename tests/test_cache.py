@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from imagesmith.cache import Cache
+from imagesmith.errors import ImagesmithError
 
 
 def test_commit_is_atomic_and_a_failed_make_leaves_nothing(tmp_path: Path) -> None:
@@ -176,3 +177,21 @@ def test_an_entry_a_build_uses_in_place_is_neither_pruned_nor_cleared(tmp_path: 
         assert cache.clear() == 1  # k2 went, k0 stayed
         assert [e.key for e in cache.entries()] == ["k0"]
     assert cache.clear() == 1 and cache.entries() == []
+
+
+def test_an_entry_in_use_is_never_replaced_nor_trusted_when_damaged(tmp_path: Path) -> None:
+    """A stage run again on purpose must not go on with the old entry another build holds,
+    and a damaged entry another build holds is an error, not used and not half-removed."""
+    cache = Cache(tmp_path)
+    entry = cache.commit("bootstrap", "k", lambda d: (d / "f").write_bytes(b"old"))
+    with cache.using(entry):
+        with pytest.raises(ImagesmithError, match="to be replaced, but another build is using it"):
+            cache.commit("bootstrap", "k", lambda d: (d / "f").write_bytes(b"new"), replace=True)
+        assert (entry.path / "f").read_bytes() == b"old"
+        (entry.path / "f").write_bytes(b"rot")
+        with pytest.raises(ImagesmithError, match=r"damaged .* another build is using it"):
+            cache.checked("bootstrap", "k", lambda text: None)
+        assert (entry.path / "f").is_file()
+    notes: list[str] = []
+    assert cache.checked("bootstrap", "k", notes.append) is None
+    assert "discarded" in notes[0] and cache.lookup("bootstrap", "k") is None

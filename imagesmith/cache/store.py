@@ -135,8 +135,12 @@ class Cache:
         if recorded is not None and hashing.tree(entry.path, _content(entry.path)) == recorded:
             return entry
         why = "its files changed since it was made" if recorded else "it records no digest of its files"
+        if not self.remove(entry):
+            raise ImagesmithError(
+                f"the cache entry {stage} {key[:12]} is damaged ({why}) and another build is using it",
+                hint="build again once that build is done: the entry is then discarded and made again",
+            )
         report(f"the cache entry {stage} {key[:12]} is damaged ({why}): discarded, the stage runs again")
-        self.remove(entry)
         return None
 
     @contextmanager
@@ -177,8 +181,11 @@ class Cache:
             _sync(tmp)  # on disk before it has its name: a power cut never leaves half an entry
             final = self._path(stage, key)
             old = self.lookup(stage, key) if replace else None
-            if old is not None:
-                self.remove(old)
+            if old is not None and not self.remove(old):
+                raise ImagesmithError(
+                    f"the cache entry {stage} {key[:12]} is to be replaced, but another build is using it",
+                    hint="run this build again once that one is done",
+                )
             try:
                 os.rename(tmp, final)
                 _sync(final.parent)
