@@ -35,20 +35,25 @@ def save_install(ctx: Context, entry: Path) -> None:
     """An install's result into the new cache entry ``entry``: the rootfs moved into it
     where the build can use the entry in place afterwards (``committed``), else copied;
     the rest copied."""
-    moved = _movable(ctx, ctx.rootfs, entry)
-    if moved:
-        os.rename(ctx.rootfs, entry / "rootfs")
-    copy_install(ctx.runner, ctx.work, entry, rootfs=not moved)
+    _keep(ctx, ctx.rootfs, entry / "rootfs")
+    copy_install(ctx.runner, ctx.work, entry, rootfs=False)
 
 
 def save_tools(ctx: Context, entry: Path) -> None:
-    """The tools tree into the new cache entry: moved where it can be, else copied."""
-    if ctx.tools_tree is None:
-        return
-    if _movable(ctx, ctx.tools_tree, entry):
-        os.rename(ctx.tools_tree, entry / "tools")
+    """The tools tree into the new cache entry, the same way."""
+    if ctx.tools_tree is not None:
+        _keep(ctx, ctx.tools_tree, entry / "tools")
+
+
+def _keep(ctx: Context, tree: Path, target: Path) -> None:
+    """``tree`` moved to ``target`` in a new entry where the build can then mount the
+    entry in place (a plain directory of the same filesystem, not an overlay already);
+    else copied."""
+    same_filesystem = os.stat(tree).st_dev == os.stat(target.parent).st_dev
+    if ctx.store is not None and overlay.available() and same_filesystem:
+        os.rename(tree, target)
     else:
-        copy_tree(ctx.runner, ctx.tools_tree, entry / "tools")
+        copy_tree(ctx.runner, tree, target)
 
 
 def committed(ctx: Context, entry: Entry) -> None:
@@ -58,14 +63,6 @@ def committed(ctx: Context, entry: Entry) -> None:
         restore_rootfs(ctx, entry)
     if ctx.tools_tree is not None and not ctx.tools_tree.exists():
         restore_tools(ctx, entry)
-
-
-def _movable(ctx: Context, tree: Path, entry: Path) -> bool:
-    """``tree`` may move into ``entry``: a plain directory of the same filesystem (not an
-    overlay already), in a build that can then mount the entry in place."""
-    if ctx.store is None or not overlay.available():
-        return False
-    return os.stat(tree).st_dev == os.stat(entry).st_dev
 
 
 def _in_place(ctx: Context, entry: Entry, lower: Path, target: Path) -> bool:
