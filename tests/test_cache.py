@@ -195,3 +195,39 @@ def test_an_entry_in_use_is_never_replaced_nor_trusted_when_damaged(tmp_path: Pa
     notes: list[str] = []
     assert cache.checked("bootstrap", "k", notes.append) is None
     assert "discarded" in notes[0] and cache.lookup("bootstrap", "k") is None
+
+
+def test_a_build_checks_only_the_parts_of_an_entry_it_reads(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+
+    def make(entry: Path) -> None:
+        (entry / "rootfs" / "etc").mkdir(parents=True)
+        (entry / "rootfs" / "etc" / "motd").write_text("hi\n")
+        (entry / "tools").mkdir()
+        (entry / "tools" / "depmod").write_text("#!/bin/sh\n")
+        (entry / "debs.sha256").write_text("abc  x.deb\n")
+
+    entry = cache.commit("bootstrap", "k", make)
+    assert set(entry.meta["part_sha256"]) == {"rootfs", "tools", "debs.sha256"}
+    (entry.path / "rootfs" / "etc" / "motd").write_text("changed\n")
+    notes: list[str] = []
+    # a build that reads its tools alone takes it; one that reads the rootfs does not
+    assert cache.checked("bootstrap", "k", notes.append, {"tools", "debs.sha256"}) is not None
+    assert notes == []
+    assert cache.checked("bootstrap", "k", notes.append, {"rootfs"}) is None
+    assert "damaged" in notes[0] and cache.lookup("bootstrap", "k") is None
+
+
+def test_an_entry_recording_no_part_digests_is_checked_whole(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+
+    def make(entry: Path) -> None:
+        (entry / "tools").mkdir()
+        (entry / "f").write_text("a")
+
+    entry = cache.commit("bootstrap", "k", make)
+    meta = json.loads((entry.path / "meta.json").read_text())
+    del meta["part_sha256"]  # made before entries recorded them
+    (entry.path / "meta.json").write_text(json.dumps(meta))
+    (entry.path / "f").write_text("b")
+    assert cache.checked("bootstrap", "k", lambda text: None, {"tools"}) is None

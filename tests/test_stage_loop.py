@@ -21,9 +21,14 @@ class Fake(Stage):
     def __init__(self, name: str, resumable: bool = True, restore_with: tuple[str, ...] = ()) -> None:
         self.name, self.resumable, self.restore_with = name, resumable, restore_with
         self.good = True  # what restore answers
+        self.prepared = 0  # builds that called prepare
 
     def inputs(self, given: KeyInputs) -> dict[str, str]:
         return {}
+
+    def prepare(self, ctx: Context) -> None:
+        assert "ran" not in ctx.products  # before the first stage runs
+        self.prepared += 1
 
     def run(self, ctx: Context) -> None:
         ctx.products.setdefault("ran", []).append(self.name)
@@ -65,9 +70,11 @@ def test_a_cold_build_runs_every_stage_and_a_warm_one_restores_the_last(write: W
     stages = pipeline()
     cold = build(write, cache, stages)
     assert cold.products == {"ran": ["bootstrap", "packages", "customize", "filesystems", "disk"]}
+    assert [stage.prepared for stage in stages] == [1, 1, 1, 1, 1]
     assert cache.lookup("disk", "dddddddd").meta["made"] == "disk"  # type: ignore[union-attr]
     warm = build(write, cache, stages)
     assert warm.products == {"restored": ["disk"]}
+    assert [stage.prepared for stage in stages] == [1, 1, 1, 1, 1]  # none runs: none prepares
 
 
 def test_a_later_change_restores_the_latest_resumable_stage(write: Write, tmp_path: Path) -> None:

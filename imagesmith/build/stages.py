@@ -28,12 +28,13 @@ class Stages:
         first_forced = NAMES.index(rebuild_from) if rebuild_from else len(NAMES)
         self.forced = set(NAMES[first_forced:])
 
-    def cached(self, stage: str) -> Entry | None:
-        """The stage's cache entry, checked against the digest it was made with."""
+    def cached(self, stage: str, parts: frozenset[str] | None = None) -> Entry | None:
+        """The stage's cache entry, checked against the digest it was made with (``parts``:
+        only the top-level names of it the build reads)."""
         if self.cache is None or stage in self.forced:
             return None
         key = self.plans[stage].key
-        entry = self.cache.checked(stage, key, self.warn)
+        entry = self.cache.checked(stage, key, self.warn, parts)
         if entry is None and self.cache.remote is not None:  # the shared cache behind this one
             entry = self.cache.remote.pull(self.cache, stage, key, self.ctx.runner)
         return entry
@@ -86,6 +87,8 @@ class Stages:
                     start = index + 1
                     break
             for stage in stages[start:]:
+                stage.prepare(ctx)
+            for stage in stages[start:]:
                 stage.check(ctx)
                 with runner.stage(stage.name, stage.title(ctx)):
                     stage.run(ctx)
@@ -98,7 +101,7 @@ class Stages:
     def _restore(self, stage: Stage) -> bool:
         """``stage`` taken from the cache, with the entries it restores with."""
         names = (stage.name, *stage.restore_with)
-        entries = {name: self.cached(name) for name in names}
+        entries = {name: self.cached(name, stage.reads(self.ctx, name)) for name in names}
         found = {name: entry for name, entry in entries.items() if entry is not None}
         if len(found) != len(names):
             return False

@@ -77,17 +77,53 @@ def tree(root: Path, items: Iterable[Path] | None = None, *, owners: bool = Fals
     h = hashlib.sha256()
     paths = [root] if not root.is_dir() else sorted(everything(root) if items is None else items)
     for item in paths:
-        info = item.lstat()
-        rel = item.name if item == root else str(item.relative_to(root))
-        h.update(f"{rel}\0{stat.S_IFMT(info.st_mode)}\0{stat.S_IMODE(info.st_mode)}\0".encode())
-        if owners:
-            h.update(f"{info.st_uid}:{info.st_gid}\0".encode())
-        if stat.S_ISLNK(info.st_mode):
-            h.update(os.readlink(item).encode())
-        elif stat.S_ISREG(info.st_mode):
-            with open(item, "rb") as handle:
-                _update(h, handle.fileno())
-        elif stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):
-            h.update(f"{os.major(info.st_rdev)}:{os.minor(info.st_rdev)}".encode())
-        h.update(b"\0")
+        _feed([h], [item.name if item == root else str(item.relative_to(root))], item, owners)
     return h.hexdigest()
+
+
+def tree_and_parts(root: Path, items: Iterable[Path]) -> tuple[str, dict[str, str]]:
+    """``tree(root, items)``, and the digest of each top-level name under ``root`` as
+    ``tree(root / name)`` gives it: in one pass, each file read once."""
+    whole = hashlib.sha256()
+    parts: dict[str, Any] = {}
+    for item in sorted(items):
+        rel = item.relative_to(root)
+        top = rel.parts[0]
+        part = parts.setdefault(top, hashlib.sha256())
+        if len(rel.parts) > 1:  # under a directory part: named from it
+            _feed([whole, part], [str(rel), str(rel.relative_to(top))], item, False)
+        elif item.is_dir() and not item.is_symlink():  # a directory part itself: not in its own digest
+            _feed([whole], [str(rel)], item, False)
+        else:  # a file part: named by its name
+            _feed([whole, part], [top, top], item, False)
+    return whole.hexdigest(), {name: digest.hexdigest() for name, digest in parts.items()}
+
+
+class _Fanout:
+    """Feeds the same bytes to several digests."""
+
+    def __init__(self, digests: list[Any]) -> None:
+        self.digests = digests
+
+    def update(self, data: bytes | memoryview) -> None:
+        for digest in self.digests:
+            digest.update(data)
+
+
+def _feed(digests: list[Any], names: list[str], item: Path, owners: bool) -> None:
+    """One path into each digest, under the name each gives it: its name, type, mode
+    (owner), and link target, content or device numbers."""
+    info = item.lstat()
+    for digest, name in zip(digests, names, strict=True):
+        digest.update(f"{name}\0{stat.S_IFMT(info.st_mode)}\0{stat.S_IMODE(info.st_mode)}\0".encode())
+        if owners:
+            digest.update(f"{info.st_uid}:{info.st_gid}\0".encode())
+    out = _Fanout(digests) if len(digests) > 1 else digests[0]
+    if stat.S_ISLNK(info.st_mode):
+        out.update(os.readlink(item).encode())
+    elif stat.S_ISREG(info.st_mode):
+        with open(item, "rb") as handle:
+            _update(out, handle.fileno())
+    elif stat.S_ISCHR(info.st_mode) or stat.S_ISBLK(info.st_mode):
+        out.update(f"{os.major(info.st_rdev)}:{os.minor(info.st_rdev)}".encode())
+    out.update(b"\0")

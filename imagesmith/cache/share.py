@@ -33,7 +33,7 @@ from imagesmith.cache.remote import (
     archive_statement,
     key_id,
 )
-from imagesmith.cache.store import CONTENT, META, Cache, ContentMismatch, Entry
+from imagesmith.cache.store import CONTENT, META, PARTS, Cache, ContentMismatch, Entry
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 from imagesmith.host.rootfs import remove_tree
 from imagesmith.host.run import Runner, format_duration
@@ -45,7 +45,7 @@ SALT_ENV = "IMAGESMITH_CACHE_SALT"
 #: a team salt shorter than this is guessable from the keys it makes
 MIN_SALT = 16
 #: what an entry's metadata holds that only makes sense on the machine that wrote it
-LOCAL_FACTS = frozenset({"stage", "key", "created", "last_used", "configs", CONTENT})
+LOCAL_FACTS = frozenset({"stage", "key", "created", "last_used", "configs", CONTENT, PARTS})
 #: the archive keeps what the stage cache keeps: owners, modes, links, holes, attributes
 TAR_FLAGS = ("--numeric-owner", "--sparse", "--xattrs", "--xattrs-include=*", "--zstd")
 

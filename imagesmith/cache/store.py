@@ -19,7 +19,7 @@ import os
 import secrets
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +34,9 @@ from imagesmith.host.rootfs import remove_tree
 META = "meta.json"
 #: the metadata key of the digest of what an entry holds (names, modes, links, contents)
 CONTENT = "content_sha256"
+#: the metadata key of the digests of each top-level name in an entry (``hashing.tree``
+#: of each): a build that reads some of an entry checks only those
+PARTS = "part_sha256"
 
 
 def default_dir() -> Path:
@@ -125,14 +128,22 @@ class Cache:
             return None
         return Entry(stage, key, path, meta)
 
-    def checked(self, stage: str, key: str, report: Callable[[str], None]) -> Entry | None:
+    def checked(
+        self, stage: str, key: str, report: Callable[[str], None], parts: Collection[str] | None = None
+    ) -> Entry | None:
         """The entry, only when what it holds still has the digest recorded when it was
-        made; a damaged one is reported, removed (so the stage runs again) and not returned."""
+        made (``parts``: only these top-level names of it, the ones the build reads, where
+        the entry records their digests); a damaged one is reported, removed (so the stage
+        runs again) and not returned."""
         entry = self.lookup(stage, key)
         if entry is None:
             return None
         recorded = entry.meta.get(CONTENT)
-        if recorded is not None and hashing.tree(entry.path, _content(entry.path)) == recorded:
+        each = entry.meta.get(PARTS)
+        if parts is not None and isinstance(each, dict) and all(part in each for part in parts):
+            if all(hashing.tree(entry.path / part) == each[part] for part in sorted(parts)):
+                return entry
+        elif recorded is not None and hashing.tree(entry.path, _content(entry.path)) == recorded:
             return entry
         why = "its files changed since it was made" if recorded else "it records no digest of its files"
         if not self.remove(entry):
@@ -164,7 +175,7 @@ class Cache:
         tmp = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{stage}-", dir=self.root / "tmp"))
         try:
             make(tmp)
-            content = hashing.tree(tmp, _content(tmp))
+            content, each = hashing.tree_and_parts(tmp, _content(tmp))
             if expected is not None and content != expected:
                 raise ContentMismatch(f"{stage}-{key}")
             now = time.time()
@@ -176,6 +187,7 @@ class Cache:
                 "configs": [],
                 **(meta or {}),
                 CONTENT: content,
+                PARTS: each,
             }
             (tmp / META).write_text(json.dumps(data, indent=2), encoding="utf-8")
             _sync(tmp)  # on disk before it has its name: a power cut never leaves half an entry

@@ -201,8 +201,11 @@ class Runner:
         name: str | None = None,
         explain: Explain | None = None,
         progress: Progress | None = None,
+        errors: list[str] | None = None,
     ) -> str:
         """Run ``argv``; return its stdout when ``capture`` is set (else "").
+        ``errors``: with ``capture``, its standard error's lines are added there too (they
+        are logged either way).
 
         ``name`` is what an error calls the command (default: the program's name);
         ``explain`` picks the lines and the hint of a failure from its output;
@@ -243,6 +246,8 @@ class Runner:
                 for text in err.splitlines():
                     tail.append(text)
                     self.log(text)
+                if errors is not None:
+                    errors += err.splitlines()
             else:
                 for text in proc.stdout:
                     text = text.rstrip("\n")

@@ -55,6 +55,10 @@ class Output:
         """Write the files into ``release.work``; return them."""
         raise NotImplementedError
 
+    def prepare(self) -> None:
+        """Start, in the background, slow work that needs no image (loading a validator),
+        while the stages before the one that makes this output run. Default: none."""
+
     def names(self, spec: Spec) -> list[str]:
         """The file names it may publish (for the ones an earlier build left)."""
         return []

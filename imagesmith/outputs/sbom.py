@@ -10,10 +10,13 @@ the image's name and hash, so the same image always gets the same SBOM.
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
+import threading
 import uuid
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -236,6 +239,17 @@ def cyclonedx_json(subject: Subject, packages: list[Package]) -> str:
     return str(JsonV1Dot6(bom).output_as_string(indent=2))
 
 
+def preload(module: str) -> None:
+    """Import ``module`` in a thread of its own: a later import waits for it and takes it
+    (a failure is left to that import to report)."""
+
+    def load() -> None:
+        with suppress(Exception):
+            importlib.import_module(module)
+
+    threading.Thread(target=load, name=f"preload {module}").start()
+
+
 def check_cyclonedx(text: str) -> None:
     """Validate a CycloneDX 1.6 JSON document against the schema (strict)."""
     from cyclonedx.schema import SchemaVersion
@@ -284,12 +298,23 @@ def subject(release: Release) -> Subject:
 
 
 class Sbom(Output):
-    """One SBOM format: ``NAME<suffix>``, written by ``writer``."""
+    """One SBOM format: ``NAME<suffix>``, written by ``writer``; ``checker``: the module that
+    validates it, loaded ahead (``prepare``)."""
 
     phase = "image"
 
-    def __init__(self, name: str, suffix: str, writer: Callable[[Subject, list[Package], Path], None]):
-        self.name, self.suffix, self.writer = name, suffix, writer
+    def __init__(
+        self,
+        name: str,
+        suffix: str,
+        writer: Callable[[Subject, list[Package], Path], None],
+        checker: str | None = None,
+    ):
+        self.name, self.suffix, self.writer, self.checker = name, suffix, writer, checker
+
+    def prepare(self) -> None:
+        if self.checker is not None:
+            preload(self.checker)
 
     def make(self, release: Release) -> list[Path]:
         target = release.work / f"{release.spec.config.name}{self.suffix}"
@@ -298,4 +323,5 @@ class Sbom(Output):
 
 
 SPDX = Sbom("spdx", ".spdx.json", write_spdx)
-CYCLONEDX = Sbom("cyclonedx", ".cdx.json", write_cyclonedx)
+#: jsonschema's IRI checker compiles its grammars when imported: about a second
+CYCLONEDX = Sbom("cyclonedx", ".cdx.json", write_cyclonedx, checker="cyclonedx.validation.json")

@@ -73,6 +73,10 @@ class Stage:
     def check(self, ctx: Context) -> None:
         """Checks before the stage runs (not when it comes from the cache)."""
 
+    def prepare(self, ctx: Context) -> None:
+        """Called before the first stage that runs in this build, when this one will run
+        too: start slow work in the background that needs nothing the stages before make."""
+
     def title(self, ctx: Context) -> str:
         """The line the build log shows when the stage runs."""
         return ""
@@ -89,6 +93,11 @@ class Stage:
         """Called once ``save``'s entry is in the cache (under this stage's lock): the
         build may go on with the entry itself (an install's rootfs moved into it is used
         in place, see installs.py)."""
+
+    def reads(self, ctx: Context, stage: str) -> frozenset[str] | None:
+        """The top-level names of ``stage``'s entry (this one's, or one of ``restore_with``)
+        that ``restore`` reads: only those are checked against their digests. None: all."""
+        return None
 
     def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
         """Put the cached result into ``ctx`` from ``entries`` (this stage's and those of

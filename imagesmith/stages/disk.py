@@ -121,6 +121,10 @@ class Disk(Stage):
     def title(self, ctx: Context) -> str:
         return f"{ctx.spec.layout.table} partition table → {image_path(ctx).name}"
 
+    def prepare(self, ctx: Context) -> None:
+        for handler in handlers.of_phase("image"):
+            handler.prepare()
+
     def run(self, ctx: Context) -> None:
         run(ctx, image_path(ctx))
         made, kept = release(ctx), {}

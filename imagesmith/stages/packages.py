@@ -85,6 +85,10 @@ class Packages(Stage):
     def committed(self, ctx: Context, entry: Entry) -> None:
         installs.committed(ctx, entry)
 
+    def reads(self, ctx: Context, stage: str) -> frozenset[str] | None:
+        # with packages of its own, its entry holds the rootfs: the bootstrap's, only its tools
+        return frozenset({"tools"}) if stage == bootstrap.STAGE.name and own_packages(ctx.spec) else None
+
     def restore(self, ctx: Context, entries: dict[str, Entry]) -> bool:
         own, base = entries[self.name], entries[bootstrap.STAGE.name]
         installs.restore_install(ctx, own if (own.path / "rootfs").is_dir() else base)

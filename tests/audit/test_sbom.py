@@ -104,3 +104,23 @@ def test_a_broken_cyclonedx_document_is_caught() -> None:
     del data["components"][0]["name"]  # required for every component
     with pytest.raises(ImagesmithError, match="CycloneDX document is not valid"):
         sbom.check_cyclonedx(json.dumps(data))
+
+
+def test_the_validator_is_loaded_ahead_and_a_failure_is_left_to_the_import(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import threading
+
+    (tmp_path / "slow_checker.py").write_text("LOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    failures: list[object] = []
+    monkeypatch.setattr(threading, "excepthook", failures.append)
+    sbom.preload("slow_checker")
+    sbom.preload("no_such_checker")
+    for thread in threading.enumerate():
+        if thread.name.startswith("preload "):
+            thread.join()
+    assert sys.modules["slow_checker"].LOADED
+    assert failures == [] and "no_such_checker" not in sys.modules
+    assert sbom.CYCLONEDX.checker == "cyclonedx.validation.json"  # what check_cyclonedx imports
