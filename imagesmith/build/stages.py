@@ -86,9 +86,9 @@ class Stages:
                     locks[stage.name].close()
                     start = index + 1
                     break
-            for stage in stages[start:]:
-                stage.prepare(ctx)
-            for stage in stages[start:]:
+            for index, stage in enumerate(stages[start:], start):
+                if index + 1 < len(stages):
+                    stages[index + 1].prepare(ctx)  # while this one runs
                 stage.check(ctx)
                 with runner.stage(stage.name, stage.title(ctx)):
                     stage.run(ctx)

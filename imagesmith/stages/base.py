@@ -74,8 +74,9 @@ class Stage:
         """Checks before the stage runs (not when it comes from the cache)."""
 
     def prepare(self, ctx: Context) -> None:
-        """Called before the first stage that runs in this build, when this one will run
-        too: start slow work in the background that needs nothing the stages before make."""
+        """Called as the stage before this one starts to run: start slow work in the
+        background that needs nothing that stage makes (a thread: best where that stage
+        mostly waits for the programs it runs)."""
 
     def title(self, ctx: Context) -> str:
         """The line the build log shows when the stage runs."""
