@@ -132,3 +132,27 @@ def test_both_names_changed_differently_is_an_error_not_a_guess(tmp_path: Path) 
     with pytest.raises(ImagesmithError, match="changed separately") as caught:
         overlay.rejoin_links(Runner(), target, lower)
     assert "--no-cache" in (caught.value.hint or "")
+
+
+def test_the_lower_layer_is_walked_only_when_a_linked_file_was_copied_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lower, target, upper = merged_view(tmp_path)
+    os.removexattr(upper / "bin/tool", "user.overlay.origin")  # a new file, not a copy up
+    (upper / "etc").mkdir()
+    (upper / "etc/motd").write_text("hi\n")
+    os.setxattr(upper / "etc/motd", "user.overlay.origin", b"x")  # copied up, one name only
+    (lower / "etc").mkdir()
+    (lower / "etc/motd").write_text("old\n")
+    walked: list[Path] = []
+
+    def links(path: Path) -> dict[int, list[str]]:
+        walked.append(path)
+        return {}
+
+    monkeypatch.setattr(overlay, "_links", links)
+    overlay.rejoin_links(Runner(), target, lower)
+    assert walked == []
+    os.setxattr(upper / "bin/tool", "user.overlay.origin", b"x")
+    overlay.rejoin_links(Runner(), target, lower)
+    assert walked == [lower]

@@ -18,6 +18,7 @@ import ctypes
 import filecmp
 import os
 import shutil
+from contextlib import suppress
 from pathlib import Path
 
 from imagesmith.errors import ImagesmithError
@@ -122,6 +123,23 @@ def _links(lower: Path) -> dict[int, list[str]]:
     return {inode: sorted(names) for inode, names in groups.items() if len(names) > 1}
 
 
+def _linked_copy_up(upper: Path, lower: Path) -> bool:
+    """Some file of the upper layer is a copy of a lower file with several names (the
+    upper layer holds only what the build changed: far fewer files than the lower)."""
+    stack = [upper]
+    while stack:
+        with os.scandir(stack.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                    continue
+                name = os.path.relpath(entry.path, upper)
+                with suppress(OSError):
+                    if os.lstat(lower / name).st_nlink > 1 and _copied_up(upper, name):
+                        return True
+    return False
+
+
 def _copied_up(upper: Path, name: str) -> bool:
     """``name`` is in the upper layer as a copy of its lower file (not a new file)."""
     try:
@@ -145,6 +163,8 @@ def rejoin_links(runner: Runner, target: Path, lower: Path) -> None:
     the other names are made links to the changed copy again. A name given a new file
     (a rename over it) is left alone, as in a plain tree."""
     upper = target.with_name(target.name + UPPER)
+    if not _linked_copy_up(upper, lower):
+        return
     for names in _links(lower).values():
         changed = [name for name in names if _copied_up(upper, name)]
         if not changed:
