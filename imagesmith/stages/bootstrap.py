@@ -163,6 +163,15 @@ def pinned(preferences: Path | None) -> list[str]:
     ]
 
 
+#: openssh-server's postinst makes each host key that is not there yet (RSA under
+#: emulation: seconds). Every device makes its own on first boot and customize removes
+#: /etc/ssh/ssh_host_* from the image, so a stand-in file for each, made before the
+#: package is configured, saves making keys nobody keeps.
+HOST_KEYS_HOOK = (
+    'mkdir -p "$1/etc/ssh" && for t in rsa ecdsa ed25519; do : > "$1/etc/ssh/ssh_host_${t}_key"; done'
+)
+
+
 def command(
     spec: Spec,
     target: Path,
@@ -183,6 +192,8 @@ def command(
     lines = [o for o in sources_options if not o.startswith("--")]
     # the programs are diverted once, before the first package that calls them
     first = ["--skip=check/empty"] if onto else [f"--essential-hook={deferred.divert_hook()}"]
+    if not onto and "openssh-server" in include:
+        first.append(f"--essential-hook={HOST_KEYS_HOOK}")
     return mmdebstrap(
         spec,
         target,

@@ -65,6 +65,10 @@ def test_the_configs_own_packages_are_installed_after_the_layers(write: Write) -
     assert not any(a.startswith("--essential-hook=") for a in command)
     first = bootstrap.command(spec, Path("/r/rootfs"), base)
     assert "--skip=check/empty" not in first and any(a.startswith("--essential-hook=") for a in first)
+    # no host keys made to be removed again: only where openssh-server is installed
+    assert f"--essential-hook={bootstrap.HOST_KEYS_HOOK}" in first
+    no_ssh = [name for name in base if name != "openssh-server"]
+    assert f"--essential-hook={bootstrap.HOST_KEYS_HOOK}" not in bootstrap.command(spec, Path("/r"), no_ssh)
 
 
 def test_mmdebstrap_is_called_with_the_spec(
