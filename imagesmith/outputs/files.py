@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,15 +16,40 @@ IMAGES = (".img", ".img.xz", ".img.zst", ".img.gz")
 
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
+#: digests being computed in a thread (``hash_ahead``), by the same key
+_AHEAD: dict[tuple[str, int, int], Future[str]] = {}
+
+
+def _key(path: Path) -> tuple[str, int, int]:
+    info = path.stat()
+    return (str(path.resolve()), info.st_mtime_ns, info.st_size)
 
 
 def sha256(path: Path) -> str:
     """The file's sha256, read once per version of the file (an image is read only once)."""
-    info = path.stat()
-    key = (str(path.resolve()), info.st_mtime_ns, info.st_size)
+    key = _key(path)
     if key not in _DIGESTS:
-        _DIGESTS[key] = file_sha256(path)
+        ahead = _AHEAD.pop(key, None)
+        _DIGESTS[key] = ahead.result() if ahead is not None else file_sha256(path)
     return _DIGESTS[key]
+
+
+def hash_ahead(path: Path) -> None:
+    """Start reading the file's sha256 in a thread (``sha256`` then waits for it): the
+    programs and the Python run meanwhile overlap it (hashlib lets go of the GIL)."""
+    key = _key(path)
+    if key in _DIGESTS or key in _AHEAD:
+        return
+    future: Future[str] = Future()
+
+    def work() -> None:
+        try:
+            future.set_result(file_sha256(path))
+        except BaseException as exc:  # handed to the caller of sha256
+            future.set_exception(exc)
+
+    _AHEAD[key] = future
+    threading.Thread(target=work, name=f"sha256 {path.name}", daemon=True).start()
 
 
 def created(epoch: int) -> datetime:

@@ -127,6 +127,7 @@ class Disk(Stage):
 
     def run(self, ctx: Context) -> None:
         run(ctx, image_path(ctx))
+        files.hash_ahead(image_path(ctx))  # read while the block map and the SBOMs are made
         made, kept = release(ctx), {}
         for handler in handlers.of_phase("image"):
             if handler.wanted(made):

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from imagesmith.cli import main
 from imagesmith.errors import ImagesmithError
-from imagesmith.outputs import sign
+from imagesmith.outputs import files, sign
 from imagesmith.outputs.files import checksums
 
 
@@ -106,3 +106,31 @@ def test_a_good_unsigned_build_passes_with_a_plain_note(signed: tuple[Path, Path
     assert (
         "no signature was checked (SHA256SUMS.sig is there: give the public key with --key" in result.output
     )
+
+
+def test_a_digest_read_ahead_is_the_one_asked_for_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+    import threading
+
+    image = tmp_path / "a.img"
+    image.write_bytes(b"data" * 100_000)
+    files.hash_ahead(image)
+    files.hash_ahead(image)  # once is enough
+    assert len([t for t in threading.enumerate() if t.name == "sha256 a.img"]) <= 1
+    for ahead in list(files._AHEAD.values()):
+        ahead.result()
+    read: list[Path] = []
+
+    def again(path: Path) -> str:
+        read.append(path)
+        return ""
+
+    monkeypatch.setattr(files, "file_sha256", again)
+    assert files.sha256(image) == hashlib.sha256(image.read_bytes()).hexdigest()
+    assert read == []  # not read again
+    monkeypatch.undo()
+    image.write_bytes(b"other")  # another version of the file: read again
+    files.hash_ahead(image)
+    assert files.sha256(image) == hashlib.sha256(b"other").hexdigest()
