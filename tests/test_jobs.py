@@ -272,3 +272,37 @@ def test_certificate_hooks_are_never_put_back(tmp_path: Path, cache: Cache) -> N
     for _ in range(2):
         deferred.certificates(Quiet(), root, Tools(), jobs.JobCache(Runner(), cache))  # type: ignore[arg-type]
     assert len(runs) == 3
+
+
+def test_after_depmod_the_hooks_are_keyed_by_its_fingerprint_not_the_modules_again(tmp_path: Path) -> None:
+    root = rootfs(tmp_path / "a")
+    before = jobs.hook_inputs(root, VERSION, 1, True, modules="depmod-1")
+    (root / f"usr/lib/modules/{VERSION}/modules.dep").write_text("what depmod-1 wrote\n")
+    assert jobs.hook_inputs(root, VERSION, 1, True, modules="depmod-1") == before
+    assert jobs.hook_inputs(root, VERSION, 1, True, modules="depmod-2") != before
+
+
+def test_a_tree_the_build_left_as_the_cache_entry_has_it_is_read_once_per_entry(
+    cache: Cache, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = rootfs(tmp_path / "rootfs")  # stands for the merged view of an overlay
+    upper = tmp_path / "rootfs.upper"
+    (upper / "etc").mkdir(parents=True)
+    read: list[Path] = []
+    from imagesmith.stages.base import tree_digest as real
+
+    def counted(path: Path, ignore: tuple[str, ...] = ()) -> str:
+        read.append(path)
+        return real(path, ignore)
+
+    monkeypatch.setattr(jobs, "tree_digest", counted)
+    job = jobs.JobCache(Runner(), cache, layers=(upper, "entry-1"))
+    modules = root / f"usr/lib/modules/{VERSION}"
+    first = job.tree(root, modules)
+    assert job.tree(root, modules) == first == real(modules) and read == [modules], "remembered"
+    assert jobs.JobCache(Runner(), cache, layers=(upper, "entry-2")).tree(root, modules) == first
+    assert read == [modules, modules], "another entry: read again"
+    (upper / "etc/initramfs-tools").mkdir()  # the build changed something there
+    job.tree(root, root / "etc/initramfs-tools")
+    job.tree(root, root / "etc/initramfs-tools")
+    assert read[2:] == [root / "etc/initramfs-tools"] * 2, "a changed tree is always read"

@@ -156,3 +156,21 @@ def test_the_lower_layer_is_walked_only_when_a_linked_file_was_copied_up(
     os.setxattr(upper / "bin/tool", "user.overlay.origin", b"x")
     overlay.rejoin_links(Runner(), target, lower)
     assert walked == [lower]
+
+
+def test_a_tree_the_build_left_alone_is_the_lower_layer_s(tmp_path: Path) -> None:
+    upper = tmp_path / "rootfs.upper"
+    (upper / "usr/lib").mkdir(parents=True)  # copied up: something else in /usr/lib changed
+    (upper / "usr/lib/other").write_text("x\n")
+    assert overlay.untouched(upper, Path("usr/lib/modules/6.12"))
+    assert overlay.untouched(upper, Path("boot"))
+    (upper / "usr/lib/modules/6.12").mkdir(parents=True)
+    (upper / "usr/lib/modules/6.12/modules.dep").write_text("\n")
+    assert not overlay.untouched(upper, Path("usr/lib/modules/6.12"))
+    assert not overlay.untouched(upper, Path("usr/lib/modules/6.12/modules.dep"))
+    assert overlay.untouched(upper, Path("usr/lib/modules/6.13"))
+    os.setxattr(upper / "usr/lib/modules", "user.overlay.opaque", b"y")  # made anew: lower hidden
+    assert not overlay.untouched(upper, Path("usr/lib/modules/6.13"))
+    (upper / "boot").write_text("")  # a file (or a whiteout) over a directory of the lower layer
+    assert not overlay.untouched(upper, Path("boot/firmware"))
+    assert not overlay.untouched(upper, Path("."))

@@ -18,6 +18,7 @@ import ctypes
 import filecmp
 import os
 import shutil
+import stat
 from contextlib import suppress
 from pathlib import Path
 
@@ -107,6 +108,26 @@ def unmount_under(runner: Runner, path: Path) -> None:
     """Every mount at or below ``path`` in this namespace taken down, deepest first."""
     for point in sorted(mounts_under(path), key=len, reverse=True):
         runner.run(["umount", point], capture=True, hint=f"something in the build still uses {point}")
+
+
+def untouched(upper: Path, rel: Path) -> bool:
+    """Nothing at or under ``rel`` (relative to the merged view) in the ``upper`` layer,
+    and no directory on the way that hides or redirects the lower one: the merged view
+    shows the lower layer's tree there, as it is in the cache entry."""
+    here = upper
+    for part in rel.parts:
+        here = here / part
+        try:
+            info = os.lstat(here)
+        except FileNotFoundError:
+            return True  # nothing of the build's below here
+        if here == upper / rel or not stat.S_ISDIR(info.st_mode):
+            return False  # the build changed it (or a file, link or whiteout stands over it)
+        present = os.listxattr(here, follow_symlinks=False)
+        if any(f"{space}.overlay.{what}" in present
+               for space in ("trusted", "user") for what in ("opaque", "redirect")):  # fmt: skip
+            return False
+    return False  # the whole tree: the upper layer is its top
 
 
 def _links(lower: Path) -> dict[int, list[str]]:

@@ -56,6 +56,8 @@ class Context:
     held: ExitStack = field(default_factory=ExitStack)
     #: the cache entry's rootfs under the work directory's, when it is an overlay over one
     lower: Path | None = None
+    #: the digest recorded for that rootfs (what names its content, for ``jobs.JobCache``)
+    lower_digest: str | None = None
 
     def set_epoch(self, epoch: int) -> None:
         """The epoch for the rest of the build: every program run from now on sees it."""

@@ -22,6 +22,7 @@ from imagesmith.config.load import Spec
 from imagesmith.config.model import FileEntry, User
 from imagesmith.disk import ids
 from imagesmith.errors import ImagesmithError, config_error
+from imagesmith.host.overlay import UPPER
 from imagesmith.host.rootfs import chroot, inside, read_ids
 from imagesmith.outputs import inventory
 from imagesmith.outputs.sbom import distro_of
@@ -94,7 +95,10 @@ def set_locale(ctx: Context) -> None:
 
 def job_cache(ctx: Context) -> JobCache:
     """Where the deferred jobs keep their results (``jobs.py``), in the build's stage cache."""
-    return JobCache(ctx.runner, ctx.store, str(ctx.spec.config_path))
+    layers = None
+    if ctx.lower is not None and ctx.lower_digest is not None:
+        layers = (ctx.rootfs.with_name(ctx.rootfs.name + UPPER), ctx.lower_digest)
+    return JobCache(ctx.runner, ctx.store, str(ctx.spec.config_path), layers)
 
 
 def boot_config(ctx: Context) -> None:

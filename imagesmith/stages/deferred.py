@@ -28,6 +28,7 @@ from pathlib import Path
 from imagesmith.host.progress import Steps
 from imagesmith.host.rootfs import Bind, chroot, inside
 from imagesmith.host.run import Runner
+from imagesmith.stages.base import digest
 from imagesmith.stages.jobs import OUTPUTS, JobCache, hook_inputs, module_inputs
 from imagesmith.stages.native import Native
 from imagesmith.stages.native import run as run_natively
@@ -166,8 +167,9 @@ def finish(
         if jobs is None:
             modules()
         else:
-            inputs = module_inputs(rootfs, version, pruning)
+            inputs = module_inputs(rootfs, version, pruning, jobs.tree)
             jobs.run(f"kernel {version}: depmod", rootfs, inputs, modules, [f"/usr/lib/modules/{version}"])
+            after_depmod = digest(inputs)
 
         def hooks(version: str = version) -> None:
             run_kernel_hooks(runner, rootfs, version, initramfs=initramfs, native=tools.native())
@@ -175,5 +177,5 @@ def finish(
         if jobs is None:
             hooks()
         else:  # put back from the cache when what they read is unchanged (stages/jobs.py)
-            inputs = hook_inputs(rootfs, version, epoch, initramfs)
+            inputs = hook_inputs(rootfs, version, epoch, initramfs, after_depmod, jobs.tree)
             jobs.run(f"kernel {version}: postinst hooks", rootfs, inputs, hooks)

@@ -11,7 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
-from imagesmith.cache.store import Entry
+from imagesmith.cache.store import PARTS, Entry
 from imagesmith.host import overlay
 from imagesmith.host.rootfs import copy_tree
 from imagesmith.host.run import Runner
@@ -82,6 +82,8 @@ def restore_rootfs(ctx: Context, entry: Entry) -> None:
     overlay (host/overlay.py), else a copy: the same tree either way."""
     if _in_place(ctx, entry, entry.path / "rootfs", ctx.rootfs):
         ctx.lower = entry.path / "rootfs"
+        recorded = entry.meta.get(PARTS, {})
+        ctx.lower_digest = recorded.get("rootfs") if isinstance(recorded, dict) else None
     else:
         copy_tree(ctx.runner, entry.path / "rootfs", ctx.rootfs)
 

@@ -15,6 +15,10 @@ The fingerprint is explicit (``imagesmith plan`` style): the installed packages 
 status: every program, hook and library the initramfs copies comes from a package), the
 directories whose files the hooks and mkinitramfs read, the kernel's own files, the
 epoch, and whether an initramfs is made at all. A change to any of them runs the hooks.
+The kernel's modules directory enters the hooks' fingerprint as depmod's (what that job
+leaves there is a function of what it read), so it is not read twice; and a tree the
+build left as the cache entry's rootfs holds it is read once per entry, not once per
+build (``JobCache.tree``).
 
 An entry is committed like a stage's (atomic rename, a lock per key, a content digest
 checked before use), so a killed build leaves nothing a later build trusts.
@@ -22,19 +26,27 @@ checked before use), so a killed build leaves nothing a later build trusts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from imagesmith.cache.store import Cache
+from imagesmith.host import overlay
 from imagesmith.host.rootfs import inside
 from imagesmith.host.run import Runner
 from imagesmith.stages.base import digest, tree_digest
 
+#: the code that makes a tree's digest: a memo of one (``JobCache.tree``) is this code's
+TREE_CODE = hashlib.sha256(b"".join(
+    (Path(__file__).parent.parent / rel).read_bytes() for rel in ("cache/hashing.py", "config/overlay.py")
+)).hexdigest()  # fmt: skip
 #: the cache's name for these entries (``imagesmith cache list`` shows it)
 STAGE = "hooks"
 #: what the kernel's hooks write: the initramfs and boot files, initramfs-tools' state
@@ -71,38 +83,60 @@ FILES = "files"
 REMOVED = "removed.json"
 
 
-def _read(rootfs: Path, paths: list[str]) -> dict[str, str]:
+#: how a job's fingerprint digests a tree of the image: (rootfs, the tree there) → digest
+Tree = Callable[[Path, Path], str]
+
+
+def plain_tree(rootfs: Path, host: Path) -> str:
+    return tree_digest(host)
+
+
+def _read(rootfs: Path, paths: list[str], tree: Tree = plain_tree) -> dict[str, str]:
     """The installed packages (dpkg's status) and each of ``paths`` in the image, by digest
     ("-": not there, or a link, which is never followed)."""
     status = inside(rootfs, "/var/lib/dpkg/status")
     found = {"installed packages": tree_digest(status) if status.is_file() else "-"}
     for path in paths:
         host = inside(rootfs, path, follow_last=False)
-        found[path] = tree_digest(host) if host.exists() and not host.is_symlink() else "-"
+        found[path] = tree(rootfs, host) if host.exists() and not host.is_symlink() else "-"
     return found
 
 
-def hook_inputs(rootfs: Path, version: str, epoch: int, initramfs: bool) -> dict[str, str]:
-    """What the kernel hooks of ``version`` read, each by its digest."""
+def hook_inputs(
+    rootfs: Path,
+    version: str,
+    epoch: int,
+    initramfs: bool,
+    modules: str | None = None,
+    tree: Tree = plain_tree,
+) -> dict[str, str]:
+    """What the kernel hooks of ``version`` read, each by its digest. ``modules``: the
+    fingerprint of the depmod job that just ran or was put back (``module_inputs``): the
+    modules directory is what that job leaves, so it stands for the directory's digest."""
     found = {"kernel": version, "epoch": str(epoch), "initramfs": str(initramfs)}
     # how the hooks are run and their results kept (this module, deferred.py's caller)
     found["code"] = digest([tree_digest(p) for p in CODE])
-    return found | _read(rootfs, [*READ, f"/usr/lib/modules/{version}", f"/usr/lib/linux-image-{version}"])
+    kernel = [f"/usr/lib/linux-image-{version}"]
+    if modules is None:
+        kernel.append(f"/usr/lib/modules/{version}")
+    else:
+        found[f"/usr/lib/modules/{version} after depmod"] = modules
+    return found | _read(rootfs, [*READ, *kernel], tree)
 
 
-def module_inputs(rootfs: Path, version: str, pruning: str) -> dict[str, str]:
+def module_inputs(rootfs: Path, version: str, pruning: str, tree: Tree = plain_tree) -> dict[str, str]:
     """What depmod of ``version`` reads, and slim's pruning between its runs (``pruning``:
     the digest of what the config and device keep, "-" for no pruning), by digest."""
     found = {"kernel": version, "pruning": pruning, "code": digest([tree_digest(p) for p in MODULES_CODE])}
     kernel = [f"/usr/lib/modules/{version}", f"/boot/System.map-{version}"]
-    return found | _read(rootfs, [*MODULES_READ, *kernel])
+    return found | _read(rootfs, [*MODULES_READ, *kernel], tree)
 
 
-def data_inputs(rootfs: Path, job: str) -> dict[str, str]:
+def data_inputs(rootfs: Path, job: str, tree: Tree = plain_tree) -> dict[str, str]:
     """What the data job ``job`` (a key of DATA_JOBS) reads, by digest."""
     read, outputs = DATA_JOBS[job]
     found = {"job": job, "code": digest([tree_digest(p) for p in MODULES_CODE])}
-    return found | _read(rootfs, [*read, *outputs])
+    return found | _read(rootfs, [*read, *outputs], tree)
 
 
 def _state(rootfs: Path, outputs: Sequence[str]) -> dict[str, tuple[int, int, int, str]]:
@@ -185,6 +219,33 @@ class JobCache:
     runner: Runner
     store: Cache | None
     config: str = ""  # the config that used an entry (cache list, pruning by last use)
+    #: the rootfs is an overlay over a cache entry: (its upper layer, the digest recorded
+    #: for the entry's rootfs); see ``tree``
+    layers: tuple[Path, str] | None = None
+
+    def tree(self, rootfs: Path, host: Path) -> str:
+        """``tree_digest(host)``; for a tree the build left as the cache entry's rootfs has
+        it (``overlay.untouched``), remembered in the cache by that entry's digest: the
+        kernel's modules, its device trees and firmware are read once per entry, not per
+        build. The entry's digest is checked before it is used, so the same digest means
+        the same tree."""
+        if self.layers is None or self.store is None:
+            return tree_digest(host)
+        upper, lower = self.layers
+        rel = host.relative_to(rootfs)
+        if not overlay.untouched(upper, rel):
+            return tree_digest(host)
+        memo = self.store.memo / "trees" / digest([lower, str(rel), TREE_CODE])
+        with suppress(OSError, UnicodeDecodeError):
+            known = memo.read_text(encoding="ascii")
+            if len(known) == 64:
+                return known
+        found = tree_digest(host)
+        memo.parent.mkdir(exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=memo.parent, delete=False, encoding="ascii") as out:
+            out.write(found)
+        os.replace(out.name, memo)  # whole or not at all
+        return found
 
     def run(
         self,
@@ -218,4 +279,4 @@ class JobCache:
 
     def data(self, job: str, rootfs: Path, run: Callable[[], None]) -> None:
         """The data job ``job`` (a key of DATA_JOBS), or its result from the cache."""
-        self.run(job, rootfs, data_inputs(rootfs, job), run, DATA_JOBS[job][1])
+        self.run(job, rootfs, data_inputs(rootfs, job, self.tree), run, DATA_JOBS[job][1])
