@@ -172,7 +172,7 @@ def test_depmod_and_pruning_are_put_back_when_the_modules_are_unchanged(cache: C
 @pytest.mark.parametrize(
     "path",
     [f"usr/lib/modules/{VERSION}/kernel/c.ko", "etc/depmod.d/x.conf", "etc/modules-load.d/m.conf",
-     "etc/modules", f"boot/System.map-{VERSION}", "var/lib/dpkg/status", "usr/lib/depmod.d/y.conf"],
+     "etc/modules", f"boot/System.map-{VERSION}", "usr/lib/depmod.d/y.conf"],
 )  # fmt: skip
 def test_each_input_of_depmod_runs_it_again(cache: Cache, tmp_path: Path, path: str) -> None:
     runs: list[int] = []
@@ -181,6 +181,23 @@ def test_each_input_of_depmod_runs_it_again(cache: Cache, tmp_path: Path, path: 
     (other / path).parent.mkdir(parents=True, exist_ok=True)
     (other / path).write_text("changed\n")
     assert run_depmod(cache, other, runs, tmp_path) and runs == [1, 1]
+
+
+def status(*packages: tuple[str, str]) -> str:
+    return "".join(f"Package: {n}\nStatus: install ok installed\nVersion: {v}\n\n" for n, v in packages)
+
+
+def test_depmod_runs_again_for_a_new_kmod_not_for_another_package(cache: Cache, tmp_path: Path) -> None:
+    runs: list[int] = []
+    first = modules_tree(tmp_path / "a")
+    (first / "var/lib/dpkg/status").write_text(status(("kmod", "34-1")))
+    run_depmod(cache, first, runs, tmp_path)
+    more = modules_tree(tmp_path / "b")
+    (more / "var/lib/dpkg/status").write_text(status(("jq", "1.7"), ("kmod", "34-1")))
+    assert not run_depmod(cache, more, runs, tmp_path) and runs == [1]
+    upgraded = modules_tree(tmp_path / "c")
+    (upgraded / "var/lib/dpkg/status").write_text(status(("kmod", "34-2")))
+    assert run_depmod(cache, upgraded, runs, tmp_path) and runs == [1, 1]
 
 
 def test_what_slim_keeps_is_an_input_of_depmod(cache: Cache, tmp_path: Path) -> None:
@@ -202,7 +219,7 @@ def data_tree(path: Path) -> Path:
             "usr/share/i18n/locales/en_GB": "LC_CTYPE\n",
             "usr/lib/locale/C.utf8/LC_CTYPE": "c",
             "etc/app/app.conf": "unrelated\n",
-            "var/lib/dpkg/status": "Package: udev\n",
+            "var/lib/dpkg/status": status(("udev", "257"), ("locales", "2.41"), ("openssl", "3.5")),
         },
     )
 
@@ -218,7 +235,8 @@ DATA_WRITES = {
 def test_a_data_job_is_put_back_until_what_it_reads_changes(cache: Cache, tmp_path: Path, job: str) -> None:
     """The hwdb, the certificate store and the locale archive: the same bytes put back
     from the cache while their sources are unchanged; a change to a source, or to the
-    installed packages, runs the job again; an unrelated file does not."""
+    packages whose programs it runs, runs the job again; an unrelated file or package does
+    not (but for the certificate store, whose hooks may be any package's programs)."""
     output, source = DATA_WRITES[job]
     runs: list[int] = []
 
@@ -238,10 +256,18 @@ def test_a_data_job_is_put_back_until_what_it_reads_changes(cache: Cache, tmp_pa
     changed = data_tree(tmp_path / "four")
     (changed / source).write_text("another source\n")
     assert build(changed) == b"made from another source\n" and len(runs) == 2
-    upgraded = data_tree(tmp_path / "five")
-    (upgraded / "var/lib/dpkg/status").write_text("Package: udev\nVersion: 2\n")
+    more = data_tree(tmp_path / "five")  # a package whose programs the job does not run
+    (more / "var/lib/dpkg/status").write_text(
+        status(("jq", "1.7"), ("udev", "257"), ("locales", "2.41"), ("openssl", "3.5"))
+    )
+    build(more)
+    assert len(runs) == (3 if job == "certificate store" else 2), "only the certificate store: its hooks"
+    upgraded = data_tree(tmp_path / "six")  # its own program upgraded
+    (upgraded / "var/lib/dpkg/status").write_text(
+        status(("udev", "258"), ("locales", "2.42"), ("openssl", "3.6"))
+    )
     build(upgraded)
-    assert len(runs) == 3
+    assert len(runs) == (4 if job == "certificate store" else 3)
 
 
 def test_certificate_hooks_are_never_put_back(tmp_path: Path, cache: Cache) -> None:

@@ -9,9 +9,11 @@ and what they changed under the watched directories is saved under the fingerpri
 depmod (with slim's module pruning between its two runs) is kept the same way, by
 ``module_inputs``: the kernel's modules, depmod's configuration and what slim keeps; so
 are the udev hwdb, the certificate store and the locale archive (``data_inputs``: their
-sources, their configuration and the directory they write, as it was before).
+sources, their configuration and the directory they write, as it was before). These are
+keyed by the versions of the packages whose programs they run (``PROGRAMS``), not by every
+installed package: adding a package that brings no file they read runs none of them.
 
-The fingerprint is explicit (``imagesmith plan`` style): the installed packages (dpkg's
+The hooks' fingerprint is explicit (``imagesmith plan`` style): the installed packages (dpkg's
 status: every program, hook and library the initramfs copies comes from a package), the
 directories whose files the hooks and mkinitramfs read, the kernel's own files, the
 epoch, and whether an initramfs is made at all. A change to any of them runs the hooks.
@@ -39,7 +41,7 @@ from pathlib import Path
 
 from imagesmith.cache.store import Cache
 from imagesmith.host import overlay
-from imagesmith.host.rootfs import inside
+from imagesmith.host.rootfs import inside, package_version
 from imagesmith.host.run import Runner
 from imagesmith.stages.base import digest, tree_digest
 
@@ -64,6 +66,16 @@ CODE = (Path(__file__), Path(__file__).with_name("deferred.py"), Path(__file__).
 MODULES_READ = ("/etc/depmod.d", "/usr/lib/depmod.d", "/etc/modules", "/etc/modules-load.d",
                 "/usr/lib/modules-load.d")  # fmt: skip
 MODULES_CODE = (*CODE, Path(__file__).with_name("tools.py"), Path(__file__).with_name("prune.py"))
+#: the packages whose programs a job runs (natively from the tools tree, which has the
+#: image's versions, or emulated): depmod and the data jobs are keyed by their versions,
+#: not by every installed package, whose files they do not read (the kernel's hooks are:
+#: mkinitramfs copies programs from any package). The certificate store is not listed:
+#: its update.d hooks may be any package's programs.
+PROGRAMS = {
+    "depmod": ("kmod", "libkmod2"),
+    "udev hwdb": ("udev", "libsystemd-shared"),
+    "locale-gen": ("locales", "libc-bin"),
+}
 #: the data jobs that tools.py runs natively where it can (the same bytes either way):
 #: name → (what each reads, where it writes); the output directory's state before the
 #: job is an input too
@@ -91,11 +103,17 @@ def plain_tree(rootfs: Path, host: Path) -> str:
     return tree_digest(host)
 
 
-def _read(rootfs: Path, paths: list[str], tree: Tree = plain_tree) -> dict[str, str]:
-    """The installed packages (dpkg's status) and each of ``paths`` in the image, by digest
-    ("-": not there, or a link, which is never followed)."""
+def _read(
+    rootfs: Path, paths: list[str], tree: Tree = plain_tree, packages: Sequence[str] | None = None
+) -> dict[str, str]:
+    """The installed packages (dpkg's status; ``packages``: only these, by version) and
+    each of ``paths`` in the image, by digest ("-": not there, or a link, which is never
+    followed)."""
     status = inside(rootfs, "/var/lib/dpkg/status")
-    found = {"installed packages": tree_digest(status) if status.is_file() else "-"}
+    if packages is None:
+        found = {"installed packages": tree_digest(status) if status.is_file() else "-"}
+    else:
+        found = {f"package {name}": package_version(rootfs, name) or "-" for name in packages}
     for path in paths:
         host = inside(rootfs, path, follow_last=False)
         found[path] = tree(rootfs, host) if host.exists() and not host.is_symlink() else "-"
@@ -129,14 +147,14 @@ def module_inputs(rootfs: Path, version: str, pruning: str, tree: Tree = plain_t
     the digest of what the config and device keep, "-" for no pruning), by digest."""
     found = {"kernel": version, "pruning": pruning, "code": digest([tree_digest(p) for p in MODULES_CODE])}
     kernel = [f"/usr/lib/modules/{version}", f"/boot/System.map-{version}"]
-    return found | _read(rootfs, [*MODULES_READ, *kernel], tree)
+    return found | _read(rootfs, [*MODULES_READ, *kernel], tree, PROGRAMS["depmod"])
 
 
 def data_inputs(rootfs: Path, job: str, tree: Tree = plain_tree) -> dict[str, str]:
     """What the data job ``job`` (a key of DATA_JOBS) reads, by digest."""
     read, outputs = DATA_JOBS[job]
     found = {"job": job, "code": digest([tree_digest(p) for p in MODULES_CODE])}
-    return found | _read(rootfs, [*read, *outputs], tree)
+    return found | _read(rootfs, [*read, *outputs], tree, PROGRAMS.get(job))
 
 
 def _state(rootfs: Path, outputs: Sequence[str]) -> dict[str, tuple[int, int, int, str]]:
