@@ -72,12 +72,32 @@ def everything(root: Path, skip: frozenset[str] = frozenset()) -> list[Path]:
     return found
 
 
+def _relative(root: Path, items: Iterable[Path] | None) -> list[str]:
+    """The paths under ``root`` (``items``, else all of them) relative to it, in the order
+    of their parts (what sorting the paths gives), as strings: pathlib's own costs are most
+    of the time over a rootfs's small files."""
+    if items is not None:
+        cut = len(str(root)) + 1
+        found = [str(item)[cut:] for item in items]
+    else:
+        found = []
+        top = str(root)
+        for dirpath, dirnames, filenames in os.walk(top):
+            here = os.path.relpath(dirpath, top)
+            prefix = "" if here == "." else here + "/"
+            found += [prefix + name for name in [*dirnames, *filenames]]
+    return sorted(found, key=lambda rel: rel.split("/"))
+
+
 def tree(root: Path, items: Iterable[Path] | None = None, *, owners: bool = False) -> str:
     """The digest of ``root`` (a file, or the ``items`` under a directory: all by default)."""
     h = hashlib.sha256()
-    paths = [root] if not root.is_dir() else sorted(everything(root) if items is None else items)
-    for item in paths:
-        _feed([h], [item.name if item == root else str(item.relative_to(root))], item, owners)
+    if not root.is_dir():
+        _feed([h], [root.name], str(root), owners)
+        return h.hexdigest()
+    top = str(root)
+    for rel in _relative(root, items):
+        _feed([h], [rel], f"{top}/{rel}", owners)
     return h.hexdigest()
 
 
@@ -86,16 +106,17 @@ def tree_and_parts(root: Path, items: Iterable[Path]) -> tuple[str, dict[str, st
     ``tree(root / name)`` gives it: in one pass, each file read once."""
     whole = hashlib.sha256()
     parts: dict[str, Any] = {}
-    for item in sorted(items):
-        rel = item.relative_to(root)
-        top = rel.parts[0]
-        part = parts.setdefault(top, hashlib.sha256())
-        if len(rel.parts) > 1:  # under a directory part: named from it
-            _feed([whole, part], [str(rel), str(rel.relative_to(top))], item, False)
-        elif item.is_dir() and not item.is_symlink():  # a directory part itself: not in its own digest
-            _feed([whole], [str(rel)], item, False)
+    top = str(root)
+    for rel in _relative(root, items):
+        name, _, below = rel.partition("/")
+        part = parts.setdefault(name, hashlib.sha256())
+        path = f"{top}/{rel}"
+        if below:  # under a directory part: named from it
+            _feed([whole, part], [rel, below], path, False)
+        elif os.path.isdir(path) and not os.path.islink(path):  # a directory part: not in its own digest
+            _feed([whole], [rel], path, False)
         else:  # a file part: named by its name
-            _feed([whole, part], [top, top], item, False)
+            _feed([whole, part], [name, name], path, False)
     return whole.hexdigest(), {name: digest.hexdigest() for name, digest in parts.items()}
 
 
@@ -110,10 +131,10 @@ class _Fanout:
             digest.update(data)
 
 
-def _feed(digests: list[Any], names: list[str], item: Path, owners: bool) -> None:
+def _feed(digests: list[Any], names: list[str], item: str, owners: bool) -> None:
     """One path into each digest, under the name each gives it: its name, type, mode
     (owner), and link target, content or device numbers."""
-    info = item.lstat()
+    info = os.lstat(item)
     for digest, name in zip(digests, names, strict=True):
         digest.update(f"{name}\0{stat.S_IFMT(info.st_mode)}\0{stat.S_IMODE(info.st_mode)}\0".encode())
         if owners:
