@@ -101,3 +101,36 @@ def test_a_full_disk_is_said_whatever_the_tool_and_its_explainer(tmp_path: Path)
     with pytest.raises(ImagesmithError) as together:
         Runner().run_together([(["sh", "-c", script], out)], hint="see both logs")
     assert together.value.hint == diagnose.NO_SPACE_HINT
+
+
+def test_a_command_alongside_runs_while_the_body_runs_and_is_logged(tmp_path: Path) -> None:
+    import time
+
+    runner = Runner(log_path=tmp_path / "log")
+    started = time.monotonic()
+    with runner.alongside(["sh", "-c", "sleep 1; echo from the side"], tmp_path / "side.out"):
+        runner.run(["sh", "-c", "sleep 1; echo in front"])
+    assert time.monotonic() - started < 1.9, "at the same time, not one after the other"
+    log = (tmp_path / "log").read_text()
+    assert "from the side" in log and "in front" in log
+
+
+def test_a_command_alongside_that_fails_fails_the_step(tmp_path: Path) -> None:
+    runner = Runner(log_path=tmp_path / "log")
+    side = runner.alongside(["sh", "-c", "echo broken mirror; exit 3"], tmp_path / "side.out", name="tools")
+    with pytest.raises(ImagesmithError, match="tools failed with exit code 3") as raised, side:
+        pass
+    assert "broken mirror" in (raised.value.details or "")
+
+
+def test_a_body_that_fails_stops_the_command_alongside(tmp_path: Path) -> None:
+    import time
+
+    runner = Runner(log_path=tmp_path / "log")
+    started = time.monotonic()
+    with (
+        pytest.raises(ImagesmithError, match="front"),
+        runner.alongside(["sleep", "30"], tmp_path / "side.out"),
+    ):
+        raise ImagesmithError("front failed")
+    assert time.monotonic() - started < 5

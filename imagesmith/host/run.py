@@ -175,6 +175,42 @@ class Runner:
             raise
         return codes
 
+    @contextmanager
+    def alongside(
+        self,
+        argv: Sequence[str | os.PathLike[str]],
+        output: Path,
+        *,
+        name: str | None = None,
+        explain: Explain | None = None,
+        hint: str | None = None,
+    ) -> Iterator[None]:
+        """Run ``argv`` while the body of the ``with`` runs (another core's work), its output
+        into ``output``; then wait for it, log its output and fail as ``run`` does. A body
+        that fails (or is interrupted) stops it first."""
+        cmd = [str(a) for a in argv]
+        name = name or Path(cmd[0]).name
+        self.detail(f"$ {format_command(cmd)} > {output} (alongside)")
+        start = time.monotonic()
+        with open(output, "wb") as out:
+            proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=self.environment()
+            )
+        try:
+            yield
+            code = proc.wait()
+        except BaseException:  # the build stops: so does this command
+            proc.terminate()
+            proc.wait()
+            raise
+        lines = output.read_text(encoding="utf-8", errors="replace").splitlines()
+        self.log(f"$ {name}'s output (it ran alongside):")
+        for text in lines:
+            self.log(text)
+        self.log(f"[exit {code} after {format_duration(time.monotonic() - start)}]")
+        if code != 0:
+            raise self.failure(name, code, lines[-EXPLAIN_LINES:], hint, explain)
+
     def run_together(self, commands: list[tuple[list[str], Path]], hint: str | None = None) -> None:
         """Run the commands at the same time, each one's output into its own file; wait for
         all. The first failure raises, with the end of that command's output."""

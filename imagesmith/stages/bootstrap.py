@@ -379,7 +379,17 @@ def run(ctx: Context) -> None:
     lists the .deb files used."""
     include = base_packages(ctx.spec)
     ctx.runner.detail(f"packages: {shlex.join(include)}")
-    with access(ctx) as apt, setup_files(ctx.rootfs):
+    tree = ctx.work / "tools" if tools.needed(ctx.spec) else None
+    with access(ctx) as apt, setup_files(ctx.rootfs), contextlib.ExitStack() as both:
+        if tree is not None:  # native, on the other core while the image's install is emulated
+            both.enter_context(
+                ctx.runner.alongside(
+                    tools_command(ctx.spec, tree, ctx.debs, apt.auth),
+                    ctx.work / "tools.out",
+                    name="mmdebstrap (the native tools tree)",
+                    explain=apt.explain,
+                )
+            )
         ctx.runner.run(
             command(ctx.spec, ctx.rootfs, include, ctx.debs, ctx.work / lock.DEB_HASHES, apt.preferences,
                     apt.auth, apt.options),
@@ -387,15 +397,9 @@ def run(ctx: Context) -> None:
             explain=apt.explain,
             progress=progress.Apt(),
         )  # fmt: skip
-        if tools.needed(ctx.spec):
-            tree = ctx.work / "tools"
-            ctx.runner.run(
-                tools_command(ctx.spec, tree, ctx.debs, apt.auth),
-                name="mmdebstrap (the native tools tree)",
-                explain=apt.explain,
-                progress=progress.Apt(),
-            )
-            ctx.tools_tree = tree
+    if tree is not None:
+        (ctx.work / "tools.out").unlink()
+        ctx.tools_tree = tree
 
 
 def found_packages(ctx: Context) -> None:
