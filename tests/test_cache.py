@@ -231,3 +231,24 @@ def test_an_entry_recording_no_part_digests_is_checked_whole(tmp_path: Path) -> 
     (entry.path / "meta.json").write_text(json.dumps(meta))
     (entry.path / "f").write_text("b")
     assert cache.checked("bootstrap", "k", lambda text: None, {"tools"}) is None
+
+
+def test_an_entry_placed_in_the_background_is_whole_or_absent(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    made = threading.Event()
+
+    def make(entry: Path) -> None:
+        (entry / "root.ext4").write_bytes(b"x" * 100_000)
+        made.set()
+
+    placing = cache.commit_in_background("filesystems", "k", make, {"note": "kept"})
+    assert made.is_set(), "make runs before the call returns"
+    entry = placing.result()
+    assert entry.meta["note"] == "kept" and cache.checked("filesystems", "k", lambda text: None) is not None
+    with pytest.raises(OSError):
+        cache.commit_in_background("filesystems", "j", lambda d: (_ for _ in ()).throw(OSError("full")))
+    with cache.using(entry):  # a replacement refused in the thread: raised to whoever waits
+        refused = cache.commit_in_background("filesystems", "k", make, replace=True)
+        with pytest.raises(ImagesmithError, match="another build is using it"):
+            refused.result()
+    assert [p.name for p in (tmp_path / "tmp").iterdir()] == []

@@ -117,3 +117,30 @@ def test_a_stage_this_build_already_holds_is_neither_restored_nor_run(write: Wri
     ctx.done.update(("bootstrap", "packages"))  # a re-lock made them
     Stages(ctx, None, plans(), None).run(pipeline())
     assert ctx.products == {"ran": ["customize", "filesystems", "disk"]}
+
+
+def test_an_entry_placed_in_the_background_holds_its_lock_until_it_is_in_place(
+    write: Write, tmp_path: Path
+) -> None:
+    cache = Cache(tmp_path / "cache")
+    stages = pipeline()
+    stages[3].commit_in_background = True  # filesystems
+    seen: list[bool] = []
+
+    class Disk(Fake):
+        def run(self, ctx: Context) -> None:
+            # the filesystems entry may still be being placed: its lock is still held
+            from filelock import FileLock, Timeout
+
+            try:
+                with FileLock(str(cache.root / "locks" / "filesystems-cccccccc.lock"), timeout=0):
+                    seen.append(False)
+            except Timeout:
+                seen.append(True)
+            super().run(ctx)
+
+    ctx = build(write, cache, (*stages[:4], Disk("disk", restore_with=("filesystems", "customize"))))
+    assert ctx.products["ran"][-2:] == ["filesystems", "disk"]
+    assert seen == [True], "no other build takes the stage up before its entry is in place"
+    assert cache.lookup("filesystems", "cccccccc") is not None, "in place when the build is done"
+    assert build(write, cache, stages).products == {"restored": ["disk"]}

@@ -8,7 +8,8 @@ two builds that share only a bootstrap share it.
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, ExitStack, nullcontext, suppress
 from pathlib import Path
 
 from imagesmith.cache import META, Cache, Entry
@@ -27,6 +28,9 @@ class Stages:
         self.plans = {p.name: p for p in plans}
         first_forced = NAMES.index(rebuild_from) if rebuild_from else len(NAMES)
         self.forced = set(NAMES[first_forced:])
+        #: entries being hashed and renamed into place while the next stage runs
+        self.placing: list[tuple[Stage, Future[Entry]]] = []
+        self.locks: dict[str, ExitStack] = {}
 
     def cached(self, stage: str, parts: frozenset[str] | None = None) -> Entry | None:
         """The stage's cache entry, checked against the digest it was made with (``parts``:
@@ -42,9 +46,12 @@ class Stages:
     def warn(self, text: str) -> None:
         self.ctx.runner.info(f"[yellow]note:[/yellow] {text}")
 
-    def commit(self, stage: Stage) -> None:
+    def commit(self, stage: Stage) -> bool:
+        """``stage``'s result saved as its cache entry; False: it is being placed in the
+        background (``Stage.commit_in_background``), and its lock is let go once it is."""
         if self.cache is None:
-            return
+            return True
+        self.placed()  # an earlier stage's entry first
         # the config that made it counts as its first user (`cache list`, pruning)
         plan, config = self.plans[stage.name], str(self.ctx.spec.config_path)
         info: dict[str, object] = {"inputs": plan.inputs, "configs": [config]}
@@ -53,10 +60,22 @@ class Stages:
             info.update(stage.save(self.ctx, entry_dir))
 
         # a stage run again on purpose (--rebuild-from, a re-lock) replaces its entry
-        entry = self.cache.commit(
-            stage.name, self.plans[stage.name].key, make, info, replace=stage.name in self.forced
-        )
+        replace = stage.name in self.forced
+        if stage.commit_in_background:
+            self.placing.append(
+                (stage, self.cache.commit_in_background(stage.name, plan.key, make, info, replace))
+            )
+            return False
+        entry = self.cache.commit(stage.name, plan.key, make, info, replace=replace)
         stage.committed(self.ctx, entry)
+        return True
+
+    def placed(self) -> None:
+        """Wait for the entries being placed in the background; each stage's lock goes then."""
+        while self.placing:
+            stage, entry = self.placing.pop(0)
+            stage.committed(self.ctx, entry.result())
+            self.locks[stage.name].close()
 
     def commit_copy(self, stage: str, entry: Entry) -> None:
         """``entry``'s content (made under another key) kept under this build's key too."""
@@ -76,7 +95,7 @@ class Stages:
         Stages in ``ctx.done`` (the bootstrap of a re-lock) are neither restored nor run."""
         ctx, runner = self.ctx, self.ctx.runner
         done = max((i for i, s in enumerate(stages) if s.name in ctx.done), default=-1)
-        locks = {stage.name: ExitStack() for stage in stages}
+        locks = self.locks = {stage.name: ExitStack() for stage in stages}
         try:
             start = done + 1
             for index in range(len(stages) - 1, done, -1):
@@ -92,9 +111,15 @@ class Stages:
                 stage.check(ctx)
                 with runner.stage(stage.name, stage.title(ctx)):
                     stage.run(ctx)
-                    self.commit(stage)
-                locks[stage.name].close()
+                    committed = self.commit(stage)
+                if committed:
+                    locks[stage.name].close()
+            self.placed()
         finally:
+            for _, entry in self.placing:  # the build failed meanwhile: still no half entry
+                with suppress(BaseException):
+                    entry.result()
+            self.placing.clear()
             for held in locks.values():
                 held.close()
 

@@ -18,8 +18,10 @@ import json
 import os
 import secrets
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,9 +174,53 @@ class Cache:
         ``expected``: the digest what it made must have (else ``ContentMismatch``).
         ``replace``: an entry already there is removed first (a stage run again on purpose,
         say with newer packages, is what later builds must get); else it is kept."""
+        return self._place(stage, key, self._made(stage, make), meta, expected, replace)
+
+    def commit_in_background(
+        self,
+        stage: str,
+        key: str,
+        make: Callable[[Path], None],
+        meta: dict[str, Any] | None = None,
+        replace: bool = False,
+    ) -> Future[Entry]:
+        """``commit``, but only ``make`` runs now: hashing what it made and renaming it into
+        place run in a thread while the caller goes on (``meta`` is read there, once
+        ``make`` returned). The entry is in place, or the commit failed, once the future is
+        done; a process that exits meanwhile waits for it."""
+        tmp = self._made(stage, make)
+        done: Future[Entry] = Future()
+
+        def place() -> None:
+            try:
+                done.set_result(self._place(stage, key, tmp, meta, None, replace))
+            except BaseException as exc:  # handed to whoever waits for the entry
+                done.set_exception(exc)
+
+        threading.Thread(target=place, name=f"commit {stage}").start()
+        return done
+
+    def _made(self, stage: str, make: Callable[[Path], None]) -> Path:
+        """``make``'s private directory, or nothing left of it if it failed."""
         tmp = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-{stage}-", dir=self.root / "tmp"))
         try:
             make(tmp)
+        except BaseException:
+            remove_tree(tmp)
+            raise
+        return tmp
+
+    def _place(
+        self,
+        stage: str,
+        key: str,
+        tmp: Path,
+        meta: dict[str, Any] | None,
+        expected: str | None,
+        replace: bool,
+    ) -> Entry:
+        """What ``make`` left in ``tmp`` hashed, recorded, flushed and renamed into place."""
+        try:
             content, each = hashing.tree_and_parts(tmp, _content(tmp))
             if expected is not None and content != expected:
                 raise ContentMismatch(f"{stage}-{key}")

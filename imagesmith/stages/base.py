@@ -65,6 +65,9 @@ class Stage:
     #: a build may start after this stage with its cache entry (False: its entry only
     #: serves a later stage's restore)
     resumable: bool = True
+    #: its entry is hashed and renamed into place while the next stage runs (what it saves
+    #: is big, and the next stage only reads it); ``committed`` is called once it is
+    commit_in_background: bool = False
 
     def inputs(self, given: KeyInputs) -> dict[str, str]:
         """What this stage reads besides the code, tools and the stage before: name → digest."""

@@ -159,6 +159,7 @@ class Filesystems(Stage):
     code = ("stages/filesystems.py", "stages/storage.py", "disk/ids.py", "disk/fs/base.py",
             "repro/reproducible.py")  # fmt: skip
     restore_with = ("customize",)  # the inventory of what they hold
+    commit_in_background = True  # the partition images hashed while the disk stage reads them
 
     def inputs(self, given: KeyInputs) -> dict[str, str]:
         spec = given.spec
