@@ -96,8 +96,10 @@ def test_list_prune_and_clear(tmp_path: Path) -> None:
     cache.prune(max_size=150_000)
     assert "k2" not in {e.key for e in cache.entries()}  # least recently used goes first
     count = len(cache.entries())
+    (cache.memo / "trees").mkdir()
+    (cache.memo / "trees" / "abc").write_text("0" * 64)  # a tree's digest kept for an entry
     assert count > 0 and cache.clear() == count
-    assert cache.entries() == [] and list(cache.debs.iterdir()) == []
+    assert cache.entries() == [] and list(cache.debs.iterdir()) == [] and list(cache.memo.iterdir()) == []
 
 
 def test_salt_is_private_and_stable(tmp_path: Path) -> None:

@@ -346,6 +346,7 @@ class Cache:
         for record in [*(self.root / "builds").glob("*.json"), *(self.root / "published").glob("*.json"),
                        *(self.root / "memo").glob("*.json")]:  # fmt: skip
             record.unlink()
+        remove_tree(self.root / "memo" / "trees")  # the digests of entries' trees (stages/jobs.py)
         return removed
 
     # -- what the last build of a config used, so `plan` can say what changed
