@@ -19,6 +19,7 @@ import filecmp
 import os
 import shutil
 import stat
+from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 
@@ -130,34 +131,35 @@ def untouched(upper: Path, rel: Path) -> bool:
     return False  # the whole tree: the upper layer is its top
 
 
-def _links(lower: Path) -> dict[int, list[str]]:
-    """The lower layer's files with several names: inode → their paths (relative)."""
-    groups: dict[int, list[str]] = {}
-    stack = [lower]
+def _files(top: Path) -> Iterator[os.DirEntry[str]]:
+    """Everything under ``top`` but directories (links not followed)."""
+    stack = [top]
     while stack:
         with os.scandir(stack.pop()) as entries:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
-                elif entry.stat(follow_symlinks=False).st_nlink > 1:
-                    groups.setdefault(entry.inode(), []).append(os.path.relpath(entry.path, lower))
+                else:
+                    yield entry
+
+
+def _links(lower: Path) -> dict[int, list[str]]:
+    """The lower layer's files with several names: inode → their paths (relative)."""
+    groups: dict[int, list[str]] = {}
+    for entry in _files(lower):
+        if entry.stat(follow_symlinks=False).st_nlink > 1:
+            groups.setdefault(entry.inode(), []).append(os.path.relpath(entry.path, lower))
     return {inode: sorted(names) for inode, names in groups.items() if len(names) > 1}
 
 
 def _linked_copy_up(upper: Path, lower: Path) -> bool:
     """Some file of the upper layer is a copy of a lower file with several names (the
     upper layer holds only what the build changed: far fewer files than the lower)."""
-    stack = [upper]
-    while stack:
-        with os.scandir(stack.pop()) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                    continue
-                name = os.path.relpath(entry.path, upper)
-                with suppress(OSError):
-                    if os.lstat(lower / name).st_nlink > 1 and _copied_up(upper, name):
-                        return True
+    for entry in _files(upper):
+        name = os.path.relpath(entry.path, upper)
+        with suppress(OSError):
+            if os.lstat(lower / name).st_nlink > 1 and _copied_up(upper, name):
+                return True
     return False
 
 
