@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -218,6 +219,9 @@ def test_a_build_checks_only_the_parts_of_an_entry_it_reads(tmp_path: Path) -> N
     assert notes == []
     assert cache.checked("bootstrap", "k", notes.append, {"rootfs"}) is None
     assert "damaged" in notes[0] and cache.lookup("bootstrap", "k") is None
+    again = cache.commit("bootstrap", "k", make)
+    shutil.rmtree(again.path / "tools")  # a part gone is damage too, not a traceback
+    assert cache.checked("bootstrap", "k", notes.append, {"tools"}) is None
 
 
 def test_an_entry_recording_no_part_digests_is_checked_whole(tmp_path: Path) -> None:

@@ -143,7 +143,7 @@ class Cache:
         recorded = entry.meta.get(CONTENT)
         each = entry.meta.get(PARTS)
         if parts is not None and isinstance(each, dict) and all(part in each for part in parts):
-            if all(hashing.tree(entry.path / part) == each[part] for part in sorted(parts)):
+            if all(_intact(entry.path / part, each[part]) for part in sorted(parts)):
                 return entry
         elif recorded is not None and hashing.tree(entry.path, _content(entry.path)) == recorded:
             return entry
@@ -384,6 +384,14 @@ class Cache:
             if path.name.startswith("removed-") or (pid.isdigit() and not Path(f"/proc/{pid}").exists()):
                 with suppress(OSError):
                     remove_tree(path) if path.is_dir() else path.unlink()
+
+
+def _intact(part: Path, recorded: object) -> bool:
+    """A part of an entry is there and has the digest recorded for it."""
+    try:
+        return hashing.tree(part) == recorded
+    except OSError:  # gone, or unreadable
+        return False
 
 
 def _content(entry: Path) -> list[Path]:
