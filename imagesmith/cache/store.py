@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future
@@ -29,6 +28,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from imagesmith import background
 from imagesmith.cache import hashing
 from imagesmith.errors import ImagesmithError
 from imagesmith.host.rootfs import remove_tree
@@ -189,16 +189,7 @@ class Cache:
         ``make`` returned). The entry is in place, or the commit failed, once the future is
         done; a process that exits meanwhile waits for it."""
         tmp = self._made(stage, make)
-        done: Future[Entry] = Future()
-
-        def place() -> None:
-            try:
-                done.set_result(self._place(stage, key, tmp, meta, None, replace))
-            except BaseException as exc:  # handed to whoever waits for the entry
-                done.set_exception(exc)
-
-        threading.Thread(target=place, name=f"commit {stage}").start()
-        return done
+        return background.start(lambda: self._place(stage, key, tmp, meta, None, replace), f"commit {stage}")
 
     def _made(self, stage: str, make: Callable[[Path], None]) -> Path:
         """``make``'s private directory, or nothing left of it if it failed."""

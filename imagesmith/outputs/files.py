@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 
+from imagesmith import background
 from imagesmith.cache.hashing import file_sha256
 from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 
@@ -40,16 +40,7 @@ def hash_ahead(path: Path) -> None:
     key = _key(path)
     if key in _DIGESTS or key in _AHEAD:
         return
-    future: Future[str] = Future()
-
-    def work() -> None:
-        try:
-            future.set_result(file_sha256(path))
-        except BaseException as exc:  # handed to the caller of sha256
-            future.set_exception(exc)
-
-    _AHEAD[key] = future
-    threading.Thread(target=work, name=f"sha256 {path.name}", daemon=True).start()
+    _AHEAD[key] = background.start(lambda: file_sha256(path), f"sha256 {path.name}", daemon=True)
 
 
 def created(epoch: int) -> datetime:

@@ -13,15 +13,13 @@ from __future__ import annotations
 import importlib
 import json
 import re
-import threading
 import uuid
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from imagesmith import __version__
+from imagesmith import __version__, background
 from imagesmith.errors import ImagesmithError
 from imagesmith.outputs import licenses
 from imagesmith.outputs.base import Output, Release
@@ -243,11 +241,7 @@ def preload(module: str) -> None:
     """Import ``module`` in a thread of its own: a later import waits for it and takes it
     (a failure is left to that import to report)."""
 
-    def load() -> None:
-        with suppress(Exception):
-            importlib.import_module(module)
-
-    threading.Thread(target=load, name=f"preload {module}").start()
+    background.start(lambda: importlib.import_module(module), f"preload {module}")
 
 
 def check_cyclonedx(text: str) -> None:
