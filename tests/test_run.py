@@ -134,3 +134,22 @@ def test_a_body_that_fails_stops_the_command_alongside(tmp_path: Path) -> None:
     ):
         raise ImagesmithError("front failed")
     assert time.monotonic() - started < 5
+
+
+def test_a_command_started_ahead_gets_its_input_later_and_is_logged(tmp_path: Path) -> None:
+    runner = Runner(log_path=tmp_path / "log")
+    ahead = runner.start(["sh", "-c", "echo loaded; read word; echo got $word; exit 1"], name="checker")
+    assert runner.started == [ahead]
+    code, lines = ahead.finish("secret-free\n")
+    assert (code, lines) == (1, ["loaded", "got secret-free"])
+    assert runner.started == []
+    runner.close()
+    log = (tmp_path / "log").read_text()
+    assert "checker's output (started ahead)" in log and "got secret-free" in log and "[exit 1 after" in log
+
+
+def test_a_command_started_ahead_and_never_fed_stops_with_the_runner(tmp_path: Path) -> None:
+    runner = Runner(log_path=tmp_path / "log")
+    ahead = runner.start(["sleep", "30"])
+    runner.close()
+    assert ahead.proc.returncode is not None and runner.started == []

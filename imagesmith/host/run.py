@@ -75,6 +75,8 @@ class Runner:
         self._label = ""
         #: SOURCE_DATE_EPOCH of the build, once known: every program it runs sees it
         self.epoch: int | None = None
+        #: commands started ahead of their input and not finished yet (``start``)
+        self.started: list[Started] = []
 
     def environment(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """What a command sees: the allow-listed environment, the epoch, ``extra``."""
@@ -82,6 +84,9 @@ class Runner:
         return environment({**epoch, **(extra or {})})
 
     def close(self) -> None:
+        """The end of the build: a command started ahead and never given its input stops."""
+        for ahead in list(self.started):
+            ahead.stop()
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -211,6 +216,21 @@ class Runner:
         if code != 0:
             raise self.failure(name, code, lines[-EXPLAIN_LINES:], hint, explain)
 
+    def start(self, argv: Sequence[str | os.PathLike[str]], *, env: Mapping[str, str] | None = None,
+              name: str | None = None) -> Started:  # fmt: skip
+        """Start ``argv`` now and give it its standard input later (``Started.finish``):
+        slow start-up work (loading a validator, say) done on another core while the build
+        goes on. It stops when the runner is closed, if nobody finished it."""
+        cmd = [str(a) for a in argv]
+        self.detail(f"$ {format_command(cmd)} (started ahead)")
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=self.environment(env), text=True, errors="replace",
+        )  # fmt: skip
+        ahead = Started(self, name or Path(cmd[0]).name, proc)
+        self.started.append(ahead)
+        return ahead
+
     def run_together(self, commands: list[tuple[list[str], Path]], hint: str | None = None) -> None:
         """Run the commands at the same time, each one's output into its own file; wait for
         all. The first failure raises, with the end of that command's output."""
@@ -333,3 +353,37 @@ class Runner:
             hint=f"{hint}; {more}" if hint else more,
             details=redact("\n".join(output[-TAIL_LINES:])),
         )
+
+
+class Started:
+    """A command started ahead of its input (``Runner.start``)."""
+
+    def __init__(self, runner: Runner, name: str, proc: subprocess.Popen[str]) -> None:
+        self.runner, self.name, self.proc = runner, name, proc
+        self.begun = time.monotonic()
+
+    def finish(self, input: str) -> tuple[int, list[str]]:
+        """Give it ``input`` (all its standard input, never logged) and wait for it: its exit
+        code and output lines, logged; what a code means is the caller's to say."""
+        try:
+            out, _ = self.proc.communicate(input)
+        except BaseException:  # interrupted: the command must not outlive the build
+            self.stop()
+            raise
+        finally:
+            if self in self.runner.started:
+                self.runner.started.remove(self)
+        lines = out.splitlines()
+        self.runner.log(f"$ {self.name}'s output (started ahead):")
+        for text in lines:
+            self.runner.log(text)
+        took = format_duration(time.monotonic() - self.begun)
+        self.runner.log(f"[exit {self.proc.returncode} after {took}]")
+        return self.proc.returncode, lines
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        if self in self.runner.started:
+            self.runner.started.remove(self)

@@ -55,9 +55,9 @@ class Output:
         """Write the files into ``release.work``; return them."""
         raise NotImplementedError
 
-    def prepare(self) -> None:
+    def prepare(self, runner: Runner) -> None:
         """Start, in the background, slow work that needs no image (loading a validator),
-        while the stages before the one that makes this output run. Default: none."""
+        while the stage before the one that makes this output runs. Default: none."""
 
     def names(self, spec: Spec) -> list[str]:
         """The file names it may publish (for the ones an earlier build left)."""

@@ -10,17 +10,18 @@ the image's name and hash, so the same image always gets the same SBOM.
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
+import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from imagesmith import __version__, background
+from imagesmith import __version__
 from imagesmith.errors import ImagesmithError
+from imagesmith.host.run import Runner, Started
 from imagesmith.outputs import licenses
 from imagesmith.outputs.base import Output, Release
 from imagesmith.outputs.files import sha256
@@ -237,31 +238,33 @@ def cyclonedx_json(subject: Subject, packages: list[Package]) -> str:
     return str(JsonV1Dot6(bom).output_as_string(indent=2))
 
 
-def preload(module: str) -> None:
-    """Import ``module`` in a thread of its own: a later import waits for it and takes it
-    (a failure is left to that import to report)."""
-
-    background.start(lambda: importlib.import_module(module), f"preload {module}")
+def load_cyclonedx_validator() -> None:
+    """Import the CycloneDX validator (the slow part of validating: ``cdxcheck.py``)."""
+    import cyclonedx.validation.json  # noqa: F401
 
 
-def check_cyclonedx(text: str) -> None:
-    """Validate a CycloneDX 1.6 JSON document against the schema (strict)."""
+def cyclonedx_problem(text: str) -> str | None:
+    """What makes ``text`` an invalid CycloneDX 1.6 JSON document (strict); None: nothing."""
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
 
     error = JsonStrictValidator(SchemaVersion.V1_6).validate_str(text)
-    if error is not None:
-        raise ImagesmithError(
-            "the CycloneDX document is not valid",
-            hint="this is a bug in imagesmith: please report it with build.log",
-            details=str(error)[:2000],
-        )
+    return None if error is None else str(error)[:2000]
 
 
-def write_cyclonedx(subject: Subject, packages: list[Package], target: Path) -> None:
-    text = cyclonedx_json(subject, packages)
-    check_cyclonedx(text)
-    target.write_text(text + "\n", encoding="utf-8")
+def not_valid(problem: str) -> ImagesmithError:
+    return ImagesmithError(
+        "the CycloneDX document is not valid",
+        hint="this is a bug in imagesmith: please report it with build.log",
+        details=problem,
+    )
+
+
+def check_cyclonedx(text: str) -> None:
+    """Validate a CycloneDX 1.6 JSON document against the schema (strict), here."""
+    problem = cyclonedx_problem(text)
+    if problem is not None:
+        raise not_valid(problem)
 
 
 def check_spdx_file(path: Path) -> list[str]:
@@ -292,23 +295,12 @@ def subject(release: Release) -> Subject:
 
 
 class Sbom(Output):
-    """One SBOM format: ``NAME<suffix>``, written by ``writer``; ``checker``: the module that
-    validates it, loaded ahead (``prepare``)."""
+    """One SBOM format: ``NAME<suffix>``, written by ``writer``."""
 
     phase = "image"
 
-    def __init__(
-        self,
-        name: str,
-        suffix: str,
-        writer: Callable[[Subject, list[Package], Path], None],
-        checker: str | None = None,
-    ):
-        self.name, self.suffix, self.writer, self.checker = name, suffix, writer, checker
-
-    def prepare(self) -> None:
-        if self.checker is not None:
-            preload(self.checker)
+    def __init__(self, name: str, suffix: str, writer: Callable[[Subject, list[Package], Path], None]):
+        self.name, self.suffix, self.writer = name, suffix, writer
 
     def make(self, release: Release) -> list[Path]:
         target = release.work / f"{release.spec.config.name}{self.suffix}"
@@ -316,6 +308,45 @@ class Sbom(Output):
         return [target]
 
 
+#: validates a CycloneDX document on its standard input, in a process of its own
+CHECKER = "imagesmith.outputs.cdxcheck"
+
+
+class CycloneDx(Output):
+    """``NAME.cdx.json``, validated by a validator loaded ahead in a process of its own
+    (``prepare``, ``cdxcheck.py``)."""
+
+    name, phase = "cyclonedx", "image"
+    suffix = ".cdx.json"
+
+    def __init__(self) -> None:
+        self.ahead: Started | None = None
+
+    def prepare(self, runner: Runner) -> None:
+        # -P: nothing from the working directory; PYTHONPATH: this very imagesmith
+        env = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+        argv = [sys.executable, "-P", "-m", CHECKER]
+        self.ahead = runner.start(argv, env=env, name="the CycloneDX validator")
+
+    def make(self, release: Release) -> list[Path]:
+        text = cyclonedx_json(subject(release), release.inventory.packages)
+        self.check(release.runner, text)
+        target = release.work / f"{release.spec.config.name}{self.suffix}"
+        target.write_text(text + "\n", encoding="utf-8")
+        return [target]
+
+    def check(self, runner: Runner, text: str) -> None:
+        """``text`` validated: by the validator started ahead for ``runner``'s build, else here."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is None or ahead.runner is not runner:
+            check_cyclonedx(text)
+            return
+        code, lines = ahead.finish(text)
+        if code == 1:
+            raise not_valid("\n".join(lines))
+        if code != 0:
+            raise runner.failure(ahead.name, code, lines, "a bug in imagesmith: please report it", None)
+
+
 SPDX = Sbom("spdx", ".spdx.json", write_spdx)
-#: jsonschema's IRI checker compiles its grammars when imported: about a second
-CYCLONEDX = Sbom("cyclonedx", ".cdx.json", write_cyclonedx, checker="cyclonedx.validation.json")
+CYCLONEDX = CycloneDx()

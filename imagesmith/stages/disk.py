@@ -123,7 +123,7 @@ class Disk(Stage):
 
     def prepare(self, ctx: Context) -> None:
         for handler in handlers.of_phase("image"):
-            handler.prepare()
+            handler.prepare(ctx.runner)
 
     def run(self, ctx: Context) -> None:
         run(ctx, image_path(ctx))

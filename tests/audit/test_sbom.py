@@ -106,21 +106,24 @@ def test_a_broken_cyclonedx_document_is_caught() -> None:
         sbom.check_cyclonedx(json.dumps(data))
 
 
-def test_the_validator_is_loaded_ahead_and_a_failure_is_left_to_the_import(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import sys
-    import threading
+def test_the_validator_started_ahead_checks_the_document_in_its_own_process(tmp_path: Path) -> None:
+    from imagesmith.host.run import Runner
 
-    (tmp_path / "slow_checker.py").write_text("LOADED = True\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    failures: list[object] = []
-    monkeypatch.setattr(threading, "excepthook", failures.append)
-    sbom.preload("slow_checker")
-    sbom.preload("no_such_checker")
-    for thread in threading.enumerate():
-        if thread.name.startswith("preload "):
-            thread.join()
-    assert sys.modules["slow_checker"].LOADED
-    assert failures == [] and "no_such_checker" not in sys.modules
-    assert sbom.CYCLONEDX.checker == "cyclonedx.validation.json"  # what check_cyclonedx imports
+    runner = Runner(log_path=tmp_path / "log")
+    data = json.loads(sbom.cyclonedx_json(SUBJECT, PACKAGES))
+    sbom.CYCLONEDX.prepare(runner)
+    sbom.CYCLONEDX.check(runner, json.dumps(data))  # valid
+    del data["components"][0]["name"]
+    sbom.CYCLONEDX.prepare(runner)
+    with pytest.raises(ImagesmithError, match="CycloneDX document is not valid") as raised:
+        sbom.CYCLONEDX.check(runner, json.dumps(data))
+    assert "name" in (raised.value.details or "")
+    assert "the CycloneDX validator's output (started ahead)" in (tmp_path / "log").read_text()
+    # one started for another build is not used (and stops with that build's runner)
+    other = Runner()
+    sbom.CYCLONEDX.prepare(other)
+    with pytest.raises(ImagesmithError, match="not valid"):
+        sbom.CYCLONEDX.check(runner, json.dumps(data))
+    assert "not valid" not in (tmp_path / "log").read_text().split("started ahead")[-1]
+    other.close()
+    assert other.started == [] and sbom.CYCLONEDX.ahead is None
