@@ -258,3 +258,24 @@ def test_an_entry_placed_in_the_background_is_whole_or_absent(tmp_path: Path) ->
         with pytest.raises(ImagesmithError, match="another build is using it"):
             refused.result()
     assert [p.name for p in (tmp_path / "tmp").iterdir()] == []
+
+
+def test_a_use_recorded_while_another_build_checks_the_entry_is_no_damage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The metadata is rewritten outside the entry: a check at the same time (the digest
+    covers every name in the entry but the metadata) sees no stray file."""
+    cache = Cache(tmp_path / "cache")
+    entry = cache.commit("customize", "k", lambda d: (d / "rootfs").mkdir(), parts=False)
+    assert "part_sha256" not in entry.meta  # read whole: no part digests
+    seen: list[str] = []
+    real = os.replace
+
+    def replace(source: str, target: str) -> None:  # the moment the new metadata is put in place
+        seen.append(str(Path(source).parent))
+        assert cache.damage(entry) is None
+        real(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    cache.touch(entry, "other.yaml")
+    assert seen == [str(cache.root / "tmp")]

@@ -144,3 +144,39 @@ def test_an_entry_placed_in_the_background_holds_its_lock_until_it_is_in_place(
     assert seen == [True], "no other build takes the stage up before its entry is in place"
     assert cache.lookup("filesystems", "cccccccc") is not None, "in place when the build is done"
     assert build(write, cache, stages).products == {"restored": ["disk"]}
+
+
+def test_an_entry_found_damaged_while_the_build_goes_on_stops_it_before_anything_is_kept(
+    write: Write, tmp_path: Path
+) -> None:
+    import pytest
+
+    from imagesmith.cache.store import DamagedEntry
+    from imagesmith.errors import ImagesmithError
+
+    cache = Cache(tmp_path / "cache")
+    stages = pipeline()
+    build(write, cache, stages)
+    (cache.root / "entries" / "bootstrap-aaaaaaaa" / "result").write_text("changed")
+    # a new packages key: the bootstrap's entry is restored, and checked while packages runs
+    with pytest.raises(DamagedEntry, match=r"bootstrap aaaaaaaa is damaged \(its files changed"):
+        build(write, cache, stages, keys="aqrst")
+    assert cache.lookup("packages", "qqqqqqqq") is None, "nothing made from it is kept"
+
+    class Broken(Fake):
+        def run(self, ctx: Context) -> None:
+            raise ImagesmithError("a program of the damaged tree crashed")
+
+    # a stage that fails meanwhile: the damaged entry is what the build says
+    with pytest.raises(DamagedEntry) as raised:
+        build(
+            write,
+            cache,
+            (stages[0], Broken("packages", restore_with=("bootstrap",)), *stages[2:]),
+            keys="aqrst",
+        )
+    assert "crashed" in str(raised.value.__context__)
+    # discarded (nobody uses it): the next build makes it again
+    entry = raised.value.entry
+    cache.discard(entry, raised.value.why, lambda text: None, "the build starts again")
+    assert build(write, cache, stages, keys="aqrst").products["ran"][0] == "bootstrap"

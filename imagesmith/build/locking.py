@@ -23,7 +23,7 @@ def use_lock(ctx: Context, lock_file: Path) -> lock.Lock:
     """The lock, checked against the config; its SOURCE_DATE_EPOCH unless one is given."""
     found = read_lock(ctx.spec, ctx.runner, lock_file)
     if ctx.epoch is not None and ctx.epoch != found.source_date_epoch:
-        ctx.runner.info(f"[yellow]note:[/yellow] SOURCE_DATE_EPOCH={ctx.epoch} as given, not the lock's")
+        ctx.runner.note(f"SOURCE_DATE_EPOCH={ctx.epoch} as given, not the lock's")
     elif ctx.epoch is None:
         ctx.set_epoch(found.source_date_epoch)
     ctx.runner.info(f"using {lock_file.name}: {len(found.packages)} locked packages")
@@ -34,7 +34,7 @@ def read_lock(spec: Spec, runner: Runner, lock_file: Path) -> lock.Lock:
     """The lock file, with a note for each way the config has moved from it."""
     found = lock.read(lock_file)
     for note in lock.check_spec(found, spec, facts.packages(spec)):
-        runner.info(f"[yellow]note:[/yellow] {note}")
+        runner.note(note)
     now = locked_sources(runner, spec)
     before = [source.model_dump() for source in found.sources]
     if now != before:

@@ -18,6 +18,7 @@ from typing import Any
 from imagesmith.build import current, locking
 from imagesmith.build.stages import Stages
 from imagesmith.cache import Cache
+from imagesmith.cache.store import DamagedEntry
 from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError
 from imagesmith.host import binfmt as host
@@ -143,8 +144,25 @@ def unchanged(
     return Result(image, outputs, found.get("table", {}))
 
 
+#: how many times a build starts again after finding a cache entry it used damaged
+AGAIN = 3
+
+
 def build(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache | None = None) -> Result:
-    """Build ``spec`` into ``options.output``; with a lock file, from the locked packages."""
+    """Build ``spec`` into ``options.output``; with a lock file, from the locked packages.
+    An entry taken from the cache is checked while the build goes on (``Stages.check``):
+    one found damaged is discarded once the build let go of it, and the build starts again."""
+    for _ in range(AGAIN):
+        try:
+            return build_once(spec, options, runner, cache)
+        except DamagedEntry as damaged:
+            assert cache is not None
+            cache.discard(damaged.entry, damaged.why, runner.note, "the build starts again")
+    return build_once(spec, options, runner, cache)
+
+
+def build_once(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache | None) -> Result:
+    """One go at ``build``."""
     output, lock_file = options.output, options.lock_file
     customize.check_spec(spec)
     imager.check(spec)

@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager, ExitStack, nullcontext, suppress
 from pathlib import Path
 
 from imagesmith.cache import META, Cache, Entry
+from imagesmith.cache.store import DamagedEntry
 from imagesmith.host.rootfs import copy_tree
 from imagesmith.stages.base import Stage
 from imagesmith.stages.context import Context
@@ -30,6 +31,9 @@ class Stages:
         self.forced = set(NAMES[first_forced:])
         #: entries being hashed and renamed into place while the next stage runs
         self.placing: list[tuple[Stage, Future[Entry]]] = []
+        #: entries restored from the cache, being checked while the build goes on
+        self.checking: dict[tuple[str, str], tuple[Entry, Future[str | None]]] = {}
+        self.pulled: set[tuple[str, str]] = set()  # checked as they came from the shared cache
         self.locks: dict[str, ExitStack] = {}
 
     def cached(self, stage: str, parts: frozenset[str] | None = None) -> Entry | None:
@@ -43,14 +47,45 @@ class Stages:
             entry = self.cache.remote.pull(self.cache, stage, key, self.ctx.runner)
         return entry
 
+    def found(self, stage: str) -> Entry | None:
+        """The stage's cache entry, not checked yet (``check``), or pulled from the shared
+        cache (checked as it came)."""
+        if self.cache is None or stage in self.forced:
+            return None
+        key = self.plans[stage].key
+        entry = self.cache.lookup(stage, key)
+        if entry is None and self.cache.remote is not None:
+            entry = self.cache.remote.pull(self.cache, stage, key, self.ctx.runner)
+            if entry is not None:
+                self.pulled.add((stage, key))
+        return entry
+
+    def check(self, entry: Entry, parts: frozenset[str] | None) -> None:
+        """``entry`` checked against the digest it was made with, in a thread, while the
+        build uses it: nothing made from it is committed, and the build does not end,
+        before the answer (``verified``)."""
+        assert self.cache is not None
+        if (entry.stage, entry.key) not in self.checking and (entry.stage, entry.key) not in self.pulled:
+            self.checking[(entry.stage, entry.key)] = (entry, self.cache.check_in_background(entry, parts))
+
+    def verified(self) -> None:
+        """Wait for the entries being checked; a damaged one stops the build
+        (``DamagedEntry``: it is discarded and the build starts again)."""
+        for key, (entry, damage) in list(self.checking.items()):
+            why = damage.result()
+            del self.checking[key]
+            if why is not None:
+                raise DamagedEntry(entry, why)
+
     def warn(self, text: str) -> None:
-        self.ctx.runner.info(f"[yellow]note:[/yellow] {text}")
+        self.ctx.runner.note(text)
 
     def commit(self, stage: Stage) -> bool:
         """``stage``'s result saved as its cache entry; False: it is being placed in the
         background (``Stage.commit_in_background``), and its lock is let go once it is."""
         if self.cache is None:
             return True
+        self.verified()  # never an entry made from a damaged one
         self.placed()  # an earlier stage's entry first
         # the config that made it counts as its first user (`cache list`, pruning)
         plan, config = self.plans[stage.name], str(self.ctx.spec.config_path)
@@ -61,12 +96,13 @@ class Stages:
 
         # a stage run again on purpose (--rebuild-from, a re-lock) replaces its entry
         replace = stage.name in self.forced
+        parts = stage.parts_read
         if stage.commit_in_background:
             self.placing.append(
-                (stage, self.cache.commit_in_background(stage.name, plan.key, make, info, replace))
+                (stage, self.cache.commit_in_background(stage.name, plan.key, make, info, replace, parts))
             )
             return False
-        entry = self.cache.commit(stage.name, plan.key, make, info, replace=replace)
+        entry = self.cache.commit(stage.name, plan.key, make, info, replace=replace, parts=parts)
         stage.committed(self.ctx, entry)
         return True
 
@@ -115,6 +151,10 @@ class Stages:
                 if committed:
                     locks[stage.name].close()
             self.placed()
+            self.verified()
+        except BaseException:
+            self.verified()  # a damaged entry the build used explains the failure best
+            raise
         finally:
             for _, entry in self.placing:  # the build failed meanwhile: still no half entry
                 with suppress(BaseException):
@@ -126,12 +166,15 @@ class Stages:
     def _restore(self, stage: Stage) -> bool:
         """``stage`` taken from the cache, with the entries it restores with."""
         names = (stage.name, *stage.restore_with)
-        entries = {name: self.cached(name, stage.reads(self.ctx, name)) for name in names}
+        entries = {name: self.found(name) for name in names}
         found = {name: entry for name, entry in entries.items() if entry is not None}
         if len(found) != len(names):
             return False
+        for name, entry in found.items():
+            self.check(entry, stage.reads(self.ctx, name))
         with self.ctx.runner.stage(stage.name, "from the cache"):
             if not stage.restore(self.ctx, found):
+                self.verified()  # a damaged entry, rather than this one
                 # the outputs must describe the bytes written, not what the cache said
                 self.warn(f"the {stage.name} stage put together from the cache is not the one its entry "
                           "recorded: the entry is discarded and the stage runs again")  # fmt: skip

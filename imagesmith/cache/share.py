@@ -105,11 +105,11 @@ class Shared:
             self._give_up(runner, str(exc))
             return None
         except ImagesmithError as exc:  # the archive would not unpack here: the stage runs
-            runner.info(f"[yellow]note:[/yellow] the shared entry {stage} {key[:12]} could not be unpacked "
+            runner.note(f"the shared entry {stage} {key[:12]} could not be unpacked "
                         f"({exc.message}); the stage runs here")  # fmt: skip
             return None
         except Refused as exc:
-            runner.info(f"[yellow]note:[/yellow] the shared entry {stage} {key[:12]} is refused: {exc}; "
+            runner.note(f"the shared entry {stage} {key[:12]} is refused: {exc}; "
                         "the stage runs here")  # fmt: skip
             return None
         size = _megabytes(statement.archive_size)
@@ -140,7 +140,7 @@ class Shared:
                 break
             except (ImagesmithError, OSError) as exc:  # packing failed: the build's outputs stand
                 said = exc.message if isinstance(exc, ImagesmithError) else str(exc)
-                runner.info(f"[yellow]note:[/yellow] {stage} {key[:12]} not pushed: {said}")
+                runner.note(f"{stage} {key[:12]} not pushed: {said}")
                 continue
             pushed.append(stage)
         return pushed
@@ -166,7 +166,7 @@ class Shared:
         if not self.down:
             self.down = why
             said = redact.redact(why)
-            runner.info(f"[yellow]note:[/yellow] the shared cache {self.address} cannot be used ({said}): "
+            runner.note(f"the shared cache {self.address} cannot be used ({said}): "
                         "this build goes on without it")  # fmt: skip
 
 

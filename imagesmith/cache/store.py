@@ -52,6 +52,19 @@ class ContentMismatch(Exception):
     """What a new entry holds is not what it was expected to hold (nothing was kept)."""
 
 
+class DamagedEntry(ImagesmithError):
+    """An entry a build took from the cache was found damaged after the build started with
+    it (its check runs while the build goes on): nothing made from it was kept, and the
+    build starts again once it is discarded (``build.pipeline``)."""
+
+    def __init__(self, entry: Entry, why: str) -> None:
+        super().__init__(
+            f"the cache entry {entry.stage} {entry.key[:12]} is damaged ({why})",
+            hint="build again: a build discards a damaged entry and makes it again",
+        )
+        self.entry, self.why = entry, why
+
+
 @dataclass
 class Entry:
     stage: str
@@ -140,21 +153,39 @@ class Cache:
         entry = self.lookup(stage, key)
         if entry is None:
             return None
+        why = self.damage(entry, parts)
+        if why is None:
+            return entry
+        self.discard(entry, why, report, "the stage runs again")
+        return None
+
+    def damage(self, entry: Entry, parts: Collection[str] | None = None) -> str | None:
+        """Why ``entry`` can't be trusted; None: it (or its ``parts``, see ``checked``) still
+        has the digest recorded when it was made."""
         recorded = entry.meta.get(CONTENT)
         each = entry.meta.get(PARTS)
         if parts is not None and isinstance(each, dict) and all(part in each for part in parts):
             if all(_intact(entry.path / part, each[part]) for part in sorted(parts)):
-                return entry
-        elif recorded is not None and hashing.tree(entry.path, _content(entry.path)) == recorded:
-            return entry
-        why = "its files changed since it was made" if recorded else "it records no digest of its files"
+                return None
+        elif recorded is not None and _intact_tree(entry.path, recorded):
+            return None
+        return "its files changed since it was made" if recorded else "it records no digest of its files"
+
+    def discard(self, entry: Entry, why: str, report: Callable[[str], None], then: str) -> None:
+        """A damaged entry removed, and said (``then``: what the build does now); an error
+        while another build uses it."""
         if not self.remove(entry):
             raise ImagesmithError(
-                f"the cache entry {stage} {key[:12]} is damaged ({why}) and another build is using it",
+                f"the cache entry {entry.stage} {entry.key[:12]} is damaged ({why})"
+                " and another build is using it",
                 hint="build again once that build is done: the entry is then discarded and made again",
             )
-        report(f"the cache entry {stage} {key[:12]} is damaged ({why}): discarded, the stage runs again")
-        return None
+        report(f"the cache entry {entry.stage} {entry.key[:12]} is damaged ({why}): discarded, {then}")
+
+    def check_in_background(self, entry: Entry, parts: Collection[str] | None = None) -> Future[str | None]:
+        """``damage(entry, parts)`` worked out in a thread while the build goes on (and
+        reads the entry): whatever the build makes from it waits for the answer."""
+        return background.start(lambda: self.damage(entry, parts), f"check {entry.stage}", daemon=True)
 
     @contextmanager
     def lock(self, stage: str, key: str) -> Iterator[None]:
@@ -169,12 +200,15 @@ class Cache:
         meta: dict[str, Any] | None = None,
         expected: str | None = None,
         replace: bool = False,
+        parts: bool = True,
     ) -> Entry:
         """Run ``make(directory)`` in a private directory, then rename it into place.
         ``expected``: the digest what it made must have (else ``ContentMismatch``).
         ``replace``: an entry already there is removed first (a stage run again on purpose,
-        say with newer packages, is what later builds must get); else it is kept."""
-        return self._place(stage, key, self._made(stage, make), meta, expected, replace)
+        say with newer packages, is what later builds must get); else it is kept.
+        ``parts``: the digest of each top-level name is recorded too (``PARTS``), for
+        builds that read only some of them; without, the entry is checked whole."""
+        return self._place(stage, key, self._made(stage, make), meta, expected, replace, parts)
 
     def commit_in_background(
         self,
@@ -183,13 +217,15 @@ class Cache:
         make: Callable[[Path], None],
         meta: dict[str, Any] | None = None,
         replace: bool = False,
+        parts: bool = True,
     ) -> Future[Entry]:
         """``commit``, but only ``make`` runs now: hashing what it made and renaming it into
         place run in a thread while the caller goes on (``meta`` is read there, once
         ``make`` returned). The entry is in place, or the commit failed, once the future is
         done; a process that exits meanwhile waits for it."""
         tmp = self._made(stage, make)
-        return background.start(lambda: self._place(stage, key, tmp, meta, None, replace), f"commit {stage}")
+        place = lambda: self._place(stage, key, tmp, meta, None, replace, parts)  # noqa: E731
+        return background.start(place, f"commit {stage}")
 
     def _made(self, stage: str, make: Callable[[Path], None]) -> Path:
         """``make``'s private directory, or nothing left of it if it failed."""
@@ -209,10 +245,14 @@ class Cache:
         meta: dict[str, Any] | None,
         expected: str | None,
         replace: bool,
+        parts: bool = True,
     ) -> Entry:
         """What ``make`` left in ``tmp`` hashed, recorded, flushed and renamed into place."""
         try:
-            content, each = hashing.tree_and_parts(tmp, _content(tmp))
+            if parts:
+                content, each = hashing.tree_and_parts(tmp, _content(tmp))
+            else:  # each file hashed once, not twice
+                content, each = hashing.tree(tmp, _content(tmp)), None
             if expected is not None and content != expected:
                 raise ContentMismatch(f"{stage}-{key}")
             now = time.time()
@@ -224,7 +264,7 @@ class Cache:
                 "configs": [],
                 **(meta or {}),
                 CONTENT: content,
-                PARTS: each,
+                **({PARTS: each} if each is not None else {}),
             }
             (tmp / META).write_text(json.dumps(data, indent=2), encoding="utf-8")
             _sync(tmp)  # on disk before it has its name: a power cut never leaves half an entry
@@ -254,7 +294,9 @@ class Cache:
         entry.meta["last_used"] = time.time()
         configs = [c for c in entry.meta.get("configs", []) if c != config]
         entry.meta["configs"] = [config, *configs][:10]
-        _write_json(entry.path / META, entry.meta)
+        # written beside the entries, not in the entry: a build checking it meanwhile (its
+        # digest covers every name in it but META) must never see a half-written file
+        _write_json(entry.path / META, entry.meta, self.root / "tmp")
 
     def entries(self) -> list[Entry]:
         found = []
@@ -385,6 +427,14 @@ def _intact(part: Path, recorded: object) -> bool:
         return False
 
 
+def _intact_tree(entry: Path, recorded: object) -> bool:
+    """A whole entry has the digest recorded for it."""
+    try:
+        return hashing.tree(entry, _content(entry)) == recorded
+    except OSError:  # a file gone meanwhile, or unreadable
+        return False
+
+
 def _content(entry: Path) -> list[Path]:
     """What an entry's digest covers: everything but its metadata (which changes on use)."""
     return hashing.everything(entry, frozenset({META}))
@@ -405,8 +455,11 @@ def _sync(path: Path) -> None:
 _LIBC = ctypes.CDLL(None, use_errno=True)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+def _write_json(path: Path, data: dict[str, Any], scratch: Path | None = None) -> None:
+    """``path`` replaced whole by ``data``, written first in ``scratch`` (the same
+    filesystem; default: beside it; a killed build's is removed as its other leftovers)."""
+    prefix = f"{os.getpid()}-json-" if scratch else ".tmp-"
+    fd, tmp = tempfile.mkstemp(dir=scratch or path.parent, prefix=prefix)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         json.dump(data, out, indent=2)
     os.replace(tmp, path)

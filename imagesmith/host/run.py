@@ -102,6 +102,10 @@ class Runner:
         self.console.print(redact(text))
         self.log(Text.from_markup(text).plain)
 
+    def note(self, text: str) -> None:
+        """Something people should know that does not stop the build."""
+        self.info(f"[yellow]note:[/yellow] {text}")
+
     def detail(self, text: str) -> None:
         """A line shown only with --verbose (always logged)."""
         if self.verbose:

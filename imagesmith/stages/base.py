@@ -68,6 +68,10 @@ class Stage:
     #: its entry is hashed and renamed into place while the next stage runs (what it saves
     #: is big, and the next stage only reads it); ``committed`` is called once it is
     commit_in_background: bool = False
+    #: later builds read only some of the top-level names of its entries (``reads``): the
+    #: digest of each is recorded, so that only those are checked; else (what it saves is
+    #: read whole) each file is hashed once, for the whole entry's digest only
+    parts_read: bool = False
 
     def inputs(self, given: KeyInputs) -> dict[str, str]:
         """What this stage reads besides the code, tools and the stage before: name → digest."""

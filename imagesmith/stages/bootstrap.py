@@ -428,6 +428,7 @@ class Bootstrap(Stage):
     own packages come in the next stage (``packages.py``)."""
 
     name = "bootstrap"
+    parts_read = True  # the packages stage reads its tools tree alone; the rootfs's digest keys jobs
     # not stages/deferred.py: the bootstrap takes only its divert hook, whose text is an
     # input ("mmdebstrap options"); how the deferred jobs run later is customize's code
     code = ("stages/bootstrap.py", "stages/installs.py", "stages/tools.py", "host/rootfs.py",

@@ -216,7 +216,7 @@ def copy_overlay(ctx: Context, index: int, entry: FileEntry) -> None:
         if found.skipped:
             shown = ", ".join(found.skipped[:8]) + (" …" if len(found.skipped) > 8 else "")
             what = escape(f"files[{index}] ({source.name}/): not copied, as `ignore:` says: {shown}")
-            ctx.runner.info(f"[yellow]note:[/yellow] {what}")
+            ctx.runner.note(what)
     else:
         target = entry.target + source.name if entry.target.endswith("/") else entry.target
         pairs.append((source, target))

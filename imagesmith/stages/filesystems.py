@@ -15,7 +15,6 @@ from pathlib import Path, PurePosixPath
 
 from imagesmith.cache.store import Entry
 from imagesmith.disk import fs
-from imagesmith.disk.fs.base import tree_usage
 from imagesmith.disk.layout import Partition
 from imagesmith.disk.sparse import copy_file
 from imagesmith.errors import ImagesmithError
@@ -121,7 +120,7 @@ def run(ctx: Context) -> None:
                     hint="give it a mount point in the layout",
                 )
             job = fs.Job(ctx.runner, ctx.spec.identity, part, content, target, ctx.known_epoch)
-            size, used = fs.get(part.fs).make(job), tree_usage(content).files
+            size, used = fs.get(part.fs).make(job), job.usage.files
         made[part.name] = PartitionImage(part.name, target, size, part.kind, part.label, part.bootable, used)
     ctx.partitions.extend(made[part.name] for part in layout.partitions)
 

@@ -56,6 +56,7 @@ class Packages(Stage):
         "repro/sources.py",
     )
     restore_with = ("bootstrap",)  # its native tools tree (and, with no packages, its rootfs)
+    parts_read = True  # the rootfs's digest keys the deferred jobs (installs.restore_rootfs)
 
     def inputs(self, given: KeyInputs) -> dict[str, str]:
         return {"packages": digest(own_packages(given.spec))}

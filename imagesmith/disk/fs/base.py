@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple
 
@@ -29,6 +30,11 @@ class Job:
     content: Path
     target: Path
     epoch: int  # no time of the build reaches the filesystem
+
+    @cached_property
+    def usage(self) -> Usage:
+        """What ``content`` takes (``tree_usage``): walked once, by the maker and the stage."""
+        return tree_usage(self.content)
 
 
 class Filesystem:

@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
-from imagesmith.disk.fs.base import Filesystem, Job, MiB, fixed_time_env, tree_usage
+from imagesmith.disk.fs.base import Filesystem, Job, MiB, fixed_time_env
 from imagesmith.disk.ids import Identity, derived
 from imagesmith.disk.table import align
 from imagesmith.errors import ImagesmithError
@@ -29,7 +29,7 @@ class Ext4(Filesystem):
 
     def make(self, job: Job) -> int:
         part, content, target, r = job.part, job.content, job.target, job.runner
-        used, count, _files = tree_usage(content)
+        used, count, _files = job.usage
         # auto: the files, ext4 metadata (inode tables, journal) and the requested free space
         size = part.size if isinstance(part.size, int) else align(int(used * 1.10) + 64 * MiB + part.free)
         inodes = max(count + count // 4 + 1024, size // 16384)

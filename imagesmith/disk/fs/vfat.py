@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imagesmith.disk.fs.base import Filesystem, Job, MiB, fixed_time_env, tree_usage
+from imagesmith.disk.fs.base import Filesystem, Job, MiB, fixed_time_env
 from imagesmith.disk.ids import Identity, derived
 from imagesmith.disk.table import align
 from imagesmith.errors import ImagesmithError
@@ -22,7 +22,7 @@ class Vfat(Filesystem):
 
     def make(self, job: Job) -> int:
         part, target = job.part, job.target
-        used = tree_usage(job.content).blocks
+        used = job.usage.blocks
         size = part.size if isinstance(part.size, int) else max(FAT32_MIN, align(int(used * 1.1) + part.free))
         if used > size * 0.95:
             raise ImagesmithError(
