@@ -27,7 +27,7 @@ from imagesmith.host.rootfs import remove_tree
 from imagesmith.host.run import Runner
 from imagesmith.outputs import handlers, imager, manifest, sign
 from imagesmith.outputs.base import Output, Release
-from imagesmith.outputs.files import IMAGES
+from imagesmith.outputs.files import IMAGES, flushed
 from imagesmith.repro import sources
 from imagesmith.stages import customize, disk, plan
 from imagesmith.stages.context import Context
@@ -102,6 +102,7 @@ def publish(made: list[tuple[Output, list[Path]]], spec: Spec, output: Path) -> 
     for _handler, paths in order:
         for path in paths:
             final = output / path.name
+            flushed(path)
             os.replace(path, final)
             placed.append(final)
     return placed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +42,31 @@ def hash_ahead(path: Path) -> None:
     if key in _DIGESTS or key in _AHEAD:
         return
     _AHEAD[key] = background.start(lambda: file_sha256(path), f"sha256 {path.name}", daemon=True)
+
+
+#: files being flushed to disk in a thread (``flush_ahead``), by their resolved path
+_FLUSHING: dict[str, Future[None]] = {}
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def flush_ahead(path: Path) -> None:
+    """Start flushing the file to disk in a thread; ``flushed`` waits for it (before the
+    file is published: an output that a later build trusts is on disk whole)."""
+    _FLUSHING[str(path.resolve())] = background.start(lambda: _fsync(path), f"fsync {path.name}")
+
+
+def flushed(path: Path) -> None:
+    """The flush ``flush_ahead`` started for ``path`` is done (its error, if any, raised)."""
+    flushing = _FLUSHING.pop(str(path.resolve()), None)
+    if flushing is not None:
+        flushing.result()
 
 
 def created(epoch: int) -> datetime:

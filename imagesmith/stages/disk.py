@@ -57,9 +57,9 @@ def run(ctx: Context, target: Path) -> None:
     try:
         for part, offset in zip(ctx.partitions, offsets, strict=True):
             copy_data(part.path, fd, offset)
-        os.fsync(fd)
     finally:
         os.close(fd)
+    files.flush_ahead(target)  # on disk before it is published, meanwhile the outputs are made
     ctx.image = target
     for line in report(ctx, offsets):
         ctx.runner.info(line)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,33 @@ def test_a_digest_read_ahead_is_the_one_asked_for_later(
     image.write_bytes(b"other")  # another version of the file: read again
     files.hash_ahead(image)
     assert files.sha256(image) == hashlib.sha256(b"other").hexdigest()
+
+
+def test_an_image_flushed_in_the_background_is_waited_for_before_it_is_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write: Callable[[str, str], Path]
+) -> None:
+    import os
+    import threading
+
+    from imagesmith.build.pipeline import publish
+    from imagesmith.config.load import load_spec
+    from imagesmith.outputs import handlers
+
+    image = tmp_path / "a.img"
+    image.write_bytes(b"data")
+    release = threading.Event()
+    synced: list[int] = []
+
+    def slow_fsync(fd: int) -> None:
+        release.wait(5)
+        synced.append(fd)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    files.flush_ahead(image)
+    threading.Timer(0.2, release.set).start()
+    out = tmp_path / "out"
+    out.mkdir()
+    raw = next(h for h in handlers.HANDLERS if h.name == "image")
+    placed = publish([(raw, [image])], load_spec(write("a.yaml", "name: a\ndevice: qemu-amd64\n")), out)
+    assert synced and placed == [out / "a.img"], "on disk before it has its published name"
+    files.flushed(out / "a.img")  # nothing left to wait for
