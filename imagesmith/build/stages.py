@@ -152,7 +152,7 @@ class Stages:
                     locks[stage.name].close()
             self.placed()
             self.verified()
-        except BaseException:
+        except Exception:  # not an interrupt: that stops the build, damaged entry or not
             self.verified()  # a damaged entry the build used explains the failure best
             raise
         finally:
