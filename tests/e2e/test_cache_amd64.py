@@ -110,7 +110,10 @@ def test_an_overlay_change_reuses_the_installs(
     assert all(" run " in rows[stage] for stage in stages[2:])
     log = run_build(changed, tmp_path / "out", cache)
     assert stages_from_cache(log) == {"packages"} and stages_run(log) == {"customize", "filesystems", "disk"}
-    assert re.search(IN_PLACE.format("(bootstrap|packages)"), (tmp_path / "out/build.log").read_text())
+    built_log = (tmp_path / "out/build.log").read_text()
+    assert re.search(IN_PLACE.format("(bootstrap|packages)"), built_log)
+    # the CycloneDX document was checked by the validator started ahead, in its own process
+    assert "the CycloneDX validator's output (started ahead):\n[exit 0 after" in built_log
     # nothing the kernel hooks read changed: their initramfs and boot files are put back
     assert re.search(r"kernel \S+: postinst hooks: from the cache", log), log
     assert re.search(r"kernel \S+: depmod: from the cache", log), log
