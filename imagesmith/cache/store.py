@@ -167,7 +167,7 @@ class Cache:
         if parts is not None and isinstance(each, dict) and all(part in each for part in parts):
             if all(_intact(entry.path / part, each[part]) for part in sorted(parts)):
                 return None
-        elif recorded is not None and _intact_tree(entry.path, recorded):
+        elif recorded is not None and _intact(entry.path, recorded, entry=True):
             return None
         return "its files changed since it was made" if recorded else "it records no digest of its files"
 
@@ -419,19 +419,12 @@ class Cache:
                     remove_tree(path) if path.is_dir() else path.unlink()
 
 
-def _intact(part: Path, recorded: object) -> bool:
-    """A part of an entry is there and has the digest recorded for it."""
+def _intact(path: Path, recorded: object, *, entry: bool = False) -> bool:
+    """A part of an entry (or, ``entry``, a whole one but its metadata) is there and has
+    the digest recorded for it."""
     try:
-        return hashing.tree(part) == recorded
+        return hashing.tree(path, _content(path) if entry else None) == recorded
     except OSError:  # gone, or unreadable
-        return False
-
-
-def _intact_tree(entry: Path, recorded: object) -> bool:
-    """A whole entry has the digest recorded for it."""
-    try:
-        return hashing.tree(entry, _content(entry)) == recorded
-    except OSError:  # a file gone meanwhile, or unreadable
         return False
 
 

@@ -374,9 +374,7 @@ class Started:
         except BaseException:  # interrupted: the command must not outlive the build
             self.stop()
             raise
-        finally:
-            if self in self.runner.started:
-                self.runner.started.remove(self)
+        self._forget()
         lines = out.splitlines()
         self.runner.log(f"$ {self.name}'s output (started ahead):")
         for text in lines:
@@ -389,5 +387,8 @@ class Started:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+        self._forget()
+
+    def _forget(self) -> None:
         if self in self.runner.started:
             self.runner.started.remove(self)
