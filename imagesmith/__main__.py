@@ -1,3 +1,3 @@
-from imagesmith.cli import main
+from imagesmith.quick import main
 
 main()

@@ -21,20 +21,10 @@ from imagesmith import __version__
 from imagesmith.cache import Cache
 from imagesmith.config.load import Spec
 from imagesmith.errors import ImagesmithError
+from imagesmith.filestate import identity
 from imagesmith.outputs import handlers
 from imagesmith.stages.base import digest, source_digest, tree_digest
 from imagesmith.stages.plan import StagePlan
-
-#: what identifies one version of a file (st_ctime_ns changes with any change to it)
-IDENTITY = ("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
-
-
-def identity(path: Path) -> list[int] | None:
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    return [int(getattr(info, field)) for field in IDENTITY]
 
 
 def release_key(

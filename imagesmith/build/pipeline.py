@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ class Result:
     image: Path
     outputs: list[Path]
     table: dict[str, object]
+    key: str = ""  # what the outputs depend on (``current.release_key``); "" without a cache
+    stages: dict[str, Any] = field(default_factory=dict)  # each stage's key and inputs
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,8 @@ class BuildOptions:
     lock_file: Path | None = None  # CONFIG.lock: used when it exists
     update_lock: bool = False  # lock again first
     source_date_epoch: int | None = None  # given: over the lock's and the packages'
+    #: called once what the build will make is decided (the quick no-op's recorder stops)
+    decided: Callable[[], None] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.output.is_absolute():  # hooks and scripts run in other working directories
@@ -139,10 +144,15 @@ def unchanged(
             entry = cache.lookup(stage.name, stage.key)
             if entry is not None:
                 cache.touch(entry, str(spec.config_path))
-        cache.record_build(options.config_id, {p.name: {"key": p.key, "inputs": p.inputs} for p in plans})
+        cache.record_build(options.config_id, stage_record(plans))
     outputs = [options.output / name for name in found["files"]]
     image = next((p for p in outputs if p.name.endswith(IMAGES)), options.output / f"{spec.config.name}.img")
-    return Result(image, outputs, found.get("table", {}))
+    return Result(image, outputs, found.get("table", {}), found["key"], stage_record(plans))
+
+
+def stage_record(plans: list[plan.StagePlan]) -> dict[str, Any]:
+    """What the cache keeps of a config's last build, for `imagesmith plan` to compare with."""
+    return {p.name: {"key": p.key, "inputs": p.inputs} for p in plans}
 
 
 #: how many times a build starts again after finding a cache entry it used damaged
@@ -188,6 +198,8 @@ def build_once(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache |
         if cache is not None and cache.remote is not None:
             cache.remote.secret = plan.secret_stages(spec, tools, ctx.lock, ctx.epoch)
         released = current.release_key(plans, spec, tools, key, cache.salt) if cache is not None else ""
+        if options.decided is not None:
+            options.decided()
         shortcut = not (options.rebuild_from or options.update_lock)
         if cache is not None and cache.remote is None and shortcut:  # a shared cache: push after every build
             found = current.current(cache, output, released)
@@ -205,12 +217,12 @@ def build_once(spec: Spec, options: BuildOptions, runner: Runner, cache: Cache |
             outputs = publish(made, spec, output)
         if cache is not None:
             current.record(cache, output, released, outputs, release.table)
-            cache.record_build(options.config_id, {p.name: {"key": p.key, "inputs": p.inputs} for p in plans})
+            cache.record_build(options.config_id, stage_record(plans))
             if cache.remote is not None:
                 with runner.stage("share", f"push to {cache.remote.address}"):
                     cache.remote.push(cache, [(p.name, p.key) for p in plans], runner)
         image = next((p for p in outputs if p.name.endswith(IMAGES)), output / release.image.name)
-        return Result(image, outputs, release.table)  # the raw image, or the compressed one
+        return Result(image, outputs, release.table, released, stage_record(plans))  # image: raw or packed
     finally:
         try:
             ctx.held.close()  # the overlay over a cache entry first: then the work directory goes

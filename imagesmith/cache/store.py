@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import hashlib
 import json
 import os
 import secrets
@@ -31,6 +30,7 @@ from filelock import FileLock
 from imagesmith import background
 from imagesmith.cache import hashing
 from imagesmith.errors import ImagesmithError
+from imagesmith.filestate import mark_used, published_name, write_json
 from imagesmith.host.rootfs import remove_tree
 
 META = "meta.json"
@@ -109,8 +109,11 @@ class Cache:
     # -- salt: secrets enter keys only as HMACs with this cache's own random salt
     @property
     def salt(self) -> bytes:
-        if self._salt is not None:
-            return self._salt
+        return self._salt if self._salt is not None else self.own_salt()
+
+    def own_salt(self) -> bytes:
+        """This cache's random salt (made on first use), whether or not a team's is set: it
+        also keeps what the quick no-op records of a call (``quick.py``) unreadable to others."""
         path = self.root / "salt"
         if not path.exists():
             fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
@@ -291,12 +294,10 @@ class Cache:
 
     def touch(self, entry: Entry, config: str) -> None:
         """Record a use: when, and by which config (for `cache list` and pruning)."""
-        entry.meta["last_used"] = time.time()
-        configs = [c for c in entry.meta.get("configs", []) if c != config]
-        entry.meta["configs"] = [config, *configs][:10]
+        mark_used(entry.meta, config, time.time())
         # written beside the entries, not in the entry: a build checking it meanwhile (its
         # digest covers every name in it but META) must never see a half-written file
-        _write_json(entry.path / META, entry.meta, self.root / "tmp")
+        write_json(entry.path / META, entry.meta, self.root / "tmp")
 
     def entries(self) -> list[Entry]:
         found = []
@@ -391,11 +392,11 @@ class Cache:
             return {}
 
     def record_build(self, config_id: str, stages: dict[str, Any]) -> None:
-        _write_json(self.root / "builds" / f"{config_id}.json", stages)
+        write_json(self.root / "builds" / f"{config_id}.json", stages)
 
     # -- what the last build into an output directory published (``build/current.py``)
     def _published_path(self, output: Path) -> Path:
-        return self.root / "published" / f"{hashlib.sha256(str(output).encode()).hexdigest()[:32]}.json"
+        return self.root / "published" / published_name(output)
 
     def published(self, output: Path) -> dict[str, Any]:
         try:
@@ -405,7 +406,7 @@ class Cache:
             return {}
 
     def record_published(self, output: Path, record: dict[str, Any]) -> None:
-        _write_json(self._published_path(output), {"output": str(output), **record})
+        write_json(self._published_path(output), {"output": str(output), **record})
 
     def forget_published(self, output: Path) -> None:
         self._published_path(output).unlink(missing_ok=True)
@@ -446,13 +447,3 @@ def _sync(path: Path) -> None:
 
 
 _LIBC = ctypes.CDLL(None, use_errno=True)
-
-
-def _write_json(path: Path, data: dict[str, Any], scratch: Path | None = None) -> None:
-    """``path`` replaced whole by ``data``, written first in ``scratch`` (the same
-    filesystem; default: beside it; a killed build's is removed as its other leftovers)."""
-    prefix = f"{os.getpid()}-json-" if scratch else ".tmp-"
-    fd, tmp = tempfile.mkstemp(dir=scratch or path.parent, prefix=prefix)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump(data, out, indent=2)
-    os.replace(tmp, path)

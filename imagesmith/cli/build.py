@@ -11,8 +11,11 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from imagesmith import quick
 from imagesmith.build import BuildOptions
 from imagesmith.build import build as run_build
 from imagesmith.cache import Cache
@@ -34,6 +37,7 @@ from imagesmith.errors import EXIT_CONFIG, ImagesmithError
 from imagesmith.host import overlay
 from imagesmith.host.run import Runner, format_duration
 from imagesmith.outputs import bundle, manifest, report
+from imagesmith.redact import redact
 from imagesmith.stages import plan
 from imagesmith.stages.pipeline import NAMES
 
@@ -134,29 +138,35 @@ def build(
     config = configs[0] if configs else None
     if compress is not None:  # as the last --set: over the config and the layers
         sets = (*sets, f"publish.compress={compress}")
-    spec = load(config, layers, sets, variant)
-    out = output or Path.cwd() / "out" / spec.config.name  # every path is absolute from here on
-    lock_file = lock.path_for(spec.config_path, variant)
-    if check_reproducible:
-        from imagesmith.build import check, lock_only
+    answerable = not (check_reproducible or no_cache or rebuild_from or update_lock or cache_remote)
+    recorder = quick.recorder() if answerable else None
+    with quick.recording(recorder):  # what deciding what to make reads, for the next call
+        spec = load(config, layers, sets, variant)
+        out = output or Path.cwd() / "out" / spec.config.name  # every path is absolute from here on
+        lock_file = lock.path_for(spec.config_path, variant)
+        if check_reproducible:
+            from imagesmith.build import check, lock_only
 
-        runner = Runner(verbose=verbose)
-        shared = open_cache(cache_dir)
-        if update_lock:
-            lock_only(spec, runner, None if no_cache else shared, lock_file)
-        args = [*([str(config)] if config else []), *(f"--layers={d}" for d in layers)]
-        args += [*(f"--set={s}" for s in sets), *([f"--variant={variant}"] if variant else [])]
-        args += [f"--signing-key={signing_key}"] if signing_key else []
-        check.run(runner, args, out, shared)
-        return
-    config_id = plan.config_id(spec, variant, list(sets))
-    options = BuildOptions(out, signing_key, rebuild_from, config_id, lock_file, update_lock, given_epoch())
-    with exclusive(out):
-        remote = Remote(cache_remote, cache_key, cache_trust)
-        store = None if no_cache else open_cache(cache_dir, shared_debs, remote)
-        if store is not None:  # cached trees used in place, mounted where only this build sees them
-            overlay.private_namespace()
-        run_one_build(spec, options, store, verbose)
+            runner = Runner(verbose=verbose)
+            shared = open_cache(cache_dir)
+            if update_lock:
+                lock_only(spec, runner, None if no_cache else shared, lock_file)
+            args = [*([str(config)] if config else []), *(f"--layers={d}" for d in layers)]
+            args += [*(f"--set={s}" for s in sets), *([f"--variant={variant}"] if variant else [])]
+            args += [f"--signing-key={signing_key}"] if signing_key else []
+            check.run(runner, args, out, shared)
+            return
+        config_id = plan.config_id(spec, variant, list(sets))
+        decided = recorder.stop if recorder is not None else None
+        options = BuildOptions(
+            out, signing_key, rebuild_from, config_id, lock_file, update_lock, given_epoch(), decided
+        )
+        with exclusive(out):
+            remote = Remote(cache_remote, cache_key, cache_trust)
+            store = None if no_cache else open_cache(cache_dir, shared_debs, remote)
+            if store is not None:  # cached trees used in place, mounted where only this build sees them
+                overlay.private_namespace()
+            run_one_build(spec, options, store, verbose, recorder)
 
 
 def build_many(
@@ -202,30 +212,51 @@ def given_epoch() -> int | None:
     return int(value)
 
 
-def run_one_build(spec: Spec, options: BuildOptions, store: Cache | None, verbose: bool) -> None:
-    """One build, logged to build.log in its output directory."""
+def run_one_build(
+    spec: Spec, options: BuildOptions, store: Cache | None, verbose: bool, recorder: quick.Recorder | None
+) -> None:
+    """One build, logged to build.log in its output directory; with ``recorder``, the
+    record that lets the same call answer from it next time (``quick.py``)."""
     runner = Runner(verbose=verbose, log_path=options.output / "build.log")
     try:
-        runner.info(
+        head = (
             f"building [bold]{spec.config.name}[/bold] for {spec.device.device} "
             f"({spec.device.arch}), layout {spec.layout.layout}, from {spec.config_path}"
         )
-        runner.log(f"layers: {', '.join(ref.name for ref in spec.layers)}")
+        layers = f"layers: {', '.join(ref.name for ref in spec.layers)}"
+        runner.info(head)
+        runner.log(layers)
         result = run_build(spec, options, runner, store)
         total = sum(t for _, t in runner.timings)
         runner.info(f"[green]done[/green] in {format_duration(total)}: {result.image}")
-        for path in result.outputs:
-            runner.info(f"  {path}")
-        for line in report.sizes(manifest.read(options.output)):
-            runner.info(f"  {line}")
-        for path in result.outputs:
-            if path.name.endswith(bundle.SUFFIX):
-                runner.info(f"  {bundle.how_to_install(path)}")
+        summary = [f"  {path}" for path in result.outputs]
+        summary += [f"  {line}" for line in report.sizes(manifest.read(options.output))]
+        summary += [f"  {bundle.how_to_install(p)}" for p in result.outputs if p.name.endswith(bundle.SUFFIX)]
+        for line in summary:
+            runner.info(line)
+        if recorder is not None and store is not None and result.key:
+            replay = {
+                "notes": [plain(f"[yellow]note:[/yellow] {escape(note)}") for note in spec.notes],
+                "head": plain(head),
+                "layers": plain(escape(layers)),
+                "image": str(result.image),
+                "summary": [plain(line) for line in summary],
+                "entries": [[name, stage["key"]] for name, stage in result.stages.items()],
+                "config": str(spec.config_path),
+                "config_id": options.config_id,
+                "stages": result.stages,
+            }
+            recorder.save(store.root, store.own_salt(), options.output, result.key, replay)
     except ImagesmithError as exc:
         runner.log(f"error: {exc}\n{exc.details or ''}\nhint: {exc.hint or ''}")
         raise
     finally:
         runner.close()
+
+
+def plain(line: str) -> str:
+    """A line as the log has it: no markup, no secret."""
+    return redact(Text.from_markup(line).plain)
 
 
 @main.command("lock")

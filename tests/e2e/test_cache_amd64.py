@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from imagesmith import quick
+
 from .conftest import REPO, imagesmith
 
 pytestmark = pytest.mark.slow
@@ -83,6 +85,8 @@ def test_no_op_rebuild_takes_everything_from_the_cache(
     log = run_build(project, tmp_path / "out", cache)
     assert "up to date" in log and stages_run(log) == {"outputs"} and not stages_from_cache(log)
     assert {p.name: p.stat().st_ino for p in out.parent.iterdir() if p.name != "build.log"} == before
+    # answered from the record of the call, before the config is even loaded (quick.py)
+    assert quick.LABEL in log and quick.LABEL in (out.parent / "build.log").read_text()
     # a published file changed in place (as a boot writes to its image): made again
     with open(out, "r+b") as handle:
         handle.seek(5 * 1024 * 1024)
@@ -91,6 +95,37 @@ def test_no_op_rebuild_takes_everything_from_the_cache(
     assert "up to date" not in log and "disk" in stages_from_cache(log)
     assert out.read_bytes() == image.read_bytes()
     subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=out.parent, check=True)
+
+
+def test_a_call_made_again_is_answered_until_something_it_read_changes(
+    project: Path, reference: tuple[Path, Path, str], tmp_path: Path
+) -> None:
+    """The quick no-op (quick.py) on a real build: answered while nothing read changed, and
+    never once an overlay file changed or one was added."""
+    image, cache, _ = reference
+    mine = tmp_path / "p"
+    shutil.copytree(project, mine)
+    out = tmp_path / "out"
+    time.sleep(0.2)  # the copies older than a timestamp's granularity: a record vouches for them
+    assert quick.LABEL not in run_build(mine, out, cache)  # put together from the cache
+    log = run_build(mine, out, cache)
+    assert quick.LABEL in log and stages_run(log) == {"outputs"}
+    assert f"done in 0.0s: {out / 'cached.img'}" in log and "rootfs files" in log
+    for change in ("changed", "added"):
+        if change == "changed":
+            (mine / "overlay/etc/cache-test.txt").write_text("third version\n")
+        else:
+            (mine / "overlay/etc/another.txt").write_text("a new file\n")
+        time.sleep(0.2)
+        log = run_build(mine, out, cache)
+        assert "up to date" not in log and "customize" in stages_run(log), change
+        log = run_build(mine, out, cache)
+        assert quick.LABEL in log, change
+    root = f"{out / 'cached.img'}?offset={offset(out / 'cached.img', 1)[0]}"
+    for name, text in (("cache-test.txt", "third version\n"), ("another.txt", "a new file\n")):
+        cat = subprocess.run(["debugfs", "-R", f"cat /etc/{name}", root], capture_output=True, text=True)
+        assert cat.stdout == text
+    assert partition(out / "cached.img", 0) == partition(image, 0)
 
 
 def test_an_overlay_change_reuses_the_installs(
