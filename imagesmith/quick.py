@@ -237,7 +237,8 @@ class Recorder:
 
     def __init__(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> None:
         self.argv, self.cwd, self.env = list(argv), os.getcwd(), dict(os.environ if env is None else env)
-        self.seen: dict[str, tuple[list[int] | None, bool]] = {}  # path: identity, whole
+        #: path: (identity, whole, when it was read)
+        self.seen: dict[str, tuple[list[int] | None, bool, int]] = {}
         self.why_not: str | None = None  # set: no record is kept
 
     def start(self) -> None:
@@ -283,10 +284,7 @@ class Recorder:
             return
         if name in self.seen and (self.seen[name][1] or not whole):
             return
-        found = state(name, whole)
-        self.seen[name] = (found, whole)
-        if racy(found, time.time_ns()):
-            self.untracked(f"{name} changed just before it was read")
+        self.seen[name] = (state(name, whole), whole, time.time_ns())
 
     def save(self, root: Path, salt: bytes, output: Path, key: str, replay: dict[str, Any]) -> None:
         """Keep the record of this call, if it vouches for the decision; records of other
@@ -314,10 +312,12 @@ class Recorder:
             if isinstance(file, str):
                 modules.add(os.path.abspath(file))
         pairs: list[list[Any]] = []
-        for name, (found, whole) in sorted(self.seen.items()):
+        for name, (found, whole, read_ns) in sorted(self.seen.items()):
             if name in modules or Path(name).is_relative_to(root) or Path(name).is_relative_to(output):
                 continue  # the cache and the outputs are checked by other means
-            if state(name, whole) != found:
+            if racy(found, read_ns):
+                self.untracked(f"{name} changed just before it was read")
+            elif state(name, whole) != found:
                 self.untracked(f"{name} changed during the build")
             pairs.append([name, found, whole])
         for name in sorted(modules):

@@ -215,6 +215,7 @@ def test_a_file_changed_while_read_or_during_the_build_keeps_no_record(call: Cal
     recorder = quick.Recorder(call.argv)
     with quick.recording(recorder):
         config.read_text()
+    recorder.inputs(call.cache.root, call.out)
     assert recorder.why_not is not None and "changed just before it was read" in recorder.why_not
     time.sleep(0.15)
     recorder = decide(call)
@@ -225,6 +226,21 @@ def test_a_file_changed_while_read_or_during_the_build_keeps_no_record(call: Cal
     publish(call, recorder)
     assert recorder.why_not is not None and "changed during the build" in recorder.why_not
     assert records(call) == [] and call.answer() == []
+
+
+def test_the_cache_and_the_outputs_are_not_inputs(call: Call) -> None:
+    """A build makes its output directory and cache files while it decides: other checks
+    cover them (the published files' identities, the entries' digests)."""
+    fresh = call.out.parent / "new-out"
+    recorder = quick.Recorder(call.argv)
+    with quick.recording(recorder):
+        fresh.mkdir()
+        (fresh / "build.log").write_text("")
+        call.cache.own_salt()
+        assert fresh.is_dir() and (call.cache.root / "salt").exists()
+    inputs = [name for name, _, _ in recorder.inputs(call.cache.root, fresh)]
+    assert recorder.why_not is None
+    assert not any(name.startswith((str(fresh), str(call.cache.root))) for name in inputs)
 
 
 def test_reads_after_the_decision_are_not_inputs(call: Call) -> None:
