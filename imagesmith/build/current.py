@@ -8,6 +8,8 @@ and each published file's identity: device, inode, size, modification and change
 The change time is set by the kernel on every write, rename, link or chmod, and no
 program can set it back, so a file that matches its identity holds the bytes published.
 The record is removed before a build replaces any file, and written after the last one.
+The same call made again is answered before any of this loads (``quick.py``), from the
+identities of what this decision read.
 """
 
 from __future__ import annotations

@@ -113,7 +113,7 @@ def test_a_call_made_again_is_answered_until_something_it_read_changes(
     assert f"done in 0.0s: {out / 'cached.img'}" in log and "rootfs files" in log
     for change in ("changed", "added"):
         if change == "changed":
-            (mine / "overlay/etc/cache-test.txt").write_text("third version\n")
+            (mine / "overlay/etc/cache-test.txt").write_text("answered again\n")
         else:
             (mine / "overlay/etc/another.txt").write_text("a new file\n")
         time.sleep(0.2)
@@ -122,7 +122,7 @@ def test_a_call_made_again_is_answered_until_something_it_read_changes(
         log = run_build(mine, out, cache)
         assert quick.LABEL in log, change
     root = f"{out / 'cached.img'}?offset={offset(out / 'cached.img', 1)[0]}"
-    for name, text in (("cache-test.txt", "third version\n"), ("another.txt", "a new file\n")):
+    for name, text in (("cache-test.txt", "answered again\n"), ("another.txt", "a new file\n")):
         cat = subprocess.run(["debugfs", "-R", f"cat /etc/{name}", root], capture_output=True, text=True)
         assert cat.stdout == text
     assert partition(out / "cached.img", 0) == partition(image, 0)
