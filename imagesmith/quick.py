@@ -165,16 +165,15 @@ def answer(argv: Sequence[str], env: Mapping[str, str], err: Callable[[str], Non
                 return False
             if any(identity(output / name) != found for name, found in published["files"].items()):
                 return False
+            shown = [*record["notes"], record["head"], f"▶ {LABEL}", f"✓ {'outputs':<12} {'0.0s':>8}"]
+            shown += [f"done in 0.0s: {record['image']}", *record["summary"]]
             replay(root, output, record)
         except (OSError, ValueError, KeyError, TypeError):
             return False
     finally:
         os.close(lock)
-    for line in [*record["notes"], record["head"], f"▶ {LABEL}", f"✓ {'outputs':<12} {'0.0s':>8}"]:
-        err(line)
-    err(f"done in 0.0s: {record['image']}")
-    for line in record["summary"]:
-        err(line)
+    for line in shown:
+        err(str(line))
     return True
 
 

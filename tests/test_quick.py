@@ -270,3 +270,17 @@ def test_cache_root_follows_the_options_and_the_environment(tmp_path: Path) -> N
 def test_only_a_build_is_answered(call: Call) -> None:
     assert call.answer(["plan", *call.argv[1:]]) == []
     assert call.answer([*call.argv, "--help"]) == []
+
+
+@pytest.mark.parametrize("damage", ["not json", "fields missing", "inputs of another shape"])
+def test_a_damaged_record_is_left_to_a_build(call: Call, damage: str) -> None:
+    (path,) = records(call)
+    record = json.loads(path.read_text())
+    if damage == "not json":
+        path.write_text(path.read_text()[:100])
+    elif damage == "fields missing":
+        path.write_text(json.dumps({key: record[key] for key in ("version", "key", "output", "inputs")}))
+    else:
+        path.write_text(json.dumps({**record, "inputs": [[name] for name, *_ in record["inputs"]]}))
+    assert call.answer() == []
+    assert not (call.out / "build.log").exists()
