@@ -11,7 +11,6 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -236,9 +235,9 @@ def run_one_build(
             runner.info(line)
         if recorder is not None and store is not None and result.key:
             replay = {
-                "notes": [plain(f"[yellow]note:[/yellow] {escape(note)}") for note in spec.notes],
+                "notes": [redact(f"note: {note}") for note in spec.notes],
                 "head": plain(head),
-                "layers": plain(escape(layers)),
+                "layers": redact(layers),
                 "image": str(result.image),
                 "summary": [plain(line) for line in summary],
                 "entries": [[name, stage["key"]] for name, stage in result.stages.items()],
