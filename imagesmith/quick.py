@@ -304,8 +304,10 @@ class Recorder:
 
     def inputs(self, root: Path, output: Path) -> list[list[Any]]:
         """Every identity the record vouches with: what was read (still as it was when read),
-        the modules loaded (unchanged since this process started) and the interpreter."""
-        modules = {sys.executable}
+        the modules loaded (unchanged since this process started), the interpreter, and the
+        directories modules are imported from (a package installed since could be loaded:
+        a plugin, found by entry points read before the recorder started)."""
+        modules = {sys.executable, *(os.path.abspath(d) for d in sys.path[1:] if os.path.isdir(d))}
         for module in list(sys.modules.values()):
             file = getattr(module, "__file__", None)
             if isinstance(file, str):

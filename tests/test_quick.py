@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -284,3 +285,19 @@ def test_a_damaged_record_is_left_to_a_build(call: Call, damage: str) -> None:
         path.write_text(json.dumps({**record, "inputs": [[name] for name, *_ in record["inputs"]]}))
     assert call.answer() == []
     assert not (call.out / "build.log").exists()
+
+
+def test_a_package_installed_since_is_a_change(
+    call: Call, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    packages = tmp_path / "site-packages"
+    packages.mkdir()
+    time.sleep(0.15)
+    monkeypatch.setattr(sys, "path", [sys.path[0], str(packages), *sys.path[1:]])
+    monkeypatch.setattr(quick, "STARTED_NS", time.time_ns())  # as if imagesmith started now
+    for path in records(call):
+        path.unlink()
+    publish(call, decide(call))
+    assert call.answer() != []
+    (packages / "plugin.py").write_text("")
+    assert call.answer() == []
