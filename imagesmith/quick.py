@@ -272,7 +272,7 @@ class Recorder:
     def read(self, path: object, whole: bool = True) -> None:
         """``path`` was opened or listed (``whole``), or looked up: its identity before that
         is kept."""
-        if isinstance(path, int) or path is None:  # a descriptor: opened by a call seen before
+        if isinstance(path, int):  # a descriptor: opened by a call seen before
             return
         try:
             name = os.path.abspath(os.fsdecode(path))  # type: ignore[arg-type]
@@ -333,8 +333,10 @@ def _hook(event: str, args: tuple[Any, ...]) -> None:
     recorder = Recorder.active
     if recorder is None:
         return
-    if event == "open" or event in ("os.listdir", "os.scandir"):
+    if event == "open":
         recorder.read(args[0])
+    elif event in ("os.listdir", "os.scandir"):
+        recorder.read("." if args[0] is None else args[0])  # no path: the working directory
     elif event == "subprocess.Popen":
         program = _program(args[0], args[1])
         if program == "dpkg-query":  # its answer is the package database's

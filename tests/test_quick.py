@@ -146,6 +146,13 @@ def test_any_change_to_what_the_decision_read_or_to_the_outputs_is_left_to_a_bui
     assert call.answer() == []
 
 
+def test_the_working_directory_listed_without_a_name_is_an_input(call: Call) -> None:
+    recorder = quick.Recorder(call.argv)
+    with quick.recording(recorder):
+        os.listdir()
+    assert recorder.seen[os.getcwd()][1]  # whole: what it holds was read
+
+
 def test_a_directory_looked_up_through_may_change(call: Call) -> None:
     """What a lookup learns of a directory is which one it is, not what else it holds."""
     (call.root / "notes.txt").write_text("an editor's file beside the config\n")
