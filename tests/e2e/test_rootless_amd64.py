@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from imagesmith import quick
+
 from .conftest import REPO, Built, build, tree
 
 pytestmark = [
@@ -123,6 +125,11 @@ def test_a_rebuild_by_the_user_uses_the_cached_rootfs_in_place_and_gives_root_s_
     for name in ("pipeline.img", "manifest.json"):
         assert (as_root.output / name).read_bytes() == (base / "by-user-2" / name).read_bytes(), name
     assert not list((base / "by-user-2").glob(".imagesmith-work-*")), "the work directory is gone"
+    # the same call again: answered by the user's own process, before any user namespace,
+    # from what the build inside one recorded (quick.py)
+    again = user_build(base, "by-user-2", *options)
+    assert quick.LABEL in again, again[-3000:]
+    assert quick.LABEL in (base / "by-user-2" / "build.log").read_text()
 
 
 def test_the_user_clears_the_cache_holding_files_of_subordinate_ids(
