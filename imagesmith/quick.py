@@ -59,6 +59,9 @@ STARTED_NS = time.time_ns()
 LABEL = "outputs: up to date: nothing the last build into this directory read has changed"
 #: what dpkg-query reads: the host tools' versions enter the release key through it
 DPKG = ("/var/lib/dpkg/status", "/var/lib/dpkg/updates")
+#: how long after a change a file's identity vouches for what was read: longer than a
+#: kernel clock tick (fine timestamps), or than FAT's two seconds (whole seconds)
+FINE_NS, WHOLE_SECONDS_NS = 100_000_000, 2_000_000_000
 #: reads of these say nothing about the build's inputs
 IGNORED = ("/proc/", "/sys/", "/dev/")
 #: events after which identities no longer vouch for what the decision read
@@ -99,7 +102,7 @@ def racy(found: list[int] | None, now_ns: int) -> bool:
     if found is None or len(found) < len(IDENTITY):
         return False
     mtime, ctime = found[3], found[4]
-    margin = 2_000_000_000 if ctime % 1_000_000_000 == 0 else 100_000_000
+    margin = WHOLE_SECONDS_NS if ctime % 1_000_000_000 == 0 else FINE_NS
     return max(mtime, ctime) + margin > now_ns
 
 

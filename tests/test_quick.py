@@ -87,7 +87,9 @@ def call(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Call]:
     argv = ["build", str(root / "image.yaml"), "-o", str(out), "--cache-dir", str(cache.root)]
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     monkeypatch.chdir(tmp_path)
-    time.sleep(0.15)  # the inputs older than a timestamp's granularity: a record may vouch for them
+    # inputs written just now vouch as if older than a timestamp's granularity (the
+    # margin has a test of its own)
+    monkeypatch.setattr(quick, "FINE_NS", 0)
     made = Call(root, cache, out, argv, env)
     recorder = decide(made)
     assert recorder.why_not is None, recorder.why_not
@@ -217,7 +219,10 @@ def test_the_package_database_vouches_for_dpkg_query(call: Call) -> None:
     assert recorder.why_not is None and "/var/lib/dpkg/status" in recorder.seen
 
 
-def test_a_file_changed_while_read_or_during_the_build_keeps_no_record(call: Call) -> None:
+def test_a_file_changed_while_read_or_during_the_build_keeps_no_record(
+    call: Call, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(quick, "FINE_NS", 100_000_000)
     config = call.root / "image.yaml"
     config.write_text("name: y\n")  # within a timestamp's granularity of the read below
     recorder = quick.Recorder(call.argv)
@@ -225,7 +230,7 @@ def test_a_file_changed_while_read_or_during_the_build_keeps_no_record(call: Cal
         config.read_text()
     recorder.inputs(call.cache.root, call.out)
     assert recorder.why_not is not None and "changed just before it was read" in recorder.why_not
-    time.sleep(0.15)
+    time.sleep(0.15)  # past the margin: now it vouches
     recorder = decide(call)
     assert recorder.why_not is None
     (call.root / "overlay" / "motd").write_text("changed while the stages ran\n")
@@ -299,7 +304,6 @@ def test_a_package_installed_since_is_a_change(
 ) -> None:
     packages = tmp_path / "site-packages"
     packages.mkdir()
-    time.sleep(0.15)
     monkeypatch.setattr(sys, "path", [sys.path[0], str(packages), *sys.path[1:]])
     monkeypatch.setattr(quick, "STARTED_NS", time.time_ns())  # as if imagesmith started now
     for path in records(call):
@@ -308,3 +312,12 @@ def test_a_package_installed_since_is_a_change(
     assert call.answer() != []
     (packages / "plugin.py").write_text("")
     assert call.answer() == []
+
+
+def test_the_margin_follows_the_timestamps_granularity() -> None:
+    now = 1_700_000_000_500_000_000
+    fine = [1, 2, 3, now - 50_000_000, now - 50_000_000]  # changed 0.05 s before the read
+    assert quick.racy(fine, now) and not quick.racy(fine, now + quick.FINE_NS)
+    whole = [1, 2, 3, now - 1_500_000_000, 1_699_999_999_000_000_000]  # whole seconds: FAT, old ext
+    assert quick.racy(whole, now) and not quick.racy(whole, now + quick.WHOLE_SECONDS_NS)
+    assert not quick.racy(None, now) and not quick.racy([1, 2], now)  # none, or a directory looked up
