@@ -5,10 +5,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from imagesmith.host.run import Runner
 
 REPO = Path(__file__).resolve().parent.parent
+#: the property tests' generated cases: 600 each in the whole suite (`./dev test`, and so CI,
+#: passes --hypothesis-profile=suite), 150 when the fast tests run alone
+for _name, _examples in (("suite", 600), ("fast", 150)):
+    settings.register_profile(
+        _name, max_examples=_examples, deadline=None, suppress_health_check=list(HealthCheck)
+    )
+settings.load_profile("fast")  # --hypothesis-profile, read later, overrides it
 EXAMPLE_KEY = (REPO / "examples" / "keys" / "admin.pub").read_text().strip()
 #: The longest modules of real builds, longest first (worker-seconds measured with pytest
 #: --durations on a 2-core machine, 2026-12-04): `./dev test` hands out modules in
